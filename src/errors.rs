@@ -1,0 +1,64 @@
+//! The one error type of the core and its one mapping to Python exceptions.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::PyErr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExporterError {
+    #[error(
+        "invalid metric name {0:?}: must match [a-zA-Z_:][a-zA-Z0-9_:]* and not start with '__'"
+    )]
+    InvalidMetricName(String),
+    #[error("invalid label name {0:?}: must match [a-zA-Z_][a-zA-Z0-9_]* and not start with '__'")]
+    InvalidLabelName(String),
+    #[error("label name {0:?} is reserved here")]
+    ReservedLabelName(String),
+    #[error("duplicate label name {0:?}")]
+    DuplicateLabelName(String),
+    #[error("duplicated timeseries: {0:?} is already registered")]
+    Duplicate(String),
+    #[error("invalid buckets: {0}")]
+    InvalidBuckets(String),
+    #[error("incorrect label count: expected {expected} label values, got {got}")]
+    LabelCount { expected: usize, got: usize },
+    #[error("{0}")]
+    InvalidValue(String),
+    #[error("invalid worker report: {0}")]
+    InvalidReport(&'static str),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T> = std::result::Result<T, ExporterError>;
+
+impl From<ExporterError> for PyErr {
+    fn from(err: ExporterError) -> PyErr {
+        match err {
+            ExporterError::Bind { ref source, .. } => {
+                PyOSError::new_err((source.raw_os_error().unwrap_or(0), err.to_string()))
+            }
+            ExporterError::Internal(_) => PyRuntimeError::new_err(err.to_string()),
+            _ => PyValueError::new_err(err.to_string()),
+        }
+    }
+}
+
+/// Runs `f`, turning a panic into `ExporterError::Internal`: a panic crossing into Python
+/// becomes a `BaseException` that Locust's `except Exception` cannot catch.
+pub fn no_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_string());
+        Err(ExporterError::Internal(msg))
+    })
+}

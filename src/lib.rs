@@ -1,0 +1,28 @@
+//! The `locust_prometheus_exporter._native` extension module: registration only.
+
+mod errors;
+mod exposition;
+mod locust_metrics;
+mod metrics;
+mod py;
+mod report;
+mod server;
+
+#[pyo3::pymodule(gil_used = false)]
+mod _native {
+    #[pymodule_export]
+    use crate::py::listener::RequestListener;
+    #[pymodule_export]
+    use crate::py::metric::{Counter, Gauge, Histogram, Timer};
+    #[pymodule_export]
+    use crate::py::server::{
+        after_fork_in_child, apply_report, render, set_live_workers, take_report, Server,
+    };
+
+    use pyo3::prelude::*;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", env!("CARGO_PKG_VERSION"))
+    }
+}

@@ -1,0 +1,215 @@
+//! Locust's own metrics: the built-in families and the one-lookup path a request event takes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::errors::Result;
+use crate::metrics::{series_key, Cell, Desc, Family, GaugeMode, Kind, Registry, Series};
+
+/// Request duration buckets in seconds, from 1 ms to 60 s: load-test latencies, not RPC ones.
+pub const DEFAULT_BUCKETS: [f64; 18] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    30.0, 60.0,
+];
+
+/// The four series one request event touches, resolved once per label combination.
+struct RequestSeries {
+    requests: Arc<Series>,
+    duration: Arc<Series>,
+    request_bytes: Arc<Series>,
+    response_bytes: Arc<Series>,
+}
+
+pub struct LocustMetrics {
+    requests: Arc<Family>,
+    duration: Arc<Family>,
+    request_bytes: Arc<Family>,
+    response_bytes: Arc<Family>,
+    pub users_total: Arc<Family>,
+    pub users_running: Arc<Family>,
+    pub users_waiting: Arc<Family>,
+    pub workers: Arc<Family>,
+    cache: RwLock<HashMap<String, Arc<RequestSeries>>>,
+}
+
+/// One Locust request event, as the listener extracted it.
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub name: &'a str,
+    pub status: &'a str,
+    pub exception: &'a str,
+    pub response_time_ms: Option<f64>,
+    pub response_length: f64,
+    pub request_length: f64,
+}
+
+fn labels(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+impl LocustMetrics {
+    /// Registers (or finds, if already registered alike) the built-in families.
+    /// `per_worker` gives the user gauges one series per worker instead of their sum.
+    pub fn new(registry: &Registry, buckets: &[f64], per_worker: bool) -> Result<Self> {
+        let user_gauges = if per_worker {
+            GaugeMode::LiveAll
+        } else {
+            GaugeMode::LiveSum
+        };
+        let family = |name: &str, help: &str, kind: Kind, names: &[&str]| {
+            registry.get_or_register(Desc::new(name, help, kind, labels(names))?)
+        };
+        let by_request = ["method", "name"];
+        Ok(LocustMetrics {
+            requests: family(
+                "locust_requests",
+                "Requests made, by method, name, HTTP status (0: no response) and exception class",
+                Kind::Counter,
+                &["method", "name", "status", "exception"],
+            )?,
+            duration: family(
+                "locust_request_duration_seconds",
+                "Request duration as Locust measures it (response_time)",
+                Kind::Histogram(buckets.into()),
+                &by_request,
+            )?,
+            request_bytes: family(
+                "locust_request_length_bytes",
+                "Request body bytes sent (headers are not counted)",
+                Kind::Counter,
+                &by_request,
+            )?,
+            response_bytes: family(
+                "locust_response_length_bytes",
+                "Response bytes received (Locust's response_length)",
+                Kind::Counter,
+                &by_request,
+            )?,
+            users_total: family(
+                "locust_users",
+                "Users spawned since the process started",
+                Kind::Counter,
+                &[],
+            )?,
+            users_running: family(
+                "locust_users_running",
+                "Users running now (the runner's user count)",
+                Kind::Gauge(user_gauges),
+                &[],
+            )?,
+            users_waiting: family(
+                "locust_users_waiting",
+                "Users sleeping in their wait_time now",
+                Kind::Gauge(user_gauges),
+                &[],
+            )?,
+            workers: family(
+                "locust_workers",
+                "Locust workers connected to the master, by state",
+                Kind::Gauge(GaugeMode::LiveSum),
+                &["state"],
+            )?,
+            cache: RwLock::new(HashMap::new()),
+        })
+    }
+
+    fn series_for(&self, r: &Request) -> Result<Arc<RequestSeries>> {
+        let key = series_key(&[r.method, r.name, r.status, r.exception]);
+        if let Some(s) = self.cache.read().get(&key) {
+            return Ok(s.clone());
+        }
+        let pair = [r.method, r.name];
+        let series = Arc::new(RequestSeries {
+            requests: self
+                .requests
+                .child(&[r.method, r.name, r.status, r.exception])?,
+            duration: self.duration.child(&pair)?,
+            request_bytes: self.request_bytes.child(&pair)?,
+            response_bytes: self.response_bytes.child(&pair)?,
+        });
+        Ok(self.cache.write().entry(key).or_insert(series).clone())
+    }
+
+    pub fn record(&self, r: &Request) -> Result<()> {
+        let s = self.series_for(r)?;
+        add(&s.requests, 1.0);
+        add(&s.request_bytes, r.request_length);
+        add(&s.response_bytes, r.response_length);
+        // Locust counts a request with no response time but leaves it out of its percentiles.
+        if let (Some(ms), Cell::Histogram(h)) = (r.response_time_ms, &s.duration.cell) {
+            h.observe(ms / 1000.0);
+        }
+        Ok(())
+    }
+}
+
+fn add(series: &Series, v: f64) {
+    if let Cell::Scalar(s) = &series.cell {
+        s.add(v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{SeriesData, ValueData};
+
+    fn request<'a>(status: &'a str, ms: Option<f64>) -> Request<'a> {
+        Request {
+            method: "GET",
+            name: "/",
+            status,
+            exception: "",
+            response_time_ms: ms,
+            response_length: 10.0,
+            request_length: 3.0,
+        }
+    }
+
+    #[test]
+    fn one_event_updates_every_family() {
+        let reg = Registry::default();
+        let m = LocustMetrics::new(&reg, &DEFAULT_BUCKETS, false).unwrap();
+        m.record(&request("200", Some(12.0))).unwrap();
+        m.record(&request("500", None)).unwrap();
+        let got = reg.collect();
+        let find = |name: &str| {
+            got.iter()
+                .find(|(d, _)| d.name == name)
+                .map(|(_, s)| s.clone())
+                .unwrap()
+        };
+        assert_eq!(find("locust_requests").len(), 2);
+        let [SeriesData {
+            value: ValueData::Histogram { counts, sum },
+            ..
+        }] = &find("locust_request_duration_seconds")[..]
+        else {
+            panic!()
+        };
+        assert_eq!(
+            counts.iter().sum::<u64>(),
+            1,
+            "None response time is not observed"
+        );
+        assert!((sum - 0.012).abs() < 1e-12);
+        let [SeriesData {
+            value: ValueData::Scalar { value, .. },
+            ..
+        }] = &find("locust_response_length_bytes")[..]
+        else {
+            panic!()
+        };
+        assert_eq!(*value, 20.0);
+        assert!(
+            LocustMetrics::new(&reg, &DEFAULT_BUCKETS, false).is_ok(),
+            "same config again is fine"
+        );
+        assert!(
+            LocustMetrics::new(&reg, &[1.0, 2.0], false).is_err(),
+            "other buckets clash"
+        );
+    }
+}

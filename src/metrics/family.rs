@@ -1,0 +1,250 @@
+//! A metric family: its descriptor and its series, found by the exact label values.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use super::names::{check_label_names, check_metric_name};
+use super::series::Series;
+use crate::errors::{ExporterError, Result};
+
+/// How a gauge's values from several processes (Locust workers) combine on the master.
+/// Named as prometheus_client's `multiprocess_mode`; the `live` variants drop missing workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GaugeMode {
+    All,
+    LiveAll,
+    Min,
+    LiveMin,
+    Max,
+    LiveMax,
+    Sum,
+    LiveSum,
+    MostRecent,
+    LiveMostRecent,
+}
+
+const GAUGE_MODES: [(GaugeMode, &str); 10] = [
+    (GaugeMode::All, "all"),
+    (GaugeMode::LiveAll, "liveall"),
+    (GaugeMode::Min, "min"),
+    (GaugeMode::LiveMin, "livemin"),
+    (GaugeMode::Max, "max"),
+    (GaugeMode::LiveMax, "livemax"),
+    (GaugeMode::Sum, "sum"),
+    (GaugeMode::LiveSum, "livesum"),
+    (GaugeMode::MostRecent, "mostrecent"),
+    (GaugeMode::LiveMostRecent, "livemostrecent"),
+];
+
+impl GaugeMode {
+    pub fn parse(s: &str) -> Result<Self> {
+        GAUGE_MODES
+            .iter()
+            .find(|(_, n)| *n == s)
+            .map(|(m, _)| *m)
+            .ok_or_else(|| {
+                let names: Vec<_> = GAUGE_MODES.iter().map(|(_, n)| *n).collect();
+                ExporterError::InvalidValue(format!(
+                    "invalid multiprocess_mode {s:?}: expected one of {names:?}"
+                ))
+            })
+    }
+    pub fn code(self) -> u8 {
+        GAUGE_MODES
+            .iter()
+            .position(|(m, _)| *m == self)
+            .unwrap_or(0) as u8
+    }
+    pub fn from_code(c: u8) -> Option<Self> {
+        GAUGE_MODES.get(c as usize).map(|(m, _)| *m)
+    }
+    /// Whether values of workers that Locust marked missing are left out.
+    pub fn live_only(self) -> bool {
+        matches!(
+            self,
+            Self::LiveAll | Self::LiveMin | Self::LiveMax | Self::LiveSum | Self::LiveMostRecent
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kind {
+    Counter,
+    Gauge(GaugeMode),
+    /// Upper bounds, increasing, without the implicit `+Inf`.
+    Histogram(Arc<[f64]>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desc {
+    /// Base name: a counter's samples add `_total`, a histogram's `_bucket`, `_sum`, `_count`.
+    pub name: String,
+    pub help: String,
+    pub kind: Kind,
+    pub label_names: Vec<String>,
+}
+
+impl Desc {
+    /// Validates and normalises (a counter named `x_total` is stored as `x`, as prometheus_client does).
+    pub fn new(name: &str, help: &str, kind: Kind, label_names: Vec<String>) -> Result<Self> {
+        let name = match kind {
+            Kind::Counter => name
+                .strip_suffix("_total")
+                .filter(|n| !n.is_empty())
+                .unwrap_or(name),
+            _ => name,
+        };
+        check_metric_name(name)?;
+        let reserved: &[&str] = match kind {
+            Kind::Histogram(_) => &["le"],
+            _ => &[],
+        };
+        check_label_names(&label_names, reserved)?;
+        if let Kind::Histogram(bounds) = &kind {
+            check_buckets(bounds)?;
+        }
+        Ok(Desc {
+            name: name.to_string(),
+            help: help.to_string(),
+            kind,
+            label_names,
+        })
+    }
+
+    /// Every sample name the family may expose; two families clash when these meet.
+    pub fn exposed_names(&self) -> Vec<String> {
+        let suffixes: &[&str] = match self.kind {
+            Kind::Counter => &["", "_total", "_created"],
+            Kind::Gauge(_) => &[""],
+            Kind::Histogram(_) => &["", "_bucket", "_sum", "_count", "_created"],
+        };
+        suffixes
+            .iter()
+            .map(|s| format!("{}{s}", self.name))
+            .collect()
+    }
+}
+
+/// Finite, strictly increasing bounds; `+Inf` is implied and dropped by the caller.
+pub fn check_buckets(bounds: &[f64]) -> Result<()> {
+    if bounds.is_empty() {
+        return Err(ExporterError::InvalidBuckets(
+            "at least one finite bucket is needed besides +Inf".into(),
+        ));
+    }
+    if bounds.iter().any(|b| !b.is_finite()) {
+        return Err(ExporterError::InvalidBuckets(format!(
+            "bounds must be finite numbers, got {bounds:?}"
+        )));
+    }
+    if bounds.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(ExporterError::InvalidBuckets(format!(
+            "buckets not in strictly increasing order: {bounds:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Exact, unambiguous key of a label-value list: `("ab","c")` and `("a","bc")` differ.
+pub fn series_key<S: AsRef<str>>(values: &[S]) -> String {
+    let mut key = String::with_capacity(values.iter().map(|v| v.as_ref().len() + 4).sum());
+    for v in values {
+        let v = v.as_ref();
+        let _ = write!(key, "{}:{v}", v.len());
+    }
+    key
+}
+
+pub struct Family {
+    pub desc: Desc,
+    series: RwLock<HashMap<String, Arc<Series>>>,
+}
+
+impl Family {
+    pub fn new(desc: Desc) -> Self {
+        let family = Family {
+            desc,
+            series: RwLock::new(HashMap::new()),
+        };
+        if family.desc.label_names.is_empty() {
+            // An unlabelled metric exists from the start, at zero, as with prometheus_client.
+            let empty: [&str; 0] = [];
+            let _ = family.child(&empty);
+        }
+        family
+    }
+
+    /// The series for these label values, created on first use.
+    pub fn child<S: AsRef<str>>(&self, values: &[S]) -> Result<Arc<Series>> {
+        let expected = self.desc.label_names.len();
+        if values.len() != expected {
+            return Err(ExporterError::LabelCount {
+                expected,
+                got: values.len(),
+            });
+        }
+        let key = series_key(values);
+        if let Some(s) = self.series.read().get(&key) {
+            return Ok(s.clone());
+        }
+        let labels: Box<[String]> = values.iter().map(|v| v.as_ref().to_string()).collect();
+        let mut map = self.series.write();
+        let series = map.entry(key).or_insert_with(|| {
+            Arc::new(match &self.desc.kind {
+                Kind::Histogram(bounds) => Series::histogram(labels, bounds.clone()),
+                _ => Series::scalar(labels),
+            })
+        });
+        Ok(series.clone())
+    }
+
+    /// The series as they are now; the lock is held only to copy the handles.
+    pub fn series(&self) -> Vec<Arc<Series>> {
+        self.series.read().values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_exact() {
+        assert_ne!(series_key(&["ab", "c"]), series_key(&["a", "bc"]));
+        assert_ne!(series_key(&["1:a"]), series_key(&["1", "a"]));
+        let f =
+            Family::new(Desc::new("f", "h", Kind::Counter, vec!["a".into(), "b".into()]).unwrap());
+        let x = f.child(&["ab", "c"]).unwrap();
+        let y = f.child(&["a", "bc"]).unwrap();
+        assert!(!Arc::ptr_eq(&x, &y));
+        assert!(Arc::ptr_eq(&x, &f.child(&["ab", "c"]).unwrap()));
+        assert_eq!(f.series().len(), 2);
+    }
+
+    #[test]
+    fn label_count_is_checked() {
+        let f = Family::new(Desc::new("f", "h", Kind::Counter, vec!["a".into()]).unwrap());
+        assert!(matches!(
+            f.child(&["x", "y"]),
+            Err(ExporterError::LabelCount {
+                expected: 1,
+                got: 2
+            })
+        ));
+        assert!(f.series().is_empty());
+    }
+
+    #[test]
+    fn counter_names_and_buckets() {
+        let d = Desc::new("x_total", "h", Kind::Counter, vec![]).unwrap();
+        assert_eq!(d.name, "x");
+        assert!(d.exposed_names().contains(&"x_total".to_string()));
+        for bad in [&[][..], &[1.0, 0.5], &[1.0, 1.0], &[f64::NAN]] {
+            assert!(Desc::new("h", "h", Kind::Histogram(bad.into()), vec![]).is_err());
+        }
+        assert!(Desc::new("h", "h", Kind::Histogram([1.0].into()), vec!["le".into()]).is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! Metric storage: families of series with atomic cells, the registry, and the master's merge.
+
+mod family;
+mod names;
+mod registry;
+mod series;
+mod workers;
+
+pub use family::{check_buckets, series_key, Desc, Family, GaugeMode, Kind};
+pub use registry::{global, Collected, Registry};
+pub use series::{Cell, Scalar, Series, SeriesData, ValueData};

@@ -1,0 +1,168 @@
+//! The process-wide registry: every family, the workers' reports, and what changed since the last report.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, LazyLock};
+
+use parking_lot::{Mutex, RwLock};
+
+use super::family::{series_key, Desc, Family};
+use super::series::{SeriesData, ValueData};
+use super::workers::Workers;
+use crate::errors::{ExporterError, Result};
+
+/// Families with their merged series, in name order: what a scrape renders.
+pub type Collected = Vec<(Desc, Vec<SeriesData>)>;
+
+#[derive(Default)]
+pub struct Registry {
+    families: RwLock<BTreeMap<String, Arc<Family>>>,
+    workers: Mutex<Workers>,
+    /// On a worker: the values last sent to the master, so reports carry only changes.
+    sent: Mutex<HashMap<(String, String), ValueData>>,
+}
+
+static GLOBAL: LazyLock<Registry> = LazyLock::new(Registry::default);
+
+pub fn global() -> &'static Registry {
+    &GLOBAL
+}
+
+impl Registry {
+    /// Registers a new family; its names must not clash with any registered family's samples.
+    pub fn register(&self, desc: Desc) -> Result<Arc<Family>> {
+        let mut families = self.families.write();
+        let taken: HashSet<String> = families
+            .values()
+            .flat_map(|f| f.desc.exposed_names())
+            .collect();
+        if let Some(clash) = desc.exposed_names().into_iter().find(|n| taken.contains(n)) {
+            return Err(ExporterError::Duplicate(clash));
+        }
+        let family = Arc::new(Family::new(desc));
+        families.insert(family.desc.name.clone(), family.clone());
+        Ok(family)
+    }
+
+    /// The family with exactly this descriptor, registered if new (built-in and reported families).
+    pub fn get_or_register(&self, desc: Desc) -> Result<Arc<Family>> {
+        if let Some(f) = self.families.read().get(&desc.name) {
+            return if f.desc == desc {
+                Ok(f.clone())
+            } else {
+                Err(ExporterError::Duplicate(desc.name))
+            };
+        }
+        self.register(desc)
+    }
+
+    pub fn families(&self) -> Vec<Arc<Family>> {
+        self.families.read().values().cloned().collect()
+    }
+
+    /// Everything to render: own series merged with the workers' reports.
+    pub fn collect(&self) -> Collected {
+        let families = self.families();
+        let workers = self.workers.lock();
+        families
+            .iter()
+            .map(|f| {
+                let local = f.series().iter().map(|s| s.data()).collect();
+                (f.desc.clone(), workers.merge(&f.desc, local))
+            })
+            .collect()
+    }
+
+    /// On a worker: the series whose values changed since the previous call.
+    pub fn changes(&self) -> Collected {
+        let mut sent = self.sent.lock();
+        let mut out = Vec::new();
+        for f in self.families() {
+            let mut changed = Vec::new();
+            for s in f.series() {
+                let data = s.data();
+                let key = (f.desc.name.clone(), series_key(&data.labels));
+                if sent.get(&key) != Some(&data.value) {
+                    sent.insert(key, data.value.clone());
+                    changed.push(data);
+                }
+            }
+            if !changed.is_empty() {
+                out.push((f.desc.clone(), changed));
+            }
+        }
+        out
+    }
+
+    /// On the master: stores a worker's report, learning families defined only on workers.
+    pub fn apply_report(&self, client_id: &str, families: Collected) {
+        for (desc, _) in &families {
+            // A family the master defines differently keeps the master's definition.
+            let _ = self.get_or_register(desc.clone());
+        }
+        self.workers.lock().apply(client_id, families);
+    }
+
+    pub fn set_live_workers(&self, live: &[String]) {
+        self.workers.lock().set_live(live);
+    }
+
+    /// In a forked child: start from zero, keeping families and the handles Python holds.
+    pub fn reset_after_fork(&self) {
+        for f in self.families() {
+            f.series().iter().for_each(|s| s.reset());
+        }
+        self.workers.lock().clear();
+        self.sent.lock().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::family::Kind;
+    use super::*;
+
+    fn counter(name: &str) -> Desc {
+        Desc::new(name, "h", Kind::Counter, vec![]).unwrap()
+    }
+
+    #[test]
+    fn clashes_are_refused_and_leave_no_trace() {
+        let r = Registry::default();
+        r.register(counter("x")).unwrap();
+        for clash in ["x", "x_total"] {
+            assert!(matches!(
+                r.register(counter(clash)),
+                Err(ExporterError::Duplicate(_))
+            ));
+        }
+        let gauge = Desc::new(
+            "x_created",
+            "h",
+            Kind::Gauge(super::super::GaugeMode::Sum),
+            vec![],
+        )
+        .unwrap();
+        assert!(r.register(gauge).is_err());
+        assert_eq!(r.families().len(), 1);
+        assert!(r.get_or_register(counter("x")).is_ok());
+    }
+
+    #[test]
+    fn changes_carry_only_what_moved() {
+        let r = Registry::default();
+        let f = r.register(counter("c")).unwrap();
+        assert_eq!(r.changes().len(), 1, "first report carries everything");
+        assert!(r.changes().is_empty());
+        if let super::super::series::Cell::Scalar(s) = &f.child::<&str>(&[]).unwrap().cell {
+            s.add(2.0);
+        }
+        let ch = r.changes();
+        assert_eq!(
+            ch[0].1[0].value,
+            ValueData::Scalar {
+                value: 2.0,
+                updated: 0.0
+            }
+        );
+    }
+}

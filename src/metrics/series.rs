@@ -1,0 +1,165 @@
+//! One time series: its label values and its value cell, updated with atomics only.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus::core::{Atomic, AtomicF64};
+
+/// A plain copy of a series' value: what a scrape renders and what a worker reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ValueData {
+    /// Counter or gauge; `updated` is the wall-clock time of the last write (for `mostrecent`).
+    Scalar { value: f64, updated: f64 },
+    /// Histogram: per-bucket (not cumulative) counts, the last one being `+Inf`, and the sum.
+    Histogram { counts: Vec<u64>, sum: f64 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesData {
+    pub labels: Vec<String>,
+    pub value: ValueData,
+}
+
+pub struct Scalar {
+    value: AtomicF64,
+    updated: AtomicF64,
+}
+
+pub struct Histogram {
+    bounds: std::sync::Arc<[f64]>,
+    counts: Box<[AtomicU64]>,
+    sum: AtomicF64,
+}
+
+pub enum Cell {
+    Scalar(Scalar),
+    Histogram(Histogram),
+}
+
+pub struct Series {
+    pub labels: Box<[String]>,
+    pub cell: Cell,
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl Scalar {
+    fn new() -> Self {
+        Scalar {
+            value: AtomicF64::new(0.0),
+            updated: AtomicF64::new(0.0),
+        }
+    }
+    /// Counter increment: no timestamp, the hot path stays two atomics short.
+    pub fn add(&self, v: f64) {
+        self.value.inc_by(v);
+    }
+    /// Gauge increment, stamped for the `mostrecent` aggregation.
+    pub fn add_stamped(&self, v: f64) {
+        self.value.inc_by(v);
+        self.updated.set(now());
+    }
+    pub fn set(&self, v: f64) {
+        self.value.set(v);
+        self.updated.set(now());
+    }
+}
+
+impl Histogram {
+    fn new(bounds: std::sync::Arc<[f64]>) -> Self {
+        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        Histogram {
+            bounds,
+            counts,
+            sum: AtomicF64::new(0.0),
+        }
+    }
+    /// Counts `v` in the first bucket whose upper bound is >= `v` (Prometheus `le` semantics).
+    pub fn observe(&self, v: f64) {
+        let i = self.bounds.partition_point(|b| *b < v);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum.inc_by(v);
+    }
+}
+
+impl Series {
+    pub fn scalar(labels: Box<[String]>) -> Self {
+        Series {
+            labels,
+            cell: Cell::Scalar(Scalar::new()),
+        }
+    }
+    pub fn histogram(labels: Box<[String]>, bounds: std::sync::Arc<[f64]>) -> Self {
+        Series {
+            labels,
+            cell: Cell::Histogram(Histogram::new(bounds)),
+        }
+    }
+
+    pub fn value(&self) -> ValueData {
+        match &self.cell {
+            Cell::Scalar(s) => ValueData::Scalar {
+                value: s.value.get(),
+                updated: s.updated.get(),
+            },
+            Cell::Histogram(h) => ValueData::Histogram {
+                counts: h.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+                sum: h.sum.get(),
+            },
+        }
+    }
+
+    pub fn data(&self) -> SeriesData {
+        SeriesData {
+            labels: self.labels.to_vec(),
+            value: self.value(),
+        }
+    }
+
+    /// Back to zero in a forked child, so that what the parent recorded is not reported twice.
+    pub fn reset(&self) {
+        match &self.cell {
+            Cell::Scalar(s) => {
+                s.value.set(0.0);
+                s.updated.set(0.0);
+            }
+            Cell::Histogram(h) => {
+                h.counts.iter().for_each(|c| c.store(0, Ordering::Relaxed));
+                h.sum.set(0.0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_le_semantics() {
+        let s = Series::histogram(Box::new([]), vec![0.1, 1.0].into());
+        let Cell::Histogram(h) = &s.cell else {
+            unreachable!()
+        };
+        for v in [0.05, 0.1, 0.5, 1.0, 2.0, f64::INFINITY] {
+            h.observe(v);
+        }
+        let ValueData::Histogram { counts, .. } = s.value() else {
+            unreachable!()
+        };
+        assert_eq!(counts, vec![2, 2, 2]);
+        s.reset();
+        assert_eq!(
+            s.value(),
+            ValueData::Histogram {
+                counts: vec![0, 0, 0],
+                sum: 0.0
+            }
+        );
+    }
+}

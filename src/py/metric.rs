@@ -1,0 +1,425 @@
+//! `Counter`, `Gauge` and `Histogram` as prometheus_client users know them.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyCFunction, PyDict, PyTuple};
+
+use crate::metrics::{check_buckets, global, Cell, Desc, Family, GaugeMode, Kind, Scalar, Series};
+
+/// prometheus_client's default histogram buckets (seconds).
+const DEFAULT_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// A family and, once labels are bound (or when it has none), one of its series.
+#[derive(Clone)]
+pub struct Metric {
+    family: Arc<Family>,
+    series: Option<Arc<Series>>,
+}
+
+/// `namespace_subsystem_name_unit`, the way prometheus_client builds a full name.
+fn full_name(name: &str, namespace: &str, subsystem: &str, unit: &str) -> String {
+    let mut parts: Vec<&str> = [namespace, subsystem, name]
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect();
+    let suffix = format!("_{unit}");
+    if !unit.is_empty() && !name.ends_with(&suffix) {
+        parts.push(unit);
+    }
+    parts.join("_")
+}
+
+impl Metric {
+    pub fn new(family: Arc<Family>) -> Self {
+        let series = family
+            .desc
+            .label_names
+            .is_empty()
+            .then(|| family.child::<&str>(&[]).ok())
+            .flatten();
+        Metric { family, series }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn register(
+        name: &str,
+        documentation: &str,
+        labelnames: Vec<String>,
+        namespace: &str,
+        subsystem: &str,
+        unit: &str,
+        kind: Kind,
+    ) -> PyResult<Self> {
+        let desc = Desc::new(
+            &full_name(name, namespace, subsystem, unit),
+            documentation,
+            kind,
+            labelnames,
+        )?;
+        Ok(Metric::new(global().register(desc)?))
+    }
+
+    /// Label values from `*args` or `**kwargs`, turned into strings before any lock is taken.
+    fn labels(&self, args: &Bound<PyTuple>, kwargs: Option<&Bound<PyDict>>) -> PyResult<Self> {
+        let names = &self.family.desc.label_names;
+        if names.is_empty() {
+            return Err(PyValueError::new_err(format!(
+                "no label names were set when constructing {}",
+                self.family.desc.name
+            )));
+        }
+        if self.series.is_some() {
+            return Err(PyValueError::new_err(
+                "labels() was already applied to this metric",
+            ));
+        }
+        let kwargs = kwargs.filter(|k| !k.is_empty());
+        let values: Vec<String> = match kwargs {
+            Some(_) if !args.is_empty() => {
+                return Err(PyValueError::new_err(
+                    "can't pass both *args and **kwargs to labels()",
+                ));
+            }
+            Some(kw) => {
+                let given: Vec<String> = kw
+                    .keys()
+                    .iter()
+                    .map(|k| k.str().map(|s| s.to_string()))
+                    .collect::<PyResult<_>>()?;
+                let mut sorted_given = given.clone();
+                sorted_given.sort();
+                let mut sorted_names = names.clone();
+                sorted_names.sort();
+                if sorted_given != sorted_names {
+                    return Err(PyValueError::new_err(format!(
+                        "incorrect label names: expected {names:?}, got {given:?}"
+                    )));
+                }
+                names
+                    .iter()
+                    .map(|n| {
+                        kw.get_item(n)?
+                            .map_or(Ok(String::new()), |v| v.str().map(|s| s.to_string()))
+                    })
+                    .collect::<PyResult<_>>()?
+            }
+            None => args
+                .iter()
+                .map(|v| v.str().map(|s| s.to_string()))
+                .collect::<PyResult<_>>()?,
+        };
+        let series = self.family.child(&values)?;
+        Ok(Metric {
+            family: self.family.clone(),
+            series: Some(series),
+        })
+    }
+
+    fn series(&self) -> PyResult<&Arc<Series>> {
+        self.series.as_ref().ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "{} is missing label values: call labels() first",
+                self.family.desc.name
+            ))
+        })
+    }
+
+    fn scalar(&self) -> PyResult<&Scalar> {
+        match &self.series()?.cell {
+            Cell::Scalar(s) => Ok(s),
+            Cell::Histogram(_) => Err(PyValueError::new_err("not a counter or gauge")),
+        }
+    }
+
+    fn observe(&self, amount: f64) -> PyResult<()> {
+        if amount.is_nan() {
+            return Err(PyValueError::new_err("cannot observe NaN"));
+        }
+        match &self.series()?.cell {
+            Cell::Histogram(h) => {
+                h.observe(amount);
+                Ok(())
+            }
+            Cell::Scalar(_) => Err(PyValueError::new_err("not a histogram")),
+        }
+    }
+}
+
+/// What a `Timer` does with the elapsed time (or with entering and leaving, for in-progress gauges).
+#[derive(Clone, Copy)]
+enum TimerAction {
+    Observe,
+    SetGauge,
+    InProgress,
+}
+
+/// Context manager and decorator returned by `time()` and `track_inprogress()`.
+#[pyclass(frozen, module = "locust_prometheus_exporter._native")]
+pub struct Timer {
+    metric: Metric,
+    action: TimerAction,
+    started: Mutex<Vec<Instant>>,
+}
+
+impl Timer {
+    fn enter(&self) -> PyResult<()> {
+        if let TimerAction::InProgress = self.action {
+            self.metric.scalar()?.add_stamped(1.0);
+        }
+        self.started.lock().push(Instant::now());
+        Ok(())
+    }
+
+    fn exit(&self) -> PyResult<()> {
+        let Some(start) = self.started.lock().pop() else {
+            return Ok(());
+        };
+        let elapsed = start.elapsed().as_secs_f64();
+        match self.action {
+            TimerAction::Observe => self.metric.observe(elapsed),
+            TimerAction::SetGauge => Ok(self.metric.scalar()?.set(elapsed)),
+            TimerAction::InProgress => Ok(self.metric.scalar()?.add_stamped(-1.0)),
+        }
+    }
+}
+
+#[pymethods]
+impl Timer {
+    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        slf.get().enter()?;
+        Ok(slf)
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<PyTuple>) -> PyResult<bool> {
+        self.exit()?;
+        Ok(false)
+    }
+
+    /// Used as a decorator: times (or tracks) every call of `func`.
+    fn __call__<'py>(
+        slf: Bound<'py, Self>,
+        func: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyCFunction>> {
+        let timer: Py<Timer> = slf.clone().unbind();
+        let func = func.unbind();
+        PyCFunction::new_closure(slf.py(), None, None, move |args, kwargs| {
+            let py = args.py();
+            let t = timer.get();
+            t.enter()?;
+            let result = func.call(py, args.clone(), kwargs);
+            t.exit()?;
+            result
+        })
+    }
+}
+
+fn timer(metric: &Metric, action: TimerAction) -> PyResult<Timer> {
+    metric.series()?;
+    Ok(Timer {
+        metric: metric.clone(),
+        action,
+        started: Mutex::new(Vec::new()),
+    })
+}
+
+/// A monotonically increasing value, exposed as `<name>_total`.
+#[pyclass(frozen, module = "locust_prometheus_exporter._native")]
+pub struct Counter {
+    pub(crate) metric: Metric,
+}
+
+#[pymethods]
+impl Counter {
+    #[new]
+    #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit=""))]
+    fn new(
+        name: &str,
+        documentation: &str,
+        labelnames: Vec<String>,
+        namespace: &str,
+        subsystem: &str,
+        unit: &str,
+    ) -> PyResult<Self> {
+        Ok(Counter {
+            metric: Metric::register(
+                name,
+                documentation,
+                labelnames,
+                namespace,
+                subsystem,
+                unit,
+                Kind::Counter,
+            )?,
+        })
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn labels(&self, args: &Bound<PyTuple>, kwargs: Option<&Bound<PyDict>>) -> PyResult<Self> {
+        Ok(Counter {
+            metric: self.metric.labels(args, kwargs)?,
+        })
+    }
+
+    #[pyo3(signature = (amount=1.0))]
+    fn inc(&self, amount: f64) -> PyResult<()> {
+        if !(amount >= 0.0 && amount.is_finite()) {
+            return Err(PyValueError::new_err(format!(
+                "counters can only be incremented by non-negative finite amounts, got {amount}"
+            )));
+        }
+        self.metric.scalar()?.add(amount);
+        Ok(())
+    }
+}
+
+/// A value that can go up and down. `multiprocess_mode` says how values from Locust workers combine.
+#[pyclass(frozen, module = "locust_prometheus_exporter._native")]
+pub struct Gauge {
+    pub(crate) metric: Metric,
+}
+
+#[pymethods]
+impl Gauge {
+    #[new]
+    #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", multiprocess_mode="livesum"))]
+    fn new(
+        name: &str,
+        documentation: &str,
+        labelnames: Vec<String>,
+        namespace: &str,
+        subsystem: &str,
+        unit: &str,
+        multiprocess_mode: &str,
+    ) -> PyResult<Self> {
+        let kind = Kind::Gauge(GaugeMode::parse(multiprocess_mode)?);
+        Ok(Gauge {
+            metric: Metric::register(
+                name,
+                documentation,
+                labelnames,
+                namespace,
+                subsystem,
+                unit,
+                kind,
+            )?,
+        })
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn labels(&self, args: &Bound<PyTuple>, kwargs: Option<&Bound<PyDict>>) -> PyResult<Self> {
+        Ok(Gauge {
+            metric: self.metric.labels(args, kwargs)?,
+        })
+    }
+
+    #[pyo3(signature = (amount=1.0))]
+    fn inc(&self, amount: f64) -> PyResult<()> {
+        self.metric.scalar()?.add_stamped(amount);
+        Ok(())
+    }
+
+    #[pyo3(signature = (amount=1.0))]
+    fn dec(&self, amount: f64) -> PyResult<()> {
+        self.metric.scalar()?.add_stamped(-amount);
+        Ok(())
+    }
+
+    fn set(&self, value: f64) -> PyResult<()> {
+        self.metric.scalar()?.set(value);
+        Ok(())
+    }
+
+    fn set_to_current_time(&self) -> PyResult<()> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.set(now)
+    }
+
+    fn track_inprogress(&self) -> PyResult<Timer> {
+        timer(&self.metric, TimerAction::InProgress)
+    }
+
+    fn time(&self) -> PyResult<Timer> {
+        timer(&self.metric, TimerAction::SetGauge)
+    }
+}
+
+/// Counts observations in buckets (upper bounds, `+Inf` implied), with their sum and count.
+#[pyclass(frozen, module = "locust_prometheus_exporter._native")]
+pub struct Histogram {
+    metric: Metric,
+}
+
+/// Sorted, finite bounds; a trailing `+Inf` is accepted and dropped, since it is always there.
+pub fn parse_buckets(buckets: Option<Vec<f64>>, default: &[f64]) -> PyResult<Vec<f64>> {
+    let mut bounds = buckets.unwrap_or_else(|| default.to_vec());
+    if bounds.last() == Some(&f64::INFINITY) {
+        bounds.pop();
+    }
+    check_buckets(&bounds)?;
+    Ok(bounds)
+}
+
+#[pymethods]
+impl Histogram {
+    #[new]
+    #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", buckets=None))]
+    fn new(
+        name: &str,
+        documentation: &str,
+        labelnames: Vec<String>,
+        namespace: &str,
+        subsystem: &str,
+        unit: &str,
+        buckets: Option<Vec<f64>>,
+    ) -> PyResult<Self> {
+        let kind = Kind::Histogram(parse_buckets(buckets, &DEFAULT_BUCKETS)?.into());
+        Ok(Histogram {
+            metric: Metric::register(
+                name,
+                documentation,
+                labelnames,
+                namespace,
+                subsystem,
+                unit,
+                kind,
+            )?,
+        })
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn labels(&self, args: &Bound<PyTuple>, kwargs: Option<&Bound<PyDict>>) -> PyResult<Self> {
+        Ok(Histogram {
+            metric: self.metric.labels(args, kwargs)?,
+        })
+    }
+
+    fn observe(&self, amount: f64) -> PyResult<()> {
+        self.metric.observe(amount)
+    }
+
+    fn time(&self) -> PyResult<Timer> {
+        timer(&self.metric, TimerAction::Observe)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::full_name;
+
+    #[test]
+    fn names_are_joined_like_prometheus_client() {
+        assert_eq!(full_name("x", "", "", ""), "x");
+        assert_eq!(full_name("x", "ns", "sub", "bytes"), "ns_sub_x_bytes");
+        assert_eq!(full_name("x_bytes", "ns", "", "bytes"), "ns_x_bytes");
+    }
+}

@@ -1,0 +1,5 @@
+//! The Python-facing classes and functions; argument handling only, the work is in the core.
+
+pub mod listener;
+pub mod metric;
+pub mod server;

@@ -1,0 +1,101 @@
+//! Python handles on the HTTP server and on the registry's distributed-mode operations.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::errors::no_panic;
+use crate::exposition::{render as render_text, Format};
+use crate::metrics::global;
+use crate::report;
+use crate::server::ServerHandle;
+
+/// Bumped in a forked child, where the parent's server threads do not exist.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// A running `/metrics` server; bound when constructed.
+#[pyclass(frozen, module = "locust_prometheus_exporter._native")]
+pub struct Server {
+    handle: Mutex<Option<ServerHandle>>,
+    generation: u64,
+    #[pyo3(get)]
+    host: String,
+    #[pyo3(get)]
+    port: u16,
+}
+
+#[pymethods]
+impl Server {
+    #[new]
+    fn new(py: Python<'_>, host: &str, port: u16) -> PyResult<Self> {
+        let handle = py.detach(|| no_panic(|| ServerHandle::start(host, port)))?;
+        let addr = handle.addr();
+        Ok(Server {
+            handle: Mutex::new(Some(handle)),
+            generation: FORK_GENERATION.load(Ordering::SeqCst),
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        })
+    }
+
+    /// Stops serving and frees the port. Idempotent.
+    fn close(&self, py: Python<'_>) {
+        let Some(handle) = self.handle.lock().take() else {
+            return;
+        };
+        if self.generation == FORK_GENERATION.load(Ordering::SeqCst) {
+            py.detach(|| handle.shutdown());
+        } else {
+            // Inherited by fork: its threads live only in the parent, so there is nothing to join.
+            std::mem::forget(handle);
+        }
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.handle.lock().is_none()
+    }
+}
+
+/// The exposition of every metric, as a scrape would get it.
+#[pyfunction]
+#[pyo3(signature = (openmetrics=false, names=Vec::new()))]
+pub fn render<'py>(py: Python<'py>, openmetrics: bool, names: Vec<String>) -> Bound<'py, PyBytes> {
+    let format = if openmetrics {
+        Format::OpenMetrics
+    } else {
+        Format::Text
+    };
+    let text = py.detach(|| render_text(&global().collect(), format, &names));
+    PyBytes::new(py, text.as_bytes())
+}
+
+/// On a worker: the series changed since the last call, encoded for Locust's report.
+#[pyfunction]
+pub fn take_report(py: Python<'_>) -> Bound<'_, PyBytes> {
+    let bytes = py.detach(|| report::encode(&global().changes()));
+    PyBytes::new(py, &bytes)
+}
+
+/// On the master: takes one worker's report.
+#[pyfunction]
+pub fn apply_report(py: Python<'_>, client_id: &str, data: &[u8]) -> PyResult<()> {
+    let families = report::decode(data)?;
+    py.detach(|| global().apply_report(client_id, families));
+    Ok(())
+}
+
+/// On the master: the workers Locust has not marked missing.
+#[pyfunction]
+pub fn set_live_workers(client_ids: Vec<String>) {
+    global().set_live_workers(&client_ids);
+}
+
+/// In a forked child: zero every value and forget the parent's server.
+#[pyfunction]
+pub fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
+    global().reset_after_fork();
+}
