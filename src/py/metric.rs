@@ -183,8 +183,8 @@ impl Timer {
         let elapsed = start.elapsed().as_secs_f64();
         match self.action {
             TimerAction::Observe => self.metric.observe(elapsed),
-            TimerAction::SetGauge => Ok(self.metric.scalar()?.set(elapsed)),
-            TimerAction::InProgress => Ok(self.metric.scalar()?.add_stamped(-1.0)),
+            TimerAction::SetGauge => self.metric.scalar().map(|s| s.set(elapsed)),
+            TimerAction::InProgress => self.metric.scalar().map(|s| s.add_stamped(-1.0)),
         }
     }
 }

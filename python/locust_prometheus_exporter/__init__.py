@@ -1,0 +1,17 @@
+"""Exact Prometheus metrics for Locust load tests, served from a native thread.
+
+Three lines in a locustfile::
+
+    from locust_prometheus_exporter import PrometheusExporter
+    exporter = PrometheusExporter("0.0.0.0", 9091)
+    # ... and optionally exporter.start(self) / exporter.stop() in on_start / on_stop
+
+Importing this package has no side effects; constructing a :class:`PrometheusExporter` subscribes to
+Locust's events. Custom :class:`Counter`, :class:`Gauge` and :class:`Histogram` metrics behave as in
+prometheus_client and are served by every exporter of the process.
+"""
+
+from ._exporter import PrometheusExporter
+from ._native import Counter, Gauge, Histogram, __version__
+
+__all__ = ["Counter", "Gauge", "Histogram", "PrometheusExporter", "__version__"]

@@ -1,0 +1,104 @@
+"""The public exporter object: configuration and the server's lifetime."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+from . import _locust, _native
+
+logger = logging.getLogger("locust_prometheus_exporter")
+
+
+class PrometheusExporter:
+    """Serves Locust's metrics and the custom metrics on ``http://host:port/metrics``.
+
+    Constructing it (at import of the locustfile, as documented) only subscribes to Locust's events: no
+    socket, no thread, since ``locust --processes`` forks after the import. The server starts on Locust's
+    ``init`` event in the process that is not a worker (the master, or the only process), so workers
+    never bind. ``--prometheus-host`` / ``--prometheus-port`` (or ``LOCUST_PROMETHEUS_HOST`` /
+    ``LOCUST_PROMETHEUS_PORT``) override ``host`` and ``port`` given here.
+
+    Args:
+        host: address to listen on (``"0.0.0.0"`` all IPv4, ``"::"`` all, ``"127.0.0.1"`` local only).
+        port: TCP port; 0 picks a free one (see :attr:`address`).
+        buckets: upper bounds in seconds of ``locust_request_duration_seconds`` (default 1 ms to 60 s).
+        per_worker_metrics: in distributed mode, one ``locust_users_running``/``waiting`` series per
+            worker (label ``worker``) instead of their sum.
+
+    Raises:
+        TypeError, ValueError: for an invalid argument, or buckets that differ from an earlier exporter's.
+    """
+
+    def __init__(
+        self,
+        host: str = "0.0.0.0",
+        port: int = 9091,
+        *,
+        buckets: Iterable[float] | None = None,
+        per_worker_metrics: bool = False,
+    ) -> None:
+        if not isinstance(host, str) or not host:
+            raise TypeError(f"host must be a non-empty str, got {host!r}")
+        if isinstance(port, bool) or not isinstance(port, int):
+            raise TypeError(f"port must be an int, got {port!r}")
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, got {port}")
+        self._host = host
+        self._port = port
+        self._server: _native.Server | None = None
+        self._closed = False
+        self._wiring = _locust.install(list(buckets) if buckets is not None else None, per_worker_metrics)
+        self._wiring.exporters.append(self)
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """``(host, port)`` actually listened on, or ``None`` while not serving."""
+        server = self._server
+        if server is None or server.closed:
+            return None
+        return (server.host, server.port)
+
+    def serve(self, host: str | None = None, port: int | None = None) -> None:
+        """Starts serving now, if not already (``OSError`` when the address cannot be bound).
+
+        Locust's ``init`` calls this; call it yourself only outside Locust.
+        """
+        if self._server is not None or self._closed:
+            return
+        self._server = _native.Server(host or self._host, self._port if port is None else port)
+
+    def start(self, user: Any = None) -> None:
+        """For ``on_start``: starts serving if Locust's ``init`` never came (plain Python use); never raises.
+
+        It is idempotent and does not count users: Locust's runner does, for every user.
+        """
+        if self._wiring.init_seen or self._server is not None or self._closed:
+            return
+        try:
+            self.serve()
+        except Exception:
+            logger.exception("locust-prometheus-exporter could not start serving")
+
+    def stop(self, user: Any = None) -> None:
+        """For ``on_stop``: does nothing, so the endpoint keeps serving the final values until Locust quits."""
+
+    def close(self) -> None:
+        """Stops serving and frees the port. Idempotent; the exporter does not serve again."""
+        self._closed = True
+        if self._server is not None:
+            self._server.close()
+
+    def __enter__(self) -> PrometheusExporter:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PrometheusExporter(host={self._host!r}, port={self._port!r}, address={self.address!r})"

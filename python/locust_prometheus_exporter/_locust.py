@@ -1,0 +1,179 @@
+"""Locust event wiring. Each hook is thin: it hands Locust's data to the native core and returns.
+
+Installed once per process, by the first :class:`PrometheusExporter`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+import gevent
+import locust
+from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
+from locust.user.task import TaskSet
+
+from . import _native
+
+if TYPE_CHECKING:
+    from locust.env import Environment
+    from locust.runners import Runner
+
+    from ._exporter import PrometheusExporter
+
+logger = logging.getLogger("locust_prometheus_exporter")
+
+#: Key of this package's blob in Locust's worker-to-master report.
+REPORT_KEY = "locust_prometheus_exporter"
+#: How often runner-derived gauges are refreshed (seconds).
+POLL_INTERVAL = 1.0
+#: Worker states as Locust's runners name them.
+WORKER_STATES = ("ready", "spawning", "running", "cleanup", "stopping", "stopped", "missing")
+
+_wiring: _Wiring | None = None
+
+
+def install(buckets: list[float] | None, per_worker: bool) -> _Wiring:
+    """The process's wiring, created on first use; raises ``ValueError`` on conflicting settings."""
+    global _wiring
+    listener = _native.RequestListener(buckets, per_worker)
+    if _wiring is None:
+        _wiring = _Wiring(listener)
+    return _wiring
+
+
+def add_options(parser: Any, **_kw: Any) -> None:
+    """``init_command_line_parser`` hook: options that override the exporter's constructor arguments."""
+    parser.add_argument(
+        "--prometheus-host",
+        env_var="LOCUST_PROMETHEUS_HOST",
+        default=None,
+        include_in_web_ui=False,
+        help="Address the Prometheus exporter listens on (overrides the locustfile)",
+    )
+    parser.add_argument(
+        "--prometheus-port",
+        env_var="LOCUST_PROMETHEUS_PORT",
+        type=int,
+        default=None,
+        include_in_web_ui=False,
+        help="Port of the Prometheus exporter's /metrics (overrides the locustfile)",
+    )
+
+
+class _Wiring:
+    def __init__(self, listener: _native.RequestListener) -> None:
+        self.exporters: list[PrometheusExporter] = []
+        self.init_seen = False
+        self._logged: set[str] = set()
+        self._users_total = listener.users_total
+        self._users_running = listener.users_running
+        self._workers = listener.workers
+        events = locust.events
+        # The native listener is called by Locust directly: no Python frame per request.
+        events.request.add_listener(listener)
+        events.init.add_listener(self._on_init)
+        events.init_command_line_parser.add_listener(add_options)
+        events.report_to_master.add_listener(self._on_report_to_master)
+        events.worker_report.add_listener(self._on_worker_report)
+        events.test_stop.add_listener(self._on_test_stop)
+        # `--processes` forks after the import: children start from zero, without the parent's server.
+        os.register_at_fork(after_in_child=_native.after_fork_in_child)
+        _count_waiting_users(listener.users_waiting)
+        self._runner: Runner | None = None
+
+    def _log_once(self, what: str) -> None:
+        if what not in self._logged:
+            self._logged.add(what)
+            logger.exception("locust-prometheus-exporter: %s failed (logged once)", what)
+
+    def _on_init(self, environment: Environment, runner: Runner | None = None, **_kw: Any) -> None:
+        self.init_seen = True
+        self._runner = runner
+        if runner is not None and not isinstance(runner, MasterRunner):
+            _count_spawned_users(runner, self._users_total, self._users_running)
+        if runner is not None:
+            gevent.spawn(self._poll)
+        if isinstance(runner, WorkerRunner):
+            return
+        options = environment.parsed_options
+        host = getattr(options, "prometheus_host", None)
+        port = getattr(options, "prometheus_port", None)
+        for exporter in self.exporters:
+            # An OSError here makes Locust exit with code 1 instead of running a test nobody can scrape.
+            exporter.serve(host, port)
+            logger.info("Prometheus metrics on http://%s:%d/metrics", *exporter.address or ("?", 0))
+
+    def _refresh(self) -> None:
+        runner = self._runner
+        if isinstance(runner, MasterRunner):
+            clients = list(runner.clients.values())
+            _native.set_live_workers([c.id for c in clients if c.state != STATE_MISSING])
+            for state in WORKER_STATES:
+                self._workers.labels(state).set(sum(1 for c in clients if c.state == state))
+        elif runner is not None:
+            self._users_running.set(runner.user_count)
+
+    def _poll(self) -> None:
+        while True:
+            try:
+                self._refresh()
+            except Exception:
+                self._log_once("refreshing runner gauges")
+            gevent.sleep(POLL_INTERVAL)
+
+    def _on_test_stop(self, **_kw: Any) -> None:
+        try:
+            self._refresh()
+        except Exception:
+            self._log_once("refreshing runner gauges")
+
+    def _on_report_to_master(self, data: dict[str, Any], **_kw: Any) -> None:
+        try:
+            self._refresh()
+            data[REPORT_KEY] = _native.take_report()
+        except Exception:
+            self._log_once("building the worker report")
+
+    def _on_worker_report(self, client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+        blob = data.get(REPORT_KEY)
+        if blob is None:
+            return
+        try:
+            _native.apply_report(client_id, blob)
+        except Exception:
+            self._log_once(f"reading the report of worker {client_id}")
+
+
+def _count_spawned_users(runner: Runner, users_total: _native.Counter, users_running: _native.Gauge) -> None:
+    """Wraps ``runner.spawn_users``, through which every user of a local or worker runner is made."""
+    original = runner.spawn_users
+
+    @functools.wraps(original)
+    def spawn_users(*args: Any, **kwargs: Any) -> Any:
+        new_users = original(*args, **kwargs)
+        users_total.inc(len(new_users))
+        users_running.set(runner.user_count)
+        return new_users
+
+    runner.spawn_users = spawn_users  # type: ignore[method-assign]
+
+
+def _count_waiting_users(users_waiting: _native.Gauge) -> None:
+    """Wraps ``TaskSet.wait`` (every user's ``wait_time`` sleep goes through it) to count sleeping users."""
+    original = TaskSet.wait
+    if getattr(original, "_lpe_counts_waiting", False):
+        return
+
+    @functools.wraps(original)
+    def wait(self: TaskSet) -> Any:
+        users_waiting.inc()
+        try:
+            return original(self)
+        finally:
+            users_waiting.dec()
+
+    wait._lpe_counts_waiting = True  # type: ignore[attr-defined]
+    TaskSet.wait = wait  # type: ignore[method-assign]

@@ -1,0 +1,132 @@
+"""Native core of locust_prometheus_exporter (Rust). Users import the package, not this module."""
+
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any, TypeVar
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+__version__: str
+
+class Timer:
+    """Context manager and decorator returned by ``time()`` and ``track_inprogress()``."""
+
+    def __enter__(self) -> Timer: ...
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool: ...
+    def __call__(self, func: _F) -> _F: ...
+
+class Counter:
+    """A monotonically increasing value, exposed as ``<name>_total`` (a trailing ``_total`` is not doubled).
+
+    Raises ``ValueError`` for an invalid or already registered name, invalid label names.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Iterable[str] = (),
+        namespace: str = "",
+        subsystem: str = "",
+        unit: str = "",
+    ) -> None: ...
+    def labels(self, *labelvalues: object, **labelkwargs: object) -> Counter:
+        """The child for these label values (converted with ``str()``)."""
+    def inc(self, amount: float = 1.0) -> None:
+        """Adds ``amount``; ``ValueError`` if it is negative, NaN or infinite."""
+
+class Gauge:
+    """A value that goes up and down.
+
+    ``multiprocess_mode`` says how the values set on Locust workers combine on the master:
+    ``sum``, ``max``, ``min``, ``mostrecent``, ``all`` (one series per worker, label ``worker``), and the
+    ``live`` variants of each, which leave out workers Locust marked missing. Default ``livesum``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Iterable[str] = (),
+        namespace: str = "",
+        subsystem: str = "",
+        unit: str = "",
+        multiprocess_mode: str = "livesum",
+    ) -> None: ...
+    def labels(self, *labelvalues: object, **labelkwargs: object) -> Gauge:
+        """The child for these label values (converted with ``str()``)."""
+    def inc(self, amount: float = 1.0) -> None:
+        """Adds ``amount``."""
+    def dec(self, amount: float = 1.0) -> None:
+        """Subtracts ``amount``."""
+    def set(self, value: float) -> None:
+        """Sets the value (NaN and infinities are allowed)."""
+    def set_to_current_time(self) -> None:
+        """Sets the value to the current Unix time in seconds."""
+    def track_inprogress(self) -> Timer:
+        """Adds 1 while a block or decorated function runs."""
+    def time(self) -> Timer:
+        """Sets the gauge to the duration in seconds of a block or decorated function."""
+
+class Histogram:
+    """Observations counted in buckets (upper bounds in increasing order; ``+Inf`` is implied)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Iterable[str] = (),
+        namespace: str = "",
+        subsystem: str = "",
+        unit: str = "",
+        buckets: Iterable[float] | None = None,
+    ) -> None: ...
+    def labels(self, *labelvalues: object, **labelkwargs: object) -> Histogram:
+        """The child for these label values (converted with ``str()``)."""
+    def observe(self, amount: float) -> None:
+        """Counts one observation; ``ValueError`` for NaN."""
+    def time(self) -> Timer:
+        """Observes the duration in seconds of a block or decorated function."""
+
+class RequestListener:
+    """Locust's metrics, and the callable registered on ``events.request``."""
+
+    def __init__(self, buckets: Iterable[float] | None = None, per_worker: bool = False) -> None: ...
+    def __call__(self, **kwargs: Any) -> None:
+        """Records one request event; never raises."""
+    @property
+    def users_total(self) -> Counter: ...
+    @property
+    def users_running(self) -> Gauge: ...
+    @property
+    def users_waiting(self) -> Gauge: ...
+    @property
+    def workers(self) -> Gauge: ...
+
+class Server:
+    """A ``/metrics`` HTTP server on native threads; binds when constructed (``OSError`` on failure)."""
+
+    host: str
+    port: int
+    def __init__(self, host: str, port: int) -> None: ...
+    def close(self) -> None:
+        """Stops serving and frees the port; idempotent."""
+    @property
+    def closed(self) -> bool: ...
+
+def render(openmetrics: bool = False, names: list[str] = ...) -> bytes:
+    """The exposition a scrape would get (text 0.0.4, or OpenMetrics 1.0.0)."""
+
+def take_report() -> bytes:
+    """On a worker: the series changed since the last call, encoded for Locust's report."""
+
+def apply_report(client_id: str, data: bytes) -> None:
+    """On the master: takes one worker's report; ``ValueError`` if it is malformed."""
+
+def set_live_workers(client_ids: list[str]) -> None:
+    """On the master: the workers Locust has not marked missing."""
+
+def after_fork_in_child() -> None:
+    """In a forked child: zero every value and forget the parent's server."""
