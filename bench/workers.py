@@ -1,0 +1,233 @@
+"""Measurements that run inside a fresh, gevent-patched process (Locust's setting); run.py starts one per variant.
+
+``locust.events`` is process-global, so each variant gets a process of its own and their listeners never mix.
+Each command prints one JSON line with its figures:
+
+    python bench/workers.py events  {none,project,reference} --rounds R --repeats K
+    python bench/workers.py scrape  {project,reference} --sizes 100,1000,10000 --scrapes K
+    python bench/workers.py memory  {project,reference} --combos N
+    python bench/workers.py report  --combos N
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import locust  # first: it monkey-patches the process with gevent, as Locust does for every locustfile
+
+import gevent
+import gevent.subprocess
+from locust.env import Environment
+from requests.exceptions import HTTPError
+
+from reference import ReferenceExporter
+
+HOST = "127.0.0.1"
+SCRAPER = Path(__file__).with_name("scrape.py")
+#: How often the loop monitor's greenlet asks to be woken (seconds).
+TICK = 0.001
+
+
+class Project:
+    """This project, behind the same small interface as ReferenceExporter."""
+
+    def __init__(self, host: str, port: int) -> None:
+        from locust_prometheus_exporter import PrometheusExporter, _native
+
+        self.exporter = PrometheusExporter(host, port)
+        self.render = _native.render
+
+    def serve(self) -> None:
+        self.exporter.serve()
+
+    @property
+    def url(self) -> str:
+        host, port = self.exporter.address or (HOST, 0)
+        return f"http://{host}:{port}/metrics"
+
+
+def exporter(variant: str) -> Project | ReferenceExporter | None:
+    """Subscribes the variant's listener to locust.events (port 0: any free one, bound only by serve())."""
+    return {"none": lambda: None, "project": lambda: Project(HOST, 0), "reference": lambda: ReferenceExporter(HOST, 0)}[
+        variant
+    ]()
+
+
+class Request:
+    """What the listeners read of requests' PreparedRequest."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, body: bytes | None) -> None:
+        self.body = body
+
+
+class Response:
+    """What the listeners read of an HttpUser response."""
+
+    __slots__ = ("request", "status_code")
+
+    def __init__(self, status_code: int, body: bytes | None) -> None:
+        self.status_code = status_code
+        self.request = Request(body)
+
+
+def event(i: int, status: int = 200) -> dict[str, Any]:
+    """The kwargs HttpUser fires for request i: GET for even i, POST with a JSON body for odd i."""
+    method = "POST" if i % 2 else "GET"
+    body = b'{"id": %d, "qty": 1}' % i if method == "POST" else None
+    name = f"/api/items/{i}"
+    url = f"http://{HOST}:8080{name}"
+    return {
+        "request_type": method,
+        "name": name,
+        "response_time": 3.0 + i % 7 + status / 1000,
+        "response_length": 512 + i,
+        "response": Response(status, body),
+        "context": {},
+        "exception": None if status < 400 else HTTPError(f"{status} Server Error: for url: {url}"),
+        "start_time": time.time(),
+        "url": url,
+    }
+
+
+def fire_all(events: list[dict[str, Any]]) -> None:
+    fire = locust.events.request.fire
+    for kw in events:
+        fire(**kw)
+
+
+def cmd_events(args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds per events.request.fire(), Locust's own stats listener included (a LocalRunner adds it)."""
+    Environment(events=locust.events).create_local_runner()
+    exporter(args.variant)
+    events = [event(i, status) for i in range(10) for status in (200, 404, 500)]
+    fire_all(events)  # series and caches are made once, before timing
+    per_event = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        for _ in range(args.rounds):
+            fire_all(events)
+        per_event.append((time.perf_counter() - start) / (args.rounds * len(events)))
+    # The minimum is the run least disturbed by the rest of the machine.
+    return {"seconds_per_event": min(per_event)}
+
+
+class LoopMonitor:
+    """A greenlet asking to wake every TICK; records the longest gap between wake-ups while armed."""
+
+    def __init__(self) -> None:
+        self.max_gap = 0.0
+        self._last = time.perf_counter()
+        gevent.spawn(self._tick)
+
+    def _tick(self) -> None:
+        while True:
+            gevent.sleep(TICK)
+            now = time.perf_counter()
+            self.max_gap = max(self.max_gap, now - self._last)
+            self._last = now
+
+    def arm(self) -> None:
+        gevent.sleep(0.05)  # let the monitor run again after whatever blocked the loop before
+        self.max_gap, self._last = 0.0, time.perf_counter()
+
+    def stall(self) -> float:
+        """Longest time the loop was late, beyond the tick it asked for."""
+        return max(0.0, self.max_gap - TICK)
+
+
+def cmd_scrape(args: argparse.Namespace) -> dict[str, Any]:
+    """Per size: in-process render and HTTP scrape times, and the longest loop stall during the scrapes."""
+    # Started while the process is small: forking it later would itself stall the loop.
+    scraper = gevent.subprocess.Popen([sys.executable, str(SCRAPER)], stdin=gevent.subprocess.PIPE,
+                                      stdout=gevent.subprocess.PIPE, text=True)
+    exp = exporter(args.variant)
+    exp.serve()
+    monitor = LoopMonitor()
+    results = {}
+    made = 0
+    for size in args.sizes:
+        fire_all([event(i) for i in range(made, size)])
+        made = size
+        renders = []
+        for _ in range(args.scrapes):
+            start = time.perf_counter()
+            body = exp.render()
+            renders.append(time.perf_counter() - start)
+        monitor.arm()
+        scraper.stdin.write(f"{exp.url} {args.scrapes}\n")
+        scraper.stdin.flush()
+        scraped = json.loads(scraper.stdout.readline())  # cooperative: the loop keeps ticking meanwhile
+        results[size] = {
+            "render": statistics.median(renders),
+            "scrape": statistics.median(scraped["seconds"]),
+            "bytes": scraped["bytes"],
+            "rendered_bytes": len(body),
+            "stall": monitor.stall(),
+        }
+    scraper.stdin.close()
+    scraper.wait()
+    return results
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def cmd_memory(args: argparse.Namespace) -> dict[str, Any]:
+    """Resident bytes added by N new label combinations (events made beforehand: both keep them alive)."""
+    exporter(args.variant)
+    fire_all([event(-1)])  # first series: one-off allocations (registry, caches) are not counted
+    events = [event(i) for i in range(args.combos)]
+    gc.collect()
+    before = rss()
+    fire_all(events)
+    gc.collect()
+    return {"rss_delta": rss() - before}
+
+
+def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
+    """Worker report sizes: the first (every series) and a steady one with ~10% of combinations changed."""
+    from locust_prometheus_exporter import _native
+
+    exporter("project")
+    events = [event(i) for i in range(args.combos)]
+    fire_all(events)
+    first = len(_native.take_report())
+    fire_all(events[::10])
+    return {"first": first, "steady": len(_native.take_report()), "changed": len(events[::10])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("events")
+    p.add_argument("variant", choices=("none", "project", "reference"))
+    p.add_argument("--rounds", type=int, default=3000)
+    p.add_argument("--repeats", type=int, default=7)
+    p = sub.add_parser("scrape")
+    p.add_argument("variant", choices=("project", "reference"))
+    p.add_argument("--sizes", type=lambda s: [int(n) for n in s.split(",")], default=[100, 1000, 10000])
+    p.add_argument("--scrapes", type=int, default=5)
+    p = sub.add_parser("memory")
+    p.add_argument("variant", choices=("project", "reference"))
+    p.add_argument("--combos", type=int, default=10000)
+    p = sub.add_parser("report")
+    p.add_argument("--combos", type=int, default=1000)
+    args = parser.parse_args()
+    command = {"events": cmd_events, "scrape": cmd_scrape, "memory": cmd_memory, "report": cmd_report}
+    print(json.dumps(command[args.command](args)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Real locust processes against the local target: scraped values equal Locust's own statistics."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import EXAMPLES, LOCUSTFILES, Samples, total
+
+SEED_PLAIN = EXAMPLES / "locustfile.py"
+SEED_CUSTOM = EXAMPLES / "locustfile_custom_metrics.py"
+
+# Body sizes served by examples/target.py, by request name suffix.
+RESPONSE_BYTES = {"/": 14, "/about/": 60, "/missing": 10, "/error": 6, "/echo": 123, "refused": 0, "caught": 60}
+
+
+def requests_by_name(samples: Samples) -> dict[tuple[str, str], tuple[float, float]]:
+    """(method, name) -> (requests, failures) from locust_requests_total."""
+    out: dict[tuple[str, str], tuple[float, float]] = {}
+    for (name, labels), v in samples.items():
+        if name != "locust_requests_total":
+            continue
+        ls = dict(labels)
+        req, fail = out.get((ls["method"], ls["name"]), (0.0, 0.0))
+        out[(ls["method"], ls["name"])] = (req + v, fail + (v if ls["exception"] else 0.0))
+    return out
+
+
+def assert_exact(samples: Samples, locust_stats: dict[tuple[str, str], tuple[int, int]]) -> None:
+    """Requests and failures per method and name, and the histogram counts, equal Locust's."""
+    assert locust_stats, "Locust recorded no requests"
+    assert requests_by_name(samples) == {k: (float(r), float(f)) for k, (r, f) in locust_stats.items()}
+    for (method, name), (requests, _) in locust_stats.items():
+        assert total(samples, "locust_request_duration_seconds_count", method=method, name=name) == requests
+        inf = total(samples, "locust_request_duration_seconds_bucket", method=method, name=name, le="+Inf")
+        assert inf == requests
+
+
+@pytest.mark.parametrize("locustfile", [SEED_PLAIN, SEED_CUSTOM], ids=["seed", "seed-custom-metrics"])
+def test_seed_locustfiles_run_unchanged_and_exact(run_locust, locustfile):
+    run = run_locust(locustfile, users=6, rate=6, run_time=8)
+    run.wait_until(lambda: total(run.scrape(), "locust_users_running") == 6, 30, "6 running users")
+    mid = run.scrape()
+    assert 0 <= total(mid, "locust_users_waiting") <= 6
+    run.wait_stopped()
+    final = run.scrape()
+    openmetrics = run.scrape(openmetrics=True)
+    assert run.finish() == [0], run.output()
+    stats = run.csv_stats()
+    assert_exact(final, stats)
+    assert_exact(openmetrics, stats)
+    assert total(final, "locust_users_total") == 6
+    assert total(final, "locust_users_running") == 0
+    assert total(final, "locust_users_waiting") == 0
+    if locustfile == SEED_CUSTOM:
+        # The index task increments the counter once per GET /.
+        assert total(final, "my_custom_counter_total") == stats[("GET", "/")][0]
+        assert total(mid, "my_custom_gauge") == 6
+
+
+def test_every_outcome_is_labelled_and_counted_exactly(run_locust):
+    # Failures are the point here: they must not turn into a non-zero exit code.
+    run = run_locust(LOCUSTFILES / "mixed.py", users=4, rate=4, run_time=6, extra=("--exit-code-on-error", "0"))
+    run.wait_stopped()
+    samples = run.scrape()
+    assert run.finish() == [0], run.output()
+    stats = run.csv_stats()
+    assert_exact(samples, stats)
+
+    def requests(**labels: str) -> float:
+        return total(samples, "locust_requests_total", **labels)
+
+    for prefix, not_found in (("http", "HTTPError"), ("fast", "LocustBadStatusCode")):
+        assert requests(name=f"{prefix}/", status="200", exception="") == stats[("GET", f"{prefix}/")][0]
+        assert requests(name=f"{prefix}/missing", status="404", exception=not_found) > 0
+        assert requests(name=f"{prefix}refused", status="0", exception="ConnectionRefusedError") > 0
+        assert requests(name=f"{prefix}caught", status="200", exception="CatchResponseError") > 0
+        for suffix, size in RESPONSE_BYTES.items():
+            (method, name) = ("POST" if suffix == "/echo" else "GET", f"{prefix}{suffix}")
+            count = stats[(method, name)][0]
+            assert total(samples, "locust_response_length_bytes_total", method=method, name=name) == size * count
+        posts = stats[("POST", f"{prefix}/echo")][0]
+        assert total(samples, "locust_request_length_bytes_total", method="POST", name=f"{prefix}/echo") == 123 * posts
+    assert requests(method="CUSTOM", name="manual", status="", exception="") == stats[("CUSTOM", "manual")][0]
+    manual = stats[("CUSTOM", "manual")][0]
+    assert total(samples, "locust_request_duration_seconds_sum", name="manual") == pytest.approx(0.0015 * manual)
