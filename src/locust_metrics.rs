@@ -137,8 +137,9 @@ impl LocustMetrics {
         add(&s.requests, 1.0);
         add(&s.request_bytes, r.request_length);
         add(&s.response_bytes, r.response_length);
-        // Locust counts a request with no response time but leaves it out of its percentiles.
-        if let (Some(ms), Cell::Histogram(h)) = (r.response_time_ms, &s.duration.cell) {
+        // Locust counts a request with no response time but leaves it out of its percentiles;
+        // a NaN would poison the sum for good.
+        if let (Some(ms), Cell::Histogram(h)) = (r.response_time_ms.filter(|t| t.is_finite()), &s.duration.cell) {
             h.observe(ms / 1000.0);
         }
         Ok(())

@@ -1,0 +1,200 @@
+"""The exporter's lifecycle and its HTTP endpoint, outside Locust."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import socket
+import subprocess
+import time
+import warnings
+
+import pytest
+from conftest import OPENMETRICS, TEXT, free_port, http_get, samples_of, scrape, total
+
+from locust_prometheus_exporter import Counter, PrometheusExporter, _native
+
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+
+
+def os_threads() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def exporter():
+    """An exporter serving on a free loopback port, as plain-Python use starts it."""
+    e = PrometheusExporter("127.0.0.1", free_port())
+    e.start()
+    yield e
+    e.close()
+
+
+def url(e: PrometheusExporter, path: str = "/metrics") -> str:
+    assert e.address is not None
+    return f"http://127.0.0.1:{e.address[1]}{path}"
+
+
+def test_constructing_binds_nothing_and_starts_no_thread():
+    port = free_port()
+    threads = os_threads()
+    e = PrometheusExporter("127.0.0.1", port)
+    assert os_threads() == threads
+    assert not listening(port)
+    assert e.address is None
+    e.start()
+    assert listening(port)
+    assert e.address == ("127.0.0.1", port)
+    e.start(object())
+    e.stop()
+    assert listening(port), "stop() is per user and leaves the server up"
+    e.close()
+    e.close()
+    assert not listening(port)
+    # The port is free again for anyone.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+
+
+def test_context_manager_serves_and_closes():
+    port = free_port()
+    with PrometheusExporter("127.0.0.1", port) as e:
+        assert e.address == ("127.0.0.1", port)
+        assert http_get(url(e))[0] == 200
+    assert not listening(port)
+
+
+def test_bind_failure_is_a_clear_oserror():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        e = PrometheusExporter("127.0.0.1", port)
+        with pytest.raises(OSError, match=f"127.0.0.1:{port}.*[Aa]ddress already in use") as info:
+            e.serve()
+        assert info.value.errno == 98
+        e.start()  # logs, never raises
+        assert e.address is None
+
+
+@pytest.mark.parametrize(("args", "error"), [(("127.0.0.1", -1), ValueError), (("127.0.0.1", 70000), ValueError),
+                                             (("127.0.0.1", "9091"), TypeError), ((None, 9091), TypeError),
+                                             (("127.0.0.1", True), TypeError)])  # fmt: skip
+def test_bad_arguments(args, error):
+    with pytest.raises(error):
+        PrometheusExporter(*args)
+
+
+def test_bad_buckets_are_refused_before_anything_is_installed():
+    with pytest.raises(ValueError, match="buckets"):
+        PrometheusExporter("127.0.0.1", 0, buckets=[2, 1])
+
+
+def test_metrics_endpoint_formats_and_headers(exporter):
+    Counter("http_test_counter", "h").inc(3)
+    status, headers, body = http_get(url(exporter))
+    assert (status, headers["Content-Type"]) == (200, TEXT)
+    assert total(samples_of(body.decode()), "http_test_counter_total") == 3
+    assert body.endswith(b"\n")
+
+    status, headers, body = http_get(url(exporter), {"Accept": PROMETHEUS_ACCEPT})
+    assert headers["Content-Type"] == OPENMETRICS
+    assert total(samples_of(body.decode(), openmetrics=True), "http_test_counter_total") == 3
+
+    status, headers, body = http_get(url(exporter), {"Accept-Encoding": "gzip"})
+    assert headers["Content-Encoding"] == "gzip"
+    assert b"http_test_counter_total 3.0" in gzip.decompress(body)
+    for no_gzip in ("gzip;q=0", "identity", "br"):
+        _, headers, body = http_get(url(exporter), {"Accept-Encoding": no_gzip})
+        assert headers.get("Content-Encoding") is None and body.startswith(b"# HELP")
+
+    assert scrape(exporter.address[1])[("http_test_counter_total", ())] == 3
+
+
+def test_name_filter_head_index_404_405(exporter):
+    Counter("filtered_a", "h").inc()
+    Counter("filtered_b", "h").inc()
+    _, _, body = http_get(url(exporter, "/metrics?name[]=filtered_a_total"))
+    assert list(samples_of(body.decode())) == [("filtered_a_total", ())]
+
+    status, headers, body = http_get(url(exporter), method="HEAD")
+    assert (status, body, headers["Content-Type"]) == (200, b"", TEXT)
+    status, headers, body = http_get(url(exporter, "/"))
+    assert status == 200 and b'href="metrics"' in body
+    assert http_get(url(exporter, "/other"))[0] == 404
+    status, headers, _ = http_get(url(exporter), method="POST")
+    assert (status, headers["Allow"]) == (405, "GET, HEAD")
+
+
+def test_scrape_needs_no_gil():
+    """A scrape is answered while the main thread holds the GIL in one long C call."""
+    with PrometheusExporter("127.0.0.1", free_port()) as e:
+        curl = subprocess.Popen(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{time_total}", "--retry", "0", url(e)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        start = time.monotonic()
+        sum(range(60_000_000))  # holds the GIL, no bytecode runs
+        held = time.monotonic() - start
+        code, took = curl.communicate(timeout=30)[0].split()
+    assert code == "200"
+    assert float(took) < held / 2, f"scrape took {took}s while the GIL was held {held:.2f}s"
+
+
+def test_forked_child_starts_from_zero_and_can_serve():
+    c = Counter("fork_counter", "h")
+    c.inc(5)
+    port = free_port()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            # The parent's value is not this child's: reporting it again would count it twice.
+            ok = b"fork_counter_total 0.0" in _native.render()
+            c.inc()
+            e = PrometheusExporter("127.0.0.1", port)
+            e.serve()
+            ok = ok and b"fork_counter_total 1.0" in http_get(url(e))[2]
+            e.close()
+            code = 0 if ok else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert b"fork_counter_total 5.0" in _native.render()
+
+
+def test_request_listener_never_raises():
+    listener = _native.RequestListener()
+
+    class Weird:
+        @property
+        def status_code(self):
+            raise RuntimeError("no status")
+
+        request = property(lambda self: 1 / 0)
+
+    for kwargs in (
+        {},
+        {"request_type": None, "name": None},
+        {"request_type": 1, "name": object(), "response_time": "x", "response_length": "y", "response": Weird()},
+        {"request_type": "GET", "name": "/w", "response_time": None, "response_length": None, "exception": "text"},
+        {"request_type": "GET", "name": "/w", "response_time": float("nan"), "response": 3, "context": {}},
+    ):
+        listener(**kwargs)
+    samples = samples_of(_native.render().decode())
+    assert total(samples, "locust_requests_total", name="/w") == 2
+    assert total(samples, "locust_request_duration_seconds_count", name="/w") == 0
+    assert total(samples, "locust_request_duration_seconds_sum", name="/w") == 0
