@@ -1,0 +1,45 @@
+# Entry points: `make demo`, `make test`. Each sets up what it needs on a fresh machine.
+.DEFAULT_GOAL := help
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+.PHONY: help system-deps venv install demo test test-rust test-python lint bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+system-deps: ## Debian packages the tests use (promtool and prometheus, curl)
+	@command -v promtool >/dev/null && command -v curl >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus curl; }
+
+$(VENV)/.ready: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "maturin>=1.9.4,<2" "locust>=2.20" "prometheus_client>=0.20" "pytest>=8" pytest-timeout
+	touch $@
+
+venv: $(VENV)/.ready ## Virtualenv with the build and test tools
+
+install: venv ## Release build, installed with pip as users get it
+	rm -f python/locust_prometheus_exporter/_native*.so
+	$(PIP) install -q --force-reinstall --no-deps .
+
+demo: install ## Demo: local target, seed locustfile for ~30 s, a scrape printed mid-run
+	$(PY) examples/demo.py
+
+lint: ## rustfmt and clippy
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+test-rust: ## Rust unit tests
+	cargo test -q
+
+test-python: system-deps install ## pytest: API, HTTP, real locust runs, real Prometheus
+	$(PY) -m pytest tests
+
+test: lint test-rust test-python ## Everything
+
+clean: ## Remove build outputs and the virtualenv
+	rm -rf target $(VENV) python/locust_prometheus_exporter/_native*.so

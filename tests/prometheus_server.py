@@ -1,0 +1,156 @@
+"""A real Prometheus server (Debian's `prometheus` binary) scraping the exporter, for tests.
+
+Use the `prometheus` fixture from a test module with ``from prometheus_server import prometheus  # noqa: F401``;
+it yields ``start(scrape_port) -> PrometheusServer`` and stops every server it started.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+#: Scrape (and rule evaluation) interval of the generated config, in seconds.
+SCRAPE_INTERVAL = 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrometheusError(AssertionError):
+    """The HTTP API answered with an error (bad PromQL, ...)."""
+
+
+class PrometheusServer:
+    """One `prometheus` process on 127.0.0.1 with its own data dir, scraping one target as job "locust"."""
+
+    def __init__(self, scrape_port: int, workdir: Path, binary: str = "prometheus") -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.target = f"127.0.0.1:{scrape_port}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = {
+            "global": {"scrape_interval": f"{SCRAPE_INTERVAL}s", "evaluation_interval": f"{SCRAPE_INTERVAL}s"},
+            "scrape_configs": [{"job_name": "locust", "static_configs": [{"targets": [self.target]}]}],
+        }
+        # JSON is YAML: no YAML library needed.
+        (workdir / "prometheus.yml").write_text(json.dumps(config, indent=2))
+        self.log = workdir / "prometheus.log"
+        self._log_file = open(self.log, "w")
+        cmd = [
+            shutil.which(binary) or binary,
+            f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+        ]
+        self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT)
+
+    # --- lifecycle
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        """Until /-/ready answers 200 (the TSDB is open and the config loaded)."""
+
+        def ready() -> bool:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
+                return r.status == 200
+
+        self.wait_until(ready, timeout, "Prometheus to be ready")
+
+    def wait_until(self, predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
+        """Polls `predicate` until it returns something truthy, which is returned; fails after `timeout` s.
+
+        Connection errors and API errors count as "not yet" (the server may still be starting).
+        """
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"prometheus exited with {self.proc.returncode}\n{self.output()}")
+            try:
+                result = predicate()
+                if result:
+                    return result
+                last = result
+            except (OSError, PrometheusError) as e:
+                last = e
+            time.sleep(interval)
+        raise AssertionError(f"timed out waiting for {what} (last: {last!r})\n{self.output()}")
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log_file.close()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-6000:] if self.log.exists() else ""
+
+    # --- HTTP API
+
+    def api(self, path: str, **params: str | float) -> Any:
+        """`data` of a GET /api/v1/<path>; raises PrometheusError when the API reports an error."""
+        url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                body = json.load(r)
+        except urllib.error.HTTPError as e:
+            # 400/422/503 carry a JSON body with errorType and error.
+            body = json.load(e)
+        if body.get("status") != "success":
+            raise PrometheusError(f"{path} {params}: {body.get('errorType')}: {body.get('error')}")
+        return body["data"]
+
+    def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+        """Results of an instant query (at `at`, a Unix time, or now): vectors and matrices as lists."""
+        params: dict[str, str | float] = {"query": promql}
+        if at is not None:
+            params["time"] = at
+        data = self.api("query", **params)
+        if data["resultType"] in ("scalar", "string"):
+            return [{"metric": {}, "value": data["result"]}]
+        return data["result"]
+
+    def value(self, promql: str, at: float | None = None) -> float:
+        """The single value of an instant query that must return exactly one sample."""
+        result = self.query(promql, at)
+        assert len(result) == 1, f"{promql}: expected one series, got {result}"
+        return float(result[0]["value"][1])
+
+    def targets(self) -> list[dict[str, Any]]:
+        """The active targets, as /api/v1/targets describes them (health, lastError, lastScrape...)."""
+        return self.api("targets", state="active")["activeTargets"]
+
+
+@pytest.fixture
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[int], PrometheusServer]]:
+    """A factory: ``start(scrape_port)`` runs a ready Prometheus scraping 127.0.0.1:scrape_port every second."""
+    if shutil.which("prometheus") is None:
+        pytest.skip("the prometheus binary is not installed (Debian: apt-get install prometheus)")
+    servers: list[PrometheusServer] = []
+
+    def start(scrape_port: int) -> PrometheusServer:
+        server = PrometheusServer(scrape_port, tmp_path_factory.mktemp("prometheus"))
+        servers.append(server)
+        server.wait_ready()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
