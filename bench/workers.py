@@ -56,9 +56,11 @@ class Project:
 
 def exporter(variant: str) -> Project | ReferenceExporter | None:
     """Subscribes the variant's listener to locust.events (port 0: any free one, bound only by serve())."""
-    return {"none": lambda: None, "project": lambda: Project(HOST, 0), "reference": lambda: ReferenceExporter(HOST, 0)}[
-        variant
-    ]()
+    if variant == "project":
+        return Project(HOST, 0)
+    if variant == "reference":
+        return ReferenceExporter(HOST, 0)
+    return None
 
 
 class Request:

@@ -30,17 +30,20 @@ def main() -> int:
         [sys.executable, "-m", "locust", "-f", str(HERE / "locustfile_custom_metrics.py"), "--headless",
          "-u", "10", "-r", "2", "-t", "30s", "--prometheus-host", "127.0.0.1", "--only-summary"]  # fmt: skip
     )
-    time.sleep(20)
-    with urllib.request.urlopen(METRICS, timeout=10) as r:
-        text = r.read().decode()
-    # Buckets make the page long; the rest shows every family.
-    shown = [line for line in text.splitlines() if "_bucket{" not in line or 'le="+Inf"' in line]
-    print(f"\n----- {METRICS} at t=20s (buckets other than +Inf omitted) -----")
-    print("\n".join(shown), flush=True)
-    print("-----\n", flush=True)
-    code = locust.wait(timeout=120)
-    server.shutdown()
-    return code
+    try:
+        time.sleep(20)
+        with urllib.request.urlopen(METRICS, timeout=10) as r:
+            text = r.read().decode()
+        # Buckets make the page long; the rest shows every family.
+        shown = [line for line in text.splitlines() if "_bucket{" not in line or 'le="+Inf"' in line]
+        print(f"\n----- {METRICS} at t=20s (buckets other than +Inf omitted) -----")
+        print("\n".join(shown), flush=True)
+        print("-----\n", flush=True)
+        return locust.wait(timeout=120)
+    finally:
+        if locust.poll() is None:
+            locust.terminate()
+        server.shutdown()
 
 
 if __name__ == "__main__":

@@ -139,7 +139,10 @@ impl LocustMetrics {
         add(&s.response_bytes, r.response_length);
         // Locust counts a request with no response time but leaves it out of its percentiles;
         // a NaN would poison the sum for good.
-        if let (Some(ms), Cell::Histogram(h)) = (r.response_time_ms.filter(|t| t.is_finite()), &s.duration.cell) {
+        if let (Some(ms), Cell::Histogram(h)) = (
+            r.response_time_ms.filter(|t| t.is_finite()),
+            &s.duration.cell,
+        ) {
             h.observe(ms / 1000.0);
         }
         Ok(())

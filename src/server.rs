@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use socket2::{Domain, Socket, Type};
 use tiny_http::{Header, Method, Request, Response};
 
 use crate::errors::{no_panic, ExporterError, Result};
@@ -17,8 +16,6 @@ use crate::exposition::{render, Format};
 use crate::metrics::global;
 
 const HANDLER_THREADS: usize = 2;
-/// Accepted sockets inherit these from the listener (Linux), so a silent client cannot pin a thread forever.
-const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(200);
 
 const INDEX: &str =
@@ -30,20 +27,6 @@ pub struct ServerHandle {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     addr: SocketAddr,
-}
-
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        // "::" serves IPv4 too, as "0.0.0.0" users expect.
-        let _ = socket.set_only_v6(false);
-    }
-    socket.set_read_timeout(Some(SOCKET_TIMEOUT))?;
-    socket.set_write_timeout(Some(SOCKET_TIMEOUT))?;
-    socket.bind(&addr.into())?;
-    socket.listen(128)?;
-    Ok(socket.into())
 }
 
 fn bind(host: &str, port: u16) -> Result<TcpListener> {
@@ -58,7 +41,8 @@ fn bind(host: &str, port: u16) -> Result<TcpListener> {
     };
     let mut last = std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "no address found");
     for addr in (host, port).to_socket_addrs().map_err(error)? {
-        match listen(addr) {
+        // std sets SO_REUSEADDR; "::" also accepts IPv4 where the system allows it (Linux default).
+        match TcpListener::bind(addr) {
             Ok(l) => return Ok(l),
             Err(e) => last = e,
         }

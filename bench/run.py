@@ -1,0 +1,352 @@
+"""Benchmark (issue 5, and issue 3's report sizes): this project against a prometheus_client reference.
+
+    python bench/run.py [--quick]
+
+Not a test: prints figures, ratios and PASS/MISS against the targets, and exits 0 whatever they are.
+The end-to-end runs need nginx (Debian: ``apt-get install -y nginx``). All traffic stays on 127.0.0.1;
+every run is bounded in time. The default run takes about 4 minutes, ``--quick`` under 1 (smoke test only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from scrape import fetch
+
+HERE = Path(__file__).resolve().parent
+HOST = "127.0.0.1"
+# Locust and what it talks to never share a core: the end-to-end figures are Locust's own throughput.
+LOCUST_CPU, TARGET_CPU = 0, 1
+USERS = 20
+SCRAPE_INTERVAL = 0.5
+SIZES = (100, 1_000, 10_000)
+REPORT_SIZES = (100, 1_000)
+MEMORY_COMBOS = 10_000
+#: Series one label combination makes: requests_total, the duration histogram and the two byte counters.
+SERIES_PER_COMBO = 4
+VARIANTS = {"none": "(a) no exporter", "project": "(b) this project", "reference": "(c) prometheus_client"}
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def pinned(cpu: int) -> list[str]:
+    """A taskset prefix, when there are cores to keep apart."""
+    return ["taskset", "-c", str(cpu)] if (os.cpu_count() or 1) > 1 and shutil.which("taskset") else []
+
+
+def worker(*args: str, cpu: int | None = None) -> Any:
+    """Runs a workers.py command in a fresh process and returns its JSON answer."""
+    cmd = [*(pinned(cpu) if cpu is not None else []), sys.executable, str(HERE / "workers.py"), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [list(map(str, header)), *[list(map(str, r)) for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
+    return "\n".join("  " + line.rstrip() for line in lines)
+
+
+# 1. Cost per event -----------------------------------------------------------------------------------------
+
+
+def event_cost(quick: bool) -> str:
+    rounds, repeats = ("300", "3") if quick else ("3000", "7")
+    us = {}
+    for variant in VARIANTS:
+        log(f"cost per event: {variant}")
+        us[variant] = worker("events", variant, "--rounds", rounds, "--repeats", repeats, cpu=LOCUST_CPU)[
+            "seconds_per_event"
+        ] * 1e6
+    added = {v: us[v] - us["none"] for v in ("project", "reference")}
+    ratio = added["reference"] / added["project"]
+    rows = [[VARIANTS[v], f"{us[v]:.2f}", "" if v == "none" else f"{added[v]:.2f}"] for v in VARIANTS]
+    return "\n".join(
+        [
+            "1. Cost per request event: locust.events.request.fire() with Locust's own stats listener,",
+            "   10 names x 3 statuses (GET/POST, HttpUser-like responses); best of the repeats, on one core",
+            table(["variant", "us/event", "added us/event"], rows),
+            f"  ratio (c)/(b) of the added cost: {ratio:.1f}x",
+            f"  target: added cost <= 1 us per event     {verdict(added['project'] <= 1.0)} ({added['project']:.2f} us)",
+            f"  target: >= 10x below the reference       {verdict(ratio >= 10)} ({ratio:.1f}x)",
+        ]
+    )
+
+
+# 2. End to end ---------------------------------------------------------------------------------------------
+
+
+def nginx_binary() -> str:
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"  # /usr/sbin is not on every user's PATH
+    if not os.access(binary, os.X_OK):
+        raise SystemExit("nginx is needed for the end-to-end runs: apt-get install -y nginx")
+    return binary
+
+
+@contextmanager
+def nginx(workdir: Path) -> Iterator[str]:
+    """A single-process nginx on a free loopback port, serving a small static body; stopped on exit."""
+    port = free_port()
+    (workdir / "www").mkdir()
+    (workdir / "www" / "body.html").write_text("<!doctype html><title>bench</title><p>" + "x" * 200 + "</p>\n")
+    temp_paths = "\n".join(f"    {kind}_temp_path {workdir}/{kind};" for kind in ("client_body", "proxy", "fastcgi",
+                                                                                    "uwsgi", "scgi"))
+    conf = workdir / "nginx.conf"
+    # No master: one process, as the current user (a root master would hand the temp dir to www-data).
+    conf.write_text(f"""daemon off;
+master_process off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+{temp_paths}
+    keepalive_requests 1000000;
+    server {{
+        listen {HOST}:{port};
+        root {workdir}/www;
+        location / {{ try_files /body.html =404; }}
+    }}
+}}
+""")
+    proc = subprocess.Popen([*pinned(TARGET_CPU), nginx_binary(), "-c", str(conf), "-e", str(workdir / "error.log")])
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection((HOST, port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"nginx did not start: {(workdir / 'error.log').read_text()}") from None
+                time.sleep(0.05)
+        yield f"http://{HOST}:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+class Scraper(threading.Thread):
+    """Scrapes /metrics every SCRAPE_INTERVAL, as Prometheus would, from the target's core."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.seconds: list[float] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        if pinned(TARGET_CPU):
+            os.sched_setaffinity(0, {TARGET_CPU})  # this thread only
+        while not self.stop.wait(SCRAPE_INTERVAL):
+            try:
+                self.seconds.append(fetch(self.url, timeout=5)[0])
+            except OSError:
+                pass  # not serving yet, or already gone
+
+
+def locust_run(variant: str, scraped: bool, target: str, duration: int, workdir: Path) -> dict[str, Any]:
+    port = free_port()
+    name = f"{variant}-scraped" if scraped else variant
+    env = dict(os.environ, BENCH_EXPORTER=variant, BENCH_METRICS_PORT=str(port))
+    # --reset-stats: figures from the steady state, once all users run.
+    cmd = [*pinned(LOCUST_CPU), sys.executable, "-m", "locust", "-f", str(HERE / "locustfile.py"), "--headless",
+           "-u", str(USERS), "-r", str(USERS), "-t", f"{duration}s", "--reset-stats", "--host", target,
+           "--csv", str(workdir / name), "--only-summary", "--loglevel", "WARNING", "--exit-code-on-error", "0"]
+    scraper = Scraper(f"http://{HOST}:{port}/metrics")
+    with open(workdir / f"{name}.log", "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=HERE)
+        if scraped:
+            scraper.start()
+        try:
+            code = proc.wait(timeout=duration + 60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            scraper.stop.set()
+    if code != 0:
+        raise RuntimeError(f"locust ({name}) exited with {code}:\n{(workdir / f'{name}.log').read_text()[-3000:]}")
+    with open(workdir / f"{name}_stats.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["Name"] == "Aggregated")
+    return {
+        "rps": float(row["Requests/s"]),
+        "p50": row["50%"],
+        "p95": row["95%"],
+        "requests": int(row["Request Count"]),
+        "failures": int(row["Failure Count"]),
+        "scrapes": scraper.seconds,
+    }
+
+
+def end_to_end(quick: bool) -> str:
+    duration = 4 if quick else 20
+    runs = [("none", False), ("project", False), ("reference", False), ("project", True), ("reference", True)]
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="lpe-bench-") as tmp, nginx(Path(tmp)) as target:
+        for variant, scraped in runs:
+            log(f"end to end: {variant}{' scraped' if scraped else ''} for {duration} s")
+            results[variant, scraped] = locust_run(variant, scraped, target, duration, Path(tmp))
+    base = results["none", False]["rps"]
+    rows = []
+    for (variant, scraped), r in results.items():
+        scrapes = r["scrapes"]
+        rows.append([
+            VARIANTS[variant] + (", scraped" if scraped else ""),
+            f"{r['rps']:.0f}",
+            f"{r['rps'] / base:.1%}",
+            r["p50"],
+            r["p95"],
+            r["requests"],
+            r["failures"],
+            f"{len(scrapes)} / {statistics.median(scrapes) * 1e3:.1f}" if scrapes else "",
+        ])
+    worst = min(results["project", False]["rps"], results["project", True]["rps"]) / base
+    return "\n".join(
+        [
+            f"2. End to end: locust FastHttpUser, {USERS} users, no wait, {duration} s (steady state), 10 names,",
+            f"   nginx static body on 127.0.0.1; locust on CPU {LOCUST_CPU}, nginx and scraper on CPU {TARGET_CPU};"
+            f" scraped every {SCRAPE_INTERVAL} s",
+            table(["variant", "req/s", "vs (a)", "p50 ms", "p95 ms", "requests", "failures", "scrapes / median ms"],
+                  rows),
+            f"  target: req/s with this project >= 98% of (a)   {verdict(worst >= 0.98)} (worst {worst:.1%})",
+        ]
+    )
+
+
+# 3. Scrape cost --------------------------------------------------------------------------------------------
+
+
+def scrape_cost(quick: bool) -> str:
+    scrapes = "2" if quick else "5"
+    sizes = ",".join(map(str, SIZES))
+    got = {}
+    for variant in ("project", "reference"):
+        log(f"scrape cost: {variant}")
+        got[variant] = worker("scrape", variant, "--sizes", sizes, "--scrapes", scrapes)
+    rows = []
+    for size in map(str, SIZES):
+        p, r = got["project"][size], got["reference"][size]
+        rows.append([
+            f"{int(size):,}",
+            f"{int(size) * SERIES_PER_COMBO:,}",
+            f"{p['bytes'] / 1e6:.2f} / {r['bytes'] / 1e6:.2f}",
+            f"{p['render'] * 1e3:.2f} / {r['render'] * 1e3:.1f}",
+            f"{p['scrape'] * 1e3:.2f} / {r['scrape'] * 1e3:.1f}",
+            f"{r['scrape'] / p['scrape']:.1f}x",
+            f"{p['stall'] * 1e3:.2f} / {r['stall'] * 1e3:.1f}",
+        ])
+    p, r = got["project"][str(SIZES[-1])], got["reference"][str(SIZES[-1])]
+    speedup = r["scrape"] / p["scrape"]
+    return "\n".join(
+        [
+            "3. Scrape cost: project / reference, gevent-patched process as under Locust, text format, no gzip,",
+            f"   median of {scrapes} scrapes; loop stall = longest lateness of a greenlet ticking every 1 ms"
+            " during the HTTP scrapes",
+            table(["combos", "series", "MB", "render ms", "HTTP scrape ms", "speed-up", "loop stall ms"], rows),
+            f"  target: {SIZES[-1]:,}-combination scrape >= 20x faster   {verdict(speedup >= 20)} ({speedup:.1f}x)",
+            f"  target: loop stall <= 1 ms during it           {verdict(p['stall'] <= 0.001)}"
+            f" ({p['stall'] * 1e3:.2f} ms)",
+        ]
+    )
+
+
+# 4. Memory and 5. worker reports ---------------------------------------------------------------------------
+
+
+def memory() -> str:
+    rows = []
+    for variant in ("project", "reference"):
+        log(f"memory: {variant}")
+        delta = worker("memory", variant, "--combos", str(MEMORY_COMBOS))["rss_delta"]
+        rows.append([
+            VARIANTS[variant],
+            f"{delta / 2**20:.1f}",
+            f"{delta / MEMORY_COMBOS * 1000 / 1024:.0f}",
+            f"{delta / (MEMORY_COMBOS * SERIES_PER_COMBO) * 1000 / 1024:.0f}",
+        ])
+    return "\n".join(
+        [
+            f"4. Memory: RSS delta after {MEMORY_COMBOS:,} new label combinations"
+            f" ({MEMORY_COMBOS * SERIES_PER_COMBO:,} series, a histogram counted as one)",
+            table(["variant", "MiB", "KiB per 1,000 combos", "KiB per 1,000 series"], rows),
+        ]
+    )
+
+
+def reports() -> str:
+    rows = []
+    for size in REPORT_SIZES:
+        log(f"worker report: {size} combinations")
+        r = worker("report", "--combos", str(size))
+        series = size * SERIES_PER_COMBO
+        rows.append([
+            f"{size:,}",
+            f"{series:,}",
+            f"{r['first']:,}",
+            f"{r['first'] / series:.0f}",
+            f"{r['changed']:,}",
+            f"{r['steady']:,}",
+            f"{r['steady'] / (r['changed'] * SERIES_PER_COMBO):.0f}",
+        ])
+    return "\n".join(
+        [
+            "5. Worker report (issue 3): _native.take_report() bytes; first = every series,"
+            " steady = after ~10% of combinations changed",
+            table(["combos", "series", "first B", "B/series", "changed combos", "steady B", "B/changed series"],
+                  rows),
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs, for smoke-testing the benchmark itself")
+    quick = parser.parse_args().quick
+    nginx_binary()  # before minutes of work, not after
+    started = time.monotonic()
+    sections = [event_cost(quick), end_to_end(quick), scrape_cost(quick), memory(), reports()]
+    print(
+        f"locust-prometheus-exporter {version('locust-prometheus-exporter')} vs prometheus_client"
+        f" {version('prometheus_client')}; locust {version('locust')}, Python {platform.python_version()},"
+        f" {os.cpu_count()} CPUs{', --quick (not representative)' if quick else ''}\n"
+    )
+    print("\n\n".join(sections))
+    print(f"\n(run took {time.monotonic() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
