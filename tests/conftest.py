@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from locust.runners import WORKER_REPORT_INTERVAL
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
@@ -39,9 +40,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http_get(url: str, headers: dict[str, str] | None = None, method: str = "GET", timeout: float = 10):
+def http_get(
+    url: str, headers: dict[str, str] | None = None, method: str = "GET", timeout: float = 10, data: bytes | None = None
+):
     """(status, headers, body bytes) of one request; HTTP errors are returned, not raised."""
-    req = urllib.request.Request(url, headers=headers or {}, method=method)
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, r.headers, r.read()
@@ -112,6 +115,8 @@ class LocustRun:
     metrics_port: int
     web_port: int
     csv_prefix: Path
+    target: str
+    distributed: bool = False
     procs: list[subprocess.Popen] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
 
@@ -130,14 +135,18 @@ class LocustRun:
                     return
             except OSError:
                 pass
-            if any(p.poll() not in (None, 0) for p in self.procs):
-                break
+            if self.procs[0].poll() not in (None, 0):
+                break  # the master failed: no point waiting
             time.sleep(0.2)
         raise AssertionError(f"timed out waiting for {what}\n{self.output()}")
 
     def wait_stopped(self, timeout: float = 60) -> None:
-        """Until Locust's own state says the test stopped (all workers' final reports are in)."""
+        """Until Locust's own state says the test stopped, and, in distributed mode, one more report
+        interval: workers do not report on stop, their periodic report (every 3 s) carries the last requests
+        to the master, for Locust's statistics and the exporter alike."""
         self.wait_until(lambda: self.web_state()["state"] == "stopped", timeout, "the test to stop")
+        if self.distributed:
+            time.sleep(WORKER_REPORT_INTERVAL + 1.0)
 
     def finish(self, timeout: float = 60) -> list[int]:
         """Waits for every process to exit by itself; returns their exit codes."""
@@ -175,7 +184,8 @@ def locust_cmd(locustfile: Path, *args: str) -> list[str]:
 
 @pytest.fixture
 def run_locust(tmp_path, target):
-    """Starts locust (headless-like: --autostart, then --autoquit keeps the endpoint up after the test).
+    """Starts locust (headless-like: --autostart, then --autoquit keeps the endpoint up after the test;
+    with `autostart=False` the caller drives tests through the web UI and the processes are killed at the end).
 
     `workers=N` starts a master and N `--worker` processes; `processes=N` uses `--processes N`.
     The caller waits with `wait_stopped()`, scrapes, then `finish()`es.
@@ -191,18 +201,21 @@ def run_locust(tmp_path, target):
         workers: int = 0,
         processes: int = 0,
         autoquit: int = 8,
+        autostart: bool = True,
         extra: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
     ) -> LocustRun:
-        run = LocustRun(free_port(), free_port(), tmp_path / f"run{len(runs)}")
+        run = LocustRun(free_port(), free_port(), tmp_path / f"run{len(runs)}", target, bool(workers or processes))
         runs.append(run)
         common = ("--loglevel", "INFO")
         master_args = [
-            "--autostart", "--autoquit", str(autoquit), "-t", f"{run_time}s", "-u", str(users), "-r", str(rate),
             "-H", target, "--web-host", "127.0.0.1", "--web-port", str(run.web_port),
             "--prometheus-host", "127.0.0.1", "--prometheus-port", str(run.metrics_port),
             "--csv", str(run.csv_prefix), *common, *extra,
         ]  # fmt: skip
+        if autostart:
+            master_args += ["--autostart", "--autoquit", str(autoquit), "-t", f"{run_time}s",
+                            "-u", str(users), "-r", str(rate)]  # fmt: skip
         master_port = free_port()
         if workers:
             master_args += ["--master", "--expect-workers", str(workers), "--master-bind-host", "127.0.0.1",

@@ -1,7 +1,8 @@
 """A real Prometheus server (Debian's `prometheus` binary) scraping the exporter, for tests.
 
 Use the `prometheus` fixture from a test module with ``from prometheus_server import prometheus  # noqa: F401``;
-it yields ``start(scrape_port) -> PrometheusServer`` and stops every server it started.
+it yields ``start(scrape_port) -> PrometheusServer`` and stops every server it started. `scrape_runs` and
+`final_scrape` drive a `run_locust` run scraped by such a server.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from conftest import LocustRun
 
 #: Scrape (and rule evaluation) interval of the generated config, in seconds.
 SCRAPE_INTERVAL = 1
@@ -154,3 +159,55 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[i
     yield start
     for server in servers:
         server.stop()
+
+
+@dataclass
+class ScrapedRun:
+    """A locust run and the Prometheus scraping its exporter."""
+
+    run: LocustRun
+    prom: PrometheusServer
+
+
+def scrape_runs(run_locust: Callable[..., LocustRun], start: Callable[[int], PrometheusServer],
+                *runs: tuple[Path, dict[str, Any]]) -> list[ScrapedRun]:  # fmt: skip
+    """Per (locustfile, run_locust kwargs): a Prometheus, then, once it scrapes, the locust run it scrapes.
+
+    Prometheus scrapes only some seconds after it is ready (it batches target discovery). Started first, it
+    scrapes a request series within a second of its first request, so rate() misses few requests. The runs
+    start side by side.
+    """
+    ports = [_free_port() for _ in runs]
+    proms = [start(port) for port in ports]
+    for prom in proms:
+
+        def scraping(prom: PrometheusServer = prom) -> bool:
+            # Go's zero time until the first scrape, which fails (connection refused): fine here.
+            return any(not t["lastScrape"].startswith("0001-") for t in prom.targets())
+
+        prom.wait_until(scraping, 30, "the first scrape")
+    scraped = []
+    for (locustfile, kwargs), port, prom in zip(runs, ports, proms):
+        extra = (*kwargs.get("extra", ()), "--prometheus-port", str(port))  # the last --prometheus-port wins
+        run = run_locust(locustfile, **{**kwargs, "extra": extra})
+        run.metrics_port = port
+        scraped.append(ScrapedRun(run, prom))
+    return scraped
+
+
+def final_scrape(scraped: ScrapedRun, timeout: float = 15) -> float:
+    """Waits for the test to stop, then for a successful scrape that started afterwards.
+
+    Returns a Unix time at which instant queries see the final values. Call it soon after the stop:
+    the exporter serves only for the run's --autoquit seconds.
+    """
+    scraped.run.wait_stopped()
+    stopped = time.time()
+
+    def scraped_since() -> bool:
+        # `up`'s timestamp is the start of the last scrape; up == 1 means that scrape succeeded.
+        result = scraped.prom.query('timestamp(up{job="locust"} == 1)')
+        return bool(result) and float(result[0]["value"][1]) > stopped
+
+    scraped.prom.wait_until(scraped_since, timeout, "a scrape after the test stopped")
+    return time.time()

@@ -68,6 +68,10 @@ impl Workers {
                             continue;
                         }
                         if matches!(mode, GaugeMode::All | GaugeMode::LiveAll) {
+                            // One series per process that set a value; a never-set one would read 0.
+                            if updated == 0.0 {
+                                continue;
+                            }
                             labels.push(source.to_string());
                         }
                         merged
@@ -209,8 +213,8 @@ mod tests {
         w.set_live(&["b".to_string()]);
         assert_eq!(value(&w, GaugeMode::LiveSum), 5.0);
         assert_eq!(value(&w, GaugeMode::Sum), 7.0);
-        let all = w.merge(&g(GaugeMode::All), vec![]);
-        assert_eq!(all.len(), 2);
+        let all = w.merge(&g(GaugeMode::All), never_set.clone());
+        assert_eq!(all.len(), 2, "the never-set local series is not shown");
         assert_eq!(all[0].labels, vec!["x".to_string(), "a".to_string()]);
     }
 

@@ -1,0 +1,115 @@
+"""Distributed mode: one exact endpoint on the master, fed by Locust's own worker reports."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from conftest import EXAMPLES, LOCUSTFILES, LocustRun, Samples, http_get, total
+from test_e2e import assert_exact
+
+BUSY = LOCUSTFILES / "busy.py"
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def counters(samples: Samples) -> Samples:
+    """The samples that must never go down: counters, histogram buckets, counts and sums."""
+    return {k: v for k, v in samples.items() if k[0].endswith(("_total", "_bucket", "_count", "_sum"))}
+
+
+def assert_monotonic(before: Samples, after: Samples) -> None:
+    for key, value in counters(before).items():
+        assert after.get(key, 0.0) >= value, f"{key} went down: {value} -> {after.get(key)}"
+
+
+def assert_custom_metrics_summed(samples: Samples, stats) -> None:
+    """The workers' custom counters and histograms add up to what Locust counted."""
+    requests = sum(r for r, _ in stats.values())
+    assert total(samples, "busy_tasks_total", task="index") == stats[("GET", "/")][0]
+    assert total(samples, "busy_tasks_total", task="about") == stats[("GET", "/about/")][0]
+    assert total(samples, "busy_response_bytes_count") == requests
+
+
+def test_master_and_two_workers_exact(run_locust):
+    run = run_locust(BUSY, users=6, rate=6, run_time=8, workers=2)
+    run.wait_until(lambda: total(run.scrape(), "locust_users_running") == 6, 40, "6 users on the master")
+    run.wait_until(lambda: total(run.scrape(), "busy_users") == 6, 10, "the custom gauge summed over workers")
+    mid = run.scrape()
+    assert total(mid, "locust_workers", state="running") == 2
+    assert total(mid, "busy_users_max") == 3
+    assert sorted(v for (n, _), v in mid.items() if n == "busy_users_per_worker") == [3, 3]
+    run.wait_stopped()
+    final = run.scrape()
+    assert run.finish() == [0, 0, 0], run.output()
+    stats = run.csv_stats()
+    assert_exact(final, stats)
+    assert_custom_metrics_summed(final, stats)
+    assert total(final, "locust_users_total") == 6
+    assert_monotonic(mid, final)
+    assert "Address already in use" not in run.output()
+
+
+def test_processes_mode_runs_the_seed_unchanged_and_exact(run_locust):
+    run = run_locust(EXAMPLES / "locustfile_custom_metrics.py", users=4, rate=4, run_time=8, processes=2)
+    run.wait_until(lambda: total(run.scrape(), "my_custom_gauge") == 4, 40, "the seed's gauge to show all users")
+    run.wait_stopped()
+    final = run.scrape()
+    assert run.finish() == [0], run.output()
+    stats = run.csv_stats()
+    assert_exact(final, stats)
+    assert total(final, "my_custom_counter_total") == stats[("GET", "/")][0]
+    assert total(final, "locust_users_total") == 4
+    assert "Address already in use" not in run.output()
+
+
+def test_worker_killed_mid_run_loses_nothing_reported(run_locust):
+    run = run_locust(BUSY, users=4, rate=4, run_time=16, workers=2, extra=("--exit-code-on-error", "0"))
+    run.wait_until(lambda: total(run.scrape(), "locust_users_running") == 4, 40, "4 users on the master")
+    run.wait_until(lambda: total(run.scrape(), "locust_requests_total") > 50, 20, "traffic")
+    history = [run.scrape()]
+    run.procs[1].send_signal(signal.SIGKILL)
+    run.procs[1].wait()
+
+    def missing_seen() -> bool:
+        history.append(run.scrape())
+        return total(history[-1], "locust_workers", state="missing") == 1
+
+    run.wait_until(missing_seen, 20, "the master to mark the killed worker missing")
+    # The killed worker's users and gauge values drop out; the survivor's remain.
+    run.wait_until(lambda: total(run.scrape(), "locust_users_running") == 2, 10, "users of the survivor only")
+    assert total(run.scrape(), "busy_users") == 2
+    run.wait_stopped()
+    history.append(run.scrape())
+    for before, after in zip(history, history[1:]):
+        assert_monotonic(before, after)
+    run.finish()
+    stats = run.csv_stats()
+    # Locust's statistics keep what the killed worker reported; so do the exporter's counters.
+    assert_exact(history[-1], stats)
+    assert_custom_metrics_summed(history[-1], stats)
+
+
+def test_two_tests_in_one_master_process_stay_monotonic(run_locust):
+    run: LocustRun = run_locust(BUSY, workers=2, autostart=False)
+    web = f"http://127.0.0.1:{run.web_port}"
+    run.wait_until(lambda: total(run.scrape(), "locust_workers", state="ready") == 2, 40, "2 ready workers")
+    results = []
+    for _ in range(2):
+        form = f"user_count=4&spawn_rate=4&host={run.target}".encode()
+        assert http_get(f"{web}/swarm", FORM, method="POST", data=form)[0] == 200
+        run.wait_until(lambda: total(run.scrape(), "locust_users_running") == 4, 30, "4 users")
+        time.sleep(2)
+        assert http_get(f"{web}/stop", method="POST")[0] == 200
+        run.wait_stopped()
+        results.append((run.scrape(), run.web_state()))
+    (first, _), (second, locust_second) = results
+    assert_monotonic(first, second)
+    # Locust's statistics restart with each test; the exporter's counters carry on.
+    for row in locust_second["stats"]:
+        if row["name"] == "Aggregated":
+            continue
+        labels = {"method": row["method"], "name": row["name"]}
+        grew = total(second, "locust_requests_total", **labels) - total(first, "locust_requests_total", **labels)
+        assert grew == row["num_requests"]
+    assert total(second, "locust_users_total") == 8
+

@@ -1,0 +1,112 @@
+"""The seed's PromQL queries, evaluated by a real Prometheus scraping real locust runs, agree with Locust."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+from conftest import EXAMPLES
+from prometheus_server import ScrapedRun, final_scrape, prometheus, scrape_runs  # noqa: F401  (fixture)
+
+SEED_PLAIN = EXAMPLES / "locustfile.py"
+SEED_CUSTOM = EXAMPLES / "locustfile_custom_metrics.py"
+
+# The seed's two queries, verbatim.
+GET_OK = 'locust_requests_total{method="GET", status="200"}'
+RATE_QUERY = f"sum(rate({GET_OK}[5m]))"
+P95_QUERY = 'histogram_quantile(0.95, sum(rate(locust_request_duration_seconds_bucket{name="/about/"}[5m])) by (le, name))'
+
+
+def csv_rows(scraped: ScrapedRun) -> dict[tuple[str, str], dict[str, str]]:
+    """Locust's final stats csv, (method, name) -> row."""
+    with open(f"{scraped.run.csv_prefix}_stats.csv", newline="") as f:
+        return {(r["Type"], r["Name"]): r for r in csv.DictReader(f) if r["Name"] != "Aggregated"}
+
+
+def assert_scrapes_healthy(scraped: ScrapedRun, at: float) -> None:
+    """While the exporter still serves: the target is up, and no scrape failed since the exporter started."""
+    prom = scraped.prom
+    assert prom.value('up{job="locust"}', at) == 1
+    # Scrapes fail until locust serves; after that, none may fail (nor exceed the 1 s scrape timeout).
+    [series] = prom.query('up{job="locust"}[5m]', at)
+    ups = [float(v) for _, v in series["values"]]
+    print("UPS", ups)
+    assert ups == sorted(ups) and ups[-1] == 1, ups
+    [target] = prom.targets()
+    assert (target["health"], target["lastError"]) == ("up", ""), target
+    samples = prom.value('scrape_samples_scraped{job="locust"}', at)
+    assert samples > 0
+    # After the stop the set of series is fixed: Prometheus ingested exactly the samples the exporter serves.
+    assert samples == len(scraped.run.scrape(openmetrics=True))
+
+
+def check_request_rate(scraped: ScrapedRun, at: float) -> None:
+    prom = scraped.prom
+    rows = csv_rows(scraped)
+    assert rows and all(r["Failure Count"] == "0" for r in rows.values()), rows
+    requests = sum(int(r["Request Count"]) for (method, _), r in rows.items() if method == "GET")
+    assert requests > 0
+
+    # Exact: the last value Prometheus scraped is Locust's own count.
+    assert prom.value(f"sum({GET_OK})", at) == requests
+    # The seed file's custom counter is incremented once per GET /; its gauge is set to the user count.
+    assert prom.value("my_custom_counter_total", at) == int(rows[("GET", "/")]["Request Count"])
+    assert prom.value("max_over_time(my_custom_gauge[5m])", at) == 10
+
+    # rate()[5m] x 300 s is Prometheus's estimate of the requests in the window, which holds the whole test.
+    # It cannot see the requests counted in a series' first sample (the series appears with its first request,
+    # already above 0), and it extrapolates the increase it saw, last - first, beyond the first and last samples
+    # by at most 1.1 average sample intervals at each end (Prometheus's extrapolatedRate): with n samples,
+    # seen <= estimate <= seen * (1 + 2.2 / (n - 1)). Both bounds come from Prometheus's own data and algorithm.
+    [rate] = prom.query(RATE_QUERY, at)
+    estimate = float(rate["value"][1]) * 300
+    first = prom.value(f"sum(min_over_time({GET_OK}[5m]))", at)  # a counter's minimum is its first sample
+    n = prom.value(f"min(count_over_time({GET_OK}[5m]))", at)
+    seen = requests - first
+    assert n >= 10 and seen > 0, (n, seen)
+    print("RATE", estimate, seen, n, requests, first)
+    assert seen - 1e-9 <= estimate <= seen * (1 + 2.2 / (n - 1)) + 1e-9, (estimate, seen, n, requests)
+
+
+def check_about_p95(scraped: ScrapedRun, at: float) -> None:
+    prom = scraped.prom
+    rows = csv_rows(scraped)
+    assert all(r["Failure Count"] == "0" for r in rows.values()), rows
+    about = rows[("GET", "/about/")]
+    assert int(about["Request Count"]) >= 20, about
+
+    [result] = prom.query(P95_QUERY, at)
+    assert result["metric"] == {"name": "/about/"}
+    estimate = float(result["value"][1])
+    assert math.isfinite(estimate) and estimate > 0, result
+
+    bounds = sorted(float(r["metric"]["le"]) for r in prom.query('count by (le) (locust_request_duration_seconds_bucket{name="/about/"})', at))
+    assert bounds[-1] == math.inf
+    # histogram_quantile interpolates inside the bucket (bounds[i-1], bounds[i]] holding the 95th percentile;
+    # Locust reports a rounded response time (whole ms below 100 ms). So Locust's p95 lies in that bucket or an
+    # adjacent one, bounds included.
+    i = next(i for i, upper in enumerate(bounds) if estimate <= upper)
+    low, high = (bounds[i - 2] if i >= 2 else 0.0), bounds[min(i + 1, len(bounds) - 1)]
+    locust_p95 = float(about["95%"]) / 1000
+    print("P95", locust_p95, estimate, low, high, dict(about))
+    assert low <= locust_p95 <= high, (locust_p95, estimate, low, high)
+
+
+def test_seed_queries_through_prometheus_match_locust(run_locust, prometheus):  # noqa: F811
+    # The seed's rate query on the custom-metrics seed file and its p95 query on the plain one (the only one
+    # with /about/), side by side to halve the wall time. Users spawn at 2/s so that a request series' first
+    # sample, which rate() cannot count, holds few requests.
+    custom, plain = scrape_runs(
+        run_locust, prometheus,
+        (SEED_CUSTOM, dict(users=10, rate=2, run_time=20, autoquit=10)),
+        (SEED_PLAIN, dict(users=20, rate=2, run_time=20, autoquit=10)),
+    )  # fmt: skip
+    at = {}
+    for name, scraped in (("custom", custom), ("plain", plain)):
+        at[name] = final_scrape(scraped)
+        assert_scrapes_healthy(scraped, at[name])
+    # Queries at the saved times keep seeing the final values once the exporters have quit.
+    assert custom.run.finish() == [0], custom.run.output()
+    assert plain.run.finish() == [0], plain.run.output()
+    check_request_rate(custom, at["custom"])
+    check_about_p95(plain, at["plain"])
