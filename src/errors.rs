@@ -7,9 +7,7 @@ use pyo3::PyErr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExporterError {
-    #[error(
-        "invalid metric name {0:?}: must match [a-zA-Z_:][a-zA-Z0-9_:]* and not start with '__'"
-    )]
+    #[error("invalid metric name {0:?}: must match [a-zA-Z_:][a-zA-Z0-9_:]* and not start with '__'")]
     InvalidMetricName(String),
     #[error("invalid label name {0:?}: must match [a-zA-Z_][a-zA-Z0-9_]* and not start with '__'")]
     InvalidLabelName(String),
@@ -28,10 +26,7 @@ pub enum ExporterError {
     #[error("invalid worker report: {0}")]
     InvalidReport(&'static str),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::metrics::{Collected, Desc, Kind, SeriesData, ValueData};
+use crate::metrics::{Collected, Desc, Kind, Registry, SeriesData, ValueData};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -41,23 +41,26 @@ fn escape(out: &mut String, s: &str, quote: bool) {
     }
 }
 
-/// Writes `{a="x",b="y"}` with an optional extra pair (the histogram's `le`).
-fn write_labels(
-    out: &mut String,
-    names: &[String],
-    values: &[String],
-    extra: Option<(&str, &str)>,
-) {
-    if names.is_empty() && extra.is_none() {
+/// The label pairs of a sample: constant labels, then the series' own.
+struct Labels<'a> {
+    constant: &'a [(String, String)],
+    names: &'a [String],
+    values: &'a [String],
+}
+
+/// Writes `{a="x",b="y"}`, with an optional extra pair last (the histogram's `le`).
+fn write_labels(out: &mut String, labels: &Labels, extra: Option<(&str, &str)>) {
+    if labels.constant.is_empty() && labels.names.is_empty() && extra.is_none() {
         return;
     }
     out.push('{');
-    let pairs = names
+    let constant = labels.constant.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+    let own = labels
+        .names
         .iter()
         .map(String::as_str)
-        .zip(values.iter().map(String::as_str))
-        .chain(extra);
-    for (i, (name, value)) in pairs.enumerate() {
+        .zip(labels.values.iter().map(String::as_str));
+    for (i, (name, value)) in constant.chain(own).chain(extra).enumerate() {
         if i > 0 {
             out.push(',');
         }
@@ -69,17 +72,10 @@ fn write_labels(
     out.push('}');
 }
 
-fn write_sample(
-    out: &mut String,
-    name: &str,
-    suffix: &str,
-    labels: (&[String], &[String]),
-    extra: Option<(&str, &str)>,
-    v: f64,
-) {
+fn write_sample(out: &mut String, name: &str, suffix: &str, labels: &Labels, extra: Option<(&str, &str)>, v: f64) {
     out.push_str(name);
     out.push_str(suffix);
-    write_labels(out, labels.0, labels.1, extra);
+    write_labels(out, labels, extra);
     out.push(' ');
     write_float(out, v);
     out.push('\n');
@@ -91,6 +87,7 @@ fn write_family(
     series: &[SeriesData],
     format: Format,
     label_names: &[String],
+    constant: &[(String, String)],
 ) {
     let (type_name, header_name) = match (&desc.kind, format) {
         (Kind::Counter, Format::Text) => ("counter", format!("{}_total", desc.name)),
@@ -103,7 +100,11 @@ fn write_family(
     let _ = writeln!(out, "\n# TYPE {header_name} {type_name}");
     let mut le = String::new();
     for s in series {
-        let labels = (label_names, &s.labels[..]);
+        let labels = &Labels {
+            constant,
+            names: label_names,
+            values: &s.labels,
+        };
         match (&desc.kind, &s.value) {
             (Kind::Counter, ValueData::Scalar { value, .. }) => {
                 write_sample(out, &desc.name, "_total", labels, None, *value)
@@ -117,14 +118,7 @@ fn write_family(
                     cumulative += count;
                     le.clear();
                     write_float(&mut le, bounds.get(i).copied().unwrap_or(f64::INFINITY));
-                    write_sample(
-                        out,
-                        &desc.name,
-                        "_bucket",
-                        labels,
-                        Some(("le", &le)),
-                        cumulative as f64,
-                    );
+                    write_sample(out, &desc.name, "_bucket", labels, Some(("le", &le)), cumulative as f64);
                 }
                 write_sample(out, &desc.name, "_sum", labels, None, *sum);
                 // `_count` is the `+Inf` bucket by construction, as both formats require.
@@ -136,26 +130,29 @@ fn write_family(
 }
 
 /// Renders the families, keeping only those named in `only` when it is not empty
-/// (as prometheus_client's `name[]` filter, by any of the family's sample names).
-pub fn render(collected: &Collected, format: Format, only: &[String]) -> String {
+/// (as prometheus_client's `name[]` filter, by any of the family's sample names),
+/// with `constant` labels on every sample.
+pub fn render(collected: &Collected, format: Format, only: &[String], constant: &[(String, String)]) -> String {
     let mut out = String::with_capacity(64 * 1024);
     for (desc, series) in collected {
         if !only.is_empty() && !desc.exposed_names().iter().any(|n| only.contains(n)) {
             continue;
         }
         let mut label_names = desc.label_names.clone();
-        if series
-            .first()
-            .is_some_and(|s| s.labels.len() > label_names.len())
-        {
+        if series.first().is_some_and(|s| s.labels.len() > label_names.len()) {
             label_names.push("worker".to_string());
         }
-        write_family(&mut out, desc, series, format, &label_names);
+        write_family(&mut out, desc, series, format, &label_names, constant);
     }
     if format == Format::OpenMetrics {
         out.push_str("# EOF\n");
     }
     out
+}
+
+/// What a scrape of `registry` gets: its families merged with the workers', and its constant labels.
+pub fn scrape(registry: &Registry, format: Format, only: &[String]) -> String {
+    render(&registry.collect(), format, only, &registry.const_labels())
 }
 
 #[cfg(test)]
@@ -180,18 +177,12 @@ mod tests {
     }
 
     fn one(desc: Desc, series: Vec<SeriesData>, format: Format) -> String {
-        render(&vec![(desc, series)], format, &[])
+        render(&vec![(desc, series)], format, &[], &[])
     }
 
     #[test]
     fn counter_escaping_and_suffix() {
-        let d = Desc::new(
-            "c",
-            "a \\ help\nline \"q\"",
-            Kind::Counter,
-            vec!["l".into()],
-        )
-        .unwrap();
+        let d = Desc::new("c", "a \\ help\nline \"q\"", Kind::Counter, vec!["l".into()]).unwrap();
         let s = vec![SeriesData {
             labels: vec!["a\"b\\c\nd".into()],
             value: ValueData::Scalar {
@@ -237,8 +228,10 @@ mod tests {
             },
         }];
         let c = vec![(d, s)];
-        assert!(render(&c, Format::Text, &[]).contains("g{worker=\"w1\"} 1.0\n"));
-        assert_eq!(render(&c, Format::Text, &["other".into()]), "");
-        assert_eq!(render(&vec![], Format::OpenMetrics, &[]), "# EOF\n");
+        assert!(render(&c, Format::Text, &[], &[]).contains("g{worker=\"w1\"} 1.0\n"));
+        assert_eq!(render(&c, Format::Text, &["other".into()], &[]), "");
+        assert_eq!(render(&vec![], Format::OpenMetrics, &[], &[]), "# EOF\n");
+        let run = [("run".to_string(), "a\"b".to_string())];
+        assert!(render(&c, Format::Text, &[], &run).contains("g{run=\"a\\\"b\",worker=\"w1\"} 1.0\n"));
     }
 }

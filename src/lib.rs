@@ -16,7 +16,7 @@ mod _native {
     use crate::py::metric::{Counter, Gauge, Histogram, Timer};
     #[pymodule_export]
     use crate::py::server::{
-        after_fork_in_child, apply_report, render, set_live_workers, take_report, Server,
+        after_fork_in_child, apply_report, render, set_const_labels, set_live_workers, take_report, Server,
     };
 
     use pyo3::prelude::*;

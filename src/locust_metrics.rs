@@ -10,8 +10,7 @@ use crate::metrics::{series_key, Cell, Desc, Family, GaugeMode, Kind, Registry, 
 
 /// Request duration buckets in seconds, from 1 ms to 60 s: load-test latencies, not RPC ones.
 pub const DEFAULT_BUCKETS: [f64; 18] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-    30.0, 60.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0,
 ];
 
 /// The four series one request event touches, resolved once per label combination.
@@ -24,13 +23,15 @@ struct RequestSeries {
 
 pub struct LocustMetrics {
     requests: Arc<Family>,
-    duration: Arc<Family>,
+    /// Replaced when Locust's options set other buckets, before the test starts.
+    duration: RwLock<Arc<Family>>,
     request_bytes: Arc<Family>,
     response_bytes: Arc<Family>,
     pub users_total: Arc<Family>,
     pub users_running: Arc<Family>,
     pub users_waiting: Arc<Family>,
     pub workers: Arc<Family>,
+    pub test_info: Arc<Family>,
     cache: RwLock<HashMap<String, Arc<RequestSeries>>>,
 }
 
@@ -47,6 +48,15 @@ pub struct Request<'a> {
 
 fn labels(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
+}
+
+fn duration_desc(buckets: &[f64]) -> Result<Desc> {
+    Desc::new(
+        "locust_request_duration_seconds",
+        "Request duration as Locust measures it (response_time)",
+        Kind::Histogram(buckets.into()),
+        labels(&["method", "name"]),
+    )
 }
 
 impl LocustMetrics {
@@ -69,12 +79,7 @@ impl LocustMetrics {
                 Kind::Counter,
                 &["method", "name", "status", "exception"],
             )?,
-            duration: family(
-                "locust_request_duration_seconds",
-                "Request duration as Locust measures it (response_time)",
-                Kind::Histogram(buckets.into()),
-                &by_request,
-            )?,
+            duration: RwLock::new(registry.get_or_register(duration_desc(buckets)?)?),
             request_bytes: family(
                 "locust_request_length_bytes",
                 "Request body bytes sent (headers are not counted)",
@@ -111,8 +116,23 @@ impl LocustMetrics {
                 Kind::Gauge(GaugeMode::LiveSum),
                 &["state"],
             )?,
+            test_info: family(
+                "locust_test_info",
+                "The test being run (1): its id, made at test start, locustfile, target host and users",
+                Kind::Gauge(GaugeMode::LiveSum),
+                &["run_id", "locustfile", "host", "target_users"],
+            )?,
             cache: RwLock::new(HashMap::new()),
         })
+    }
+
+    /// Other duration buckets, from Locust's options: the series recorded so far are dropped.
+    pub fn set_buckets(&self, registry: &Registry, buckets: &[f64]) -> Result<()> {
+        let family = registry.replace(duration_desc(buckets)?)?;
+        let mut cache = self.cache.write();
+        *self.duration.write() = family;
+        cache.clear();
+        Ok(())
     }
 
     fn series_for(&self, r: &Request) -> Result<Arc<RequestSeries>> {
@@ -122,10 +142,8 @@ impl LocustMetrics {
         }
         let pair = [r.method, r.name];
         let series = Arc::new(RequestSeries {
-            requests: self
-                .requests
-                .child(&[r.method, r.name, r.status, r.exception])?,
-            duration: self.duration.child(&pair)?,
+            requests: self.requests.child(&[r.method, r.name, r.status, r.exception])?,
+            duration: self.duration.read().child(&pair)?,
             request_bytes: self.request_bytes.child(&pair)?,
             response_bytes: self.response_bytes.child(&pair)?,
         });
@@ -139,10 +157,7 @@ impl LocustMetrics {
         add(&s.response_bytes, r.response_length);
         // Locust counts a request with no response time but leaves it out of its percentiles;
         // a NaN would poison the sum for good.
-        if let (Some(ms), Cell::Histogram(h)) = (
-            r.response_time_ms.filter(|t| t.is_finite()),
-            &s.duration.cell,
-        ) {
+        if let (Some(ms), Cell::Histogram(h)) = (r.response_time_ms.filter(|t| t.is_finite()), &s.duration.cell) {
             h.observe(ms / 1000.0);
         }
         Ok(())
@@ -172,6 +187,13 @@ mod tests {
         }
     }
 
+    fn find_in(got: &crate::metrics::Collected, name: &str) -> Vec<SeriesData> {
+        got.iter()
+            .find(|(d, _)| d.name == name)
+            .map(|(_, s)| s.clone())
+            .unwrap()
+    }
+
     #[test]
     fn one_event_updates_every_family() {
         let reg = Registry::default();
@@ -179,12 +201,7 @@ mod tests {
         m.record(&request("200", Some(12.0))).unwrap();
         m.record(&request("500", None)).unwrap();
         let got = reg.collect();
-        let find = |name: &str| {
-            got.iter()
-                .find(|(d, _)| d.name == name)
-                .map(|(_, s)| s.clone())
-                .unwrap()
-        };
+        let find = |name: &str| find_in(&got, name);
         assert_eq!(find("locust_requests").len(), 2);
         let [SeriesData {
             value: ValueData::Histogram { counts, sum },
@@ -193,11 +210,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(
-            counts.iter().sum::<u64>(),
-            1,
-            "None response time is not observed"
-        );
+        assert_eq!(counts.iter().sum::<u64>(), 1, "None response time is not observed");
         assert!((sum - 0.012).abs() < 1e-12);
         let [SeriesData {
             value: ValueData::Scalar { value, .. },
@@ -215,5 +228,16 @@ mod tests {
             LocustMetrics::new(&reg, &[1.0, 2.0], false).is_err(),
             "other buckets clash"
         );
+        m.set_buckets(&reg, &[1.0, 2.0]).unwrap();
+        m.record(&request("200", Some(1500.0))).unwrap();
+        let got = reg.collect();
+        let [SeriesData {
+            value: ValueData::Histogram { counts, .. },
+            ..
+        }] = &find_in(&got, "locust_request_duration_seconds")[..]
+        else {
+            panic!()
+        };
+        assert_eq!(counts, &vec![0, 1, 0], "a fresh histogram with the new buckets");
     }
 }

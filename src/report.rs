@@ -111,35 +111,25 @@ impl<'a> Reader<'a> {
     }
     fn string(&mut self) -> Result<String> {
         let n = self.count()?;
-        String::from_utf8(self.take(n)?.to_vec())
-            .map_err(|_| ExporterError::InvalidReport("invalid UTF-8"))
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| ExporterError::InvalidReport("invalid UTF-8"))
     }
 }
 
 pub fn decode(buf: &[u8]) -> Result<Collected> {
     let mut r = Reader { buf };
     if r.take(MAGIC.len())? != MAGIC {
-        return Err(ExporterError::InvalidReport(
-            "not a locust-prometheus-exporter report",
-        ));
+        return Err(ExporterError::InvalidReport("not a locust-prometheus-exporter report"));
     }
     let mut families = Vec::new();
     for _ in 0..r.count()? {
         let name = r.string()?;
         let help = r.string()?;
         let (kind, mode) = (r.byte()?, r.byte()?);
-        let label_names = (0..r.count()?)
-            .map(|_| r.string())
-            .collect::<Result<Vec<_>>>()?;
-        let bounds = (0..r.count()?)
-            .map(|_| r.f64())
-            .collect::<Result<Vec<_>>>()?;
+        let label_names = (0..r.count()?).map(|_| r.string()).collect::<Result<Vec<_>>>()?;
+        let bounds = (0..r.count()?).map(|_| r.f64()).collect::<Result<Vec<_>>>()?;
         let kind = match kind {
             0 => Kind::Counter,
-            1 => Kind::Gauge(
-                GaugeMode::from_code(mode)
-                    .ok_or(ExporterError::InvalidReport("unknown gauge mode"))?,
-            ),
+            1 => Kind::Gauge(GaugeMode::from_code(mode).ok_or(ExporterError::InvalidReport("unknown gauge mode"))?),
             2 => Kind::Histogram(Arc::from(bounds.clone())),
             _ => return Err(ExporterError::InvalidReport("unknown metric kind")),
         };
@@ -159,9 +149,7 @@ pub fn decode(buf: &[u8]) -> Result<Collected> {
                     updated: r.f64()?,
                 },
                 Kind::Histogram(_) => ValueData::Histogram {
-                    counts: (0..=bounds.len())
-                        .map(|_| r.uint())
-                        .collect::<Result<_>>()?,
+                    counts: (0..=bounds.len()).map(|_| r.uint()).collect::<Result<_>>()?,
                     sum: r.f64()?,
                 },
             };
@@ -182,13 +170,7 @@ mod tests {
     fn sample() -> Collected {
         let c = Desc::new("c", "help", Kind::Counter, vec!["a".into(), "b".into()]).unwrap();
         let g = Desc::new("g", "", Kind::Gauge(GaugeMode::LiveMax), vec![]).unwrap();
-        let h = Desc::new(
-            "h",
-            "x",
-            Kind::Histogram([0.1, 2.5].into()),
-            vec!["n".into()],
-        )
-        .unwrap();
+        let h = Desc::new("h", "x", Kind::Histogram([0.1, 2.5].into()), vec!["n".into()]).unwrap();
         vec![
             (
                 c,

@@ -12,14 +12,13 @@ use flate2::Compression;
 use tiny_http::{Header, Method, Request, Response};
 
 use crate::errors::{no_panic, ExporterError, Result};
-use crate::exposition::{render, Format};
+use crate::exposition::{scrape, Format};
 use crate::metrics::global;
 
 const HANDLER_THREADS: usize = 2;
 const POLL: Duration = Duration::from_millis(200);
 
-const INDEX: &str =
-    "<!doctype html>\n<html><head><title>Locust Prometheus exporter</title></head>\n\
+const INDEX: &str = "<!doctype html>\n<html><head><title>Locust Prometheus exporter</title></head>\n\
 <body><h1>Locust Prometheus exporter</h1><p><a href=\"metrics\">Metrics</a></p></body></html>\n";
 
 pub struct ServerHandle {
@@ -58,8 +57,7 @@ impl ServerHandle {
             .local_addr()
             .map_err(|e| ExporterError::Internal(e.to_string()))?;
         let server = Arc::new(
-            tiny_http::Server::from_listener(listener, None)
-                .map_err(|e| ExporterError::Internal(e.to_string()))?,
+            tiny_http::Server::from_listener(listener, None).map_err(|e| ExporterError::Internal(e.to_string()))?,
         );
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
@@ -133,10 +131,7 @@ fn ranges(value: &str) -> impl Iterator<Item = (String, f64, Vec<(String, String
         let mut params = Vec::new();
         for p in pieces {
             let (k, v) = p.split_once('=')?;
-            let (k, v) = (
-                k.trim().to_ascii_lowercase(),
-                v.trim().trim_matches('"').to_string(),
-            );
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_string());
             if k == "q" {
                 q = v.parse().ok().filter(|q: &f64| (0.0..=1.0).contains(q))?;
             } else {
@@ -151,14 +146,9 @@ fn ranges(value: &str) -> impl Iterator<Item = (String, f64, Vec<(String, String
 pub fn negotiate_format(accept: &str) -> Format {
     let mut best = (Format::Text, 0.0);
     for (range, q, params) in ranges(accept) {
-        let version = params
-            .iter()
-            .find(|(k, _)| k == "version")
-            .map(|(_, v)| v.as_str());
+        let version = params.iter().find(|(k, _)| k == "version").map(|(_, v)| v.as_str());
         let format = match (range.as_str(), version) {
-            ("application/openmetrics-text", None | Some("1.0.0") | Some("0.0.1")) => {
-                Format::OpenMetrics
-            }
+            ("application/openmetrics-text", None | Some("1.0.0") | Some("0.0.1")) => Format::OpenMetrics,
             ("text/plain" | "text/*" | "*/*", _) => Format::Text,
             _ => continue,
         };
@@ -233,15 +223,12 @@ fn respond(request: Request) {
             "Allow",
             "GET, HEAD",
         ),
-        (true, true) if path == "/" => with_header(
-            Response::from_string(INDEX),
-            "Content-Type",
-            "text/html; charset=utf-8",
-        ),
+        (true, true) if path == "/" => {
+            with_header(Response::from_string(INDEX), "Content-Type", "text/html; charset=utf-8")
+        }
         (true, true) => {
             let format = negotiate_format(request_header(&request, "Accept"));
-            let body =
-                render(&global().collect(), format, &selected_names(request.url())).into_bytes();
+            let body = scrape(global(), format, &selected_names(request.url())).into_bytes();
             let gzip = accepts_gzip(request_header(&request, "Accept-Encoding"));
             let compressed = if gzip { gzip_bytes(&body) } else { None };
             let response = match compressed {
@@ -269,8 +256,7 @@ fn gzip_bytes(body: &[u8]) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
-    const PROMETHEUS_ACCEPT: &str =
-        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+    const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
         version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 
     #[test]
@@ -288,10 +274,7 @@ mod tests {
             negotiate_format("application/openmetrics-text;version=2.0.0"),
             Format::Text
         );
-        assert_eq!(
-            negotiate_format("application/openmetrics-text;q=0"),
-            Format::Text
-        );
+        assert_eq!(negotiate_format("application/openmetrics-text;q=0"), Format::Text);
     }
 
     #[test]
@@ -299,9 +282,7 @@ mod tests {
         assert!(accepts_gzip("gzip"));
         assert!(accepts_gzip("br, gzip;q=0.5"));
         assert!(accepts_gzip("*"));
-        for no in [
-            "", "gzip;q=0", "identity", "br", "x-gzip", "notgzip", "*;q=0",
-        ] {
+        for no in ["", "gzip;q=0", "identity", "br", "x-gzip", "notgzip", "*;q=0"] {
             assert!(!accepts_gzip(no), "{no}");
         }
     }

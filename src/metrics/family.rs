@@ -47,16 +47,11 @@ impl GaugeMode {
             .map(|(m, _)| *m)
             .ok_or_else(|| {
                 let names: Vec<_> = GAUGE_MODES.iter().map(|(_, n)| *n).collect();
-                ExporterError::InvalidValue(format!(
-                    "invalid multiprocess_mode {s:?}: expected one of {names:?}"
-                ))
+                ExporterError::InvalidValue(format!("invalid multiprocess_mode {s:?}: expected one of {names:?}"))
             })
     }
     pub fn code(self) -> u8 {
-        GAUGE_MODES
-            .iter()
-            .position(|(m, _)| *m == self)
-            .unwrap_or(0) as u8
+        GAUGE_MODES.iter().position(|(m, _)| *m == self).unwrap_or(0) as u8
     }
     pub fn from_code(c: u8) -> Option<Self> {
         GAUGE_MODES.get(c as usize).map(|(m, _)| *m)
@@ -91,10 +86,7 @@ impl Desc {
     /// Validates and normalises (a counter named `x_total` is stored as `x`, as prometheus_client does).
     pub fn new(name: &str, help: &str, kind: Kind, label_names: Vec<String>) -> Result<Self> {
         let name = match kind {
-            Kind::Counter => name
-                .strip_suffix("_total")
-                .filter(|n| !n.is_empty())
-                .unwrap_or(name),
+            Kind::Counter => name.strip_suffix("_total").filter(|n| !n.is_empty()).unwrap_or(name),
             _ => name,
         };
         check_metric_name(name)?;
@@ -121,10 +113,7 @@ impl Desc {
             Kind::Gauge(_) => &[""],
             Kind::Histogram(_) => &["", "_bucket", "_sum", "_count", "_created"],
         };
-        suffixes
-            .iter()
-            .map(|s| format!("{}{s}", self.name))
-            .collect()
+        suffixes.iter().map(|s| format!("{}{s}", self.name)).collect()
     }
 }
 
@@ -201,6 +190,25 @@ impl Family {
         Ok(series.clone())
     }
 
+    /// Forgets one series (prometheus_client's `remove`); false if there was none.
+    pub fn remove<S: AsRef<str>>(&self, values: &[S]) -> Result<bool> {
+        let expected = self.desc.label_names.len();
+        if values.len() != expected {
+            return Err(ExporterError::LabelCount {
+                expected,
+                got: values.len(),
+            });
+        }
+        Ok(self.series.write().remove(&series_key(values)).is_some())
+    }
+
+    /// Forgets every series of a labelled family.
+    pub fn clear(&self) {
+        if !self.desc.label_names.is_empty() {
+            self.series.write().clear();
+        }
+    }
+
     /// The series as they are now; the lock is held only to copy the handles.
     pub fn series(&self) -> Vec<Arc<Series>> {
         self.series.read().values().cloned().collect()
@@ -215,8 +223,7 @@ mod tests {
     fn keys_are_exact() {
         assert_ne!(series_key(&["ab", "c"]), series_key(&["a", "bc"]));
         assert_ne!(series_key(&["1:a"]), series_key(&["1", "a"]));
-        let f =
-            Family::new(Desc::new("f", "h", Kind::Counter, vec!["a".into(), "b".into()]).unwrap());
+        let f = Family::new(Desc::new("f", "h", Kind::Counter, vec!["a".into(), "b".into()]).unwrap());
         let x = f.child(&["ab", "c"]).unwrap();
         let y = f.child(&["a", "bc"]).unwrap();
         assert!(!Arc::ptr_eq(&x, &y));
@@ -229,10 +236,7 @@ mod tests {
         let f = Family::new(Desc::new("f", "h", Kind::Counter, vec!["a".into()]).unwrap());
         assert!(matches!(
             f.child(&["x", "y"]),
-            Err(ExporterError::LabelCount {
-                expected: 1,
-                got: 2
-            })
+            Err(ExporterError::LabelCount { expected: 1, got: 2 })
         ));
         assert!(f.series().is_empty());
     }

@@ -6,6 +6,7 @@ use std::sync::{Arc, LazyLock};
 use parking_lot::{Mutex, RwLock};
 
 use super::family::{series_key, Desc, Family};
+use super::names::check_label_names;
 use super::series::{SeriesData, ValueData};
 use super::workers::Workers;
 use crate::errors::{ExporterError, Result};
@@ -19,6 +20,8 @@ pub struct Registry {
     workers: Mutex<Workers>,
     /// On a worker: the values last sent to the master, so reports carry only changes.
     sent: Mutex<HashMap<(String, String), ValueData>>,
+    /// Labels added to every sample at render (the run's identity, given by option).
+    const_labels: RwLock<Vec<(String, String)>>,
 }
 
 static GLOBAL: LazyLock<Registry> = LazyLock::new(Registry::default);
@@ -30,11 +33,9 @@ pub fn global() -> &'static Registry {
 impl Registry {
     /// Registers a new family; its names must not clash with any registered family's samples.
     pub fn register(&self, desc: Desc) -> Result<Arc<Family>> {
+        check_const_label_clash(&self.const_labels.read(), std::slice::from_ref(&desc))?;
         let mut families = self.families.write();
-        let taken: HashSet<String> = families
-            .values()
-            .flat_map(|f| f.desc.exposed_names())
-            .collect();
+        let taken: HashSet<String> = families.values().flat_map(|f| f.desc.exposed_names()).collect();
         if let Some(clash) = desc.exposed_names().into_iter().find(|n| taken.contains(n)) {
             return Err(ExporterError::Duplicate(clash));
         }
@@ -53,6 +54,30 @@ impl Registry {
             };
         }
         self.register(desc)
+    }
+
+    /// Registers `desc` in place of the family of the same name (whose series are dropped).
+    pub fn replace(&self, desc: Desc) -> Result<Arc<Family>> {
+        let old = self.families.write().remove(&desc.name);
+        self.register(desc).inspect_err(|_| {
+            if let Some(old) = old {
+                self.families.write().insert(old.desc.name.clone(), old);
+            }
+        })
+    }
+
+    /// Sets the labels added to every sample; they may not clash with any family's label names.
+    pub fn set_const_labels(&self, labels: Vec<(String, String)>) -> Result<()> {
+        let names: Vec<String> = labels.iter().map(|(n, _)| n.clone()).collect();
+        check_label_names(&names, &["le", "worker"])?;
+        let descs: Vec<Desc> = self.families().iter().map(|f| f.desc.clone()).collect();
+        check_const_label_clash(&labels, &descs)?;
+        *self.const_labels.write() = labels;
+        Ok(())
+    }
+
+    pub fn const_labels(&self) -> Vec<(String, String)> {
+        self.const_labels.read().clone()
     }
 
     pub fn families(&self) -> Vec<Arc<Family>> {
@@ -116,6 +141,18 @@ impl Registry {
     }
 }
 
+fn check_const_label_clash(labels: &[(String, String)], descs: &[Desc]) -> Result<()> {
+    for desc in descs {
+        if let Some((name, _)) = labels.iter().find(|(n, _)| desc.label_names.contains(n)) {
+            return Err(ExporterError::ReservedLabelName(format!(
+                "{name} (a constant label, also a label of {})",
+                desc.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::family::Kind;
@@ -130,21 +167,37 @@ mod tests {
         let r = Registry::default();
         r.register(counter("x")).unwrap();
         for clash in ["x", "x_total"] {
-            assert!(matches!(
-                r.register(counter(clash)),
-                Err(ExporterError::Duplicate(_))
-            ));
+            assert!(matches!(r.register(counter(clash)), Err(ExporterError::Duplicate(_))));
         }
-        let gauge = Desc::new(
-            "x_created",
-            "h",
-            Kind::Gauge(super::super::GaugeMode::Sum),
-            vec![],
-        )
-        .unwrap();
+        let gauge = Desc::new("x_created", "h", Kind::Gauge(super::super::GaugeMode::Sum), vec![]).unwrap();
         assert!(r.register(gauge).is_err());
         assert_eq!(r.families().len(), 1);
         assert!(r.get_or_register(counter("x")).is_ok());
+    }
+
+    #[test]
+    fn const_labels_may_not_clash() {
+        let r = Registry::default();
+        r.register(Desc::new("c", "h", Kind::Counter, vec!["name".into()]).unwrap())
+            .unwrap();
+        let pair = |n: &str| vec![(n.to_string(), "v".to_string())];
+        assert!(r.set_const_labels(pair("name")).is_err());
+        assert!(r.set_const_labels(pair("bad-name")).is_err());
+        r.set_const_labels(pair("run")).unwrap();
+        assert!(r
+            .register(Desc::new("d", "h", Kind::Counter, vec!["run".into()]).unwrap())
+            .is_err());
+        assert_eq!(r.const_labels(), pair("run"));
+    }
+
+    #[test]
+    fn replace_swaps_the_definition() {
+        let r = Registry::default();
+        r.register(Desc::new("h", "h", Kind::Histogram([1.0].into()), vec![]).unwrap())
+            .unwrap();
+        let new = Desc::new("h", "h", Kind::Histogram([1.0, 2.0].into()), vec![]).unwrap();
+        assert_eq!(r.replace(new.clone()).unwrap().desc, new);
+        assert_eq!(r.families().len(), 1);
     }
 
     #[test]

@@ -143,9 +143,7 @@ mod tests {
     #[test]
     fn histogram_le_semantics() {
         let s = Series::histogram(Box::new([]), vec![0.1, 1.0].into());
-        let Cell::Histogram(h) = &s.cell else {
-            unreachable!()
-        };
+        let Cell::Histogram(h) = &s.cell else { unreachable!() };
         for v in [0.05, 0.1, 0.5, 1.0, 2.0, f64::INFINITY] {
             h.observe(v);
         }

@@ -46,15 +46,16 @@ impl Workers {
 
     /// Merges the serving process's own series with every worker's, the way the family's kind says.
     pub fn merge(&self, desc: &Desc, local: Vec<SeriesData>) -> Vec<SeriesData> {
-        let sources = std::iter::once((LOCAL_WORKER, true, local.iter().collect::<Vec<_>>()))
-            .chain(self.workers.iter().map(|(id, w)| {
+        let sources = std::iter::once((LOCAL_WORKER, true, local.iter().collect::<Vec<_>>())).chain(
+            self.workers.iter().map(|(id, w)| {
                 let series = w
                     .families
                     .get(&desc.name)
                     .map(|m| m.values().collect())
                     .unwrap_or_default();
                 (id.as_str(), w.live, series)
-            }));
+            }),
+        );
         let mut merged: BTreeMap<Vec<String>, Merged> = BTreeMap::new();
         for (source, live, series) in sources {
             for s in series {
@@ -101,14 +102,10 @@ impl Merged {
     fn add(&mut self, v: &ValueData) {
         match (&mut *self, v) {
             (Merged::Empty | Merged::Unset(_), _) => *self = Merged::Value(v.clone()),
-            (
-                Merged::Value(ValueData::Scalar { value, .. }),
-                ValueData::Scalar { value: x, .. },
-            ) => *value += x,
-            (
-                Merged::Value(ValueData::Histogram { counts, sum }),
-                ValueData::Histogram { counts: c, sum: s },
-            ) if counts.len() == c.len() => {
+            (Merged::Value(ValueData::Scalar { value, .. }), ValueData::Scalar { value: x, .. }) => *value += x,
+            (Merged::Value(ValueData::Histogram { counts, sum }), ValueData::Histogram { counts: c, sum: s })
+                if counts.len() == c.len() =>
+            {
                 counts.iter_mut().zip(c).for_each(|(a, b)| *a += b);
                 *sum += s;
             }
@@ -118,10 +115,7 @@ impl Merged {
     }
 
     fn gauge(&mut self, mode: GaugeMode, x: f64, at: f64) {
-        let fresh = ValueData::Scalar {
-            value: x,
-            updated: at,
-        };
+        let fresh = ValueData::Scalar { value: x, updated: at };
         let Merged::Value(ValueData::Scalar { value, updated }) = self else {
             // A gauge never set in a process takes no part, so min and max see set values only.
             *self = if at == 0.0 {
@@ -176,10 +170,7 @@ mod tests {
         w.apply("a", vec![(d.clone(), vec![scalar(&["x"], 2.0, 0.0)])]);
         w.apply(
             "b",
-            vec![(
-                d.clone(),
-                vec![scalar(&["x"], 3.0, 0.0), scalar(&["y"], 1.0, 0.0)],
-            )],
+            vec![(d.clone(), vec![scalar(&["x"], 3.0, 0.0), scalar(&["y"], 1.0, 0.0)])],
         );
         w.set_live(&["a".to_string()]);
         let m = w.merge(&d, vec![scalar(&["x"], 1.0, 0.0)]);
@@ -190,14 +181,8 @@ mod tests {
     fn gauges_follow_their_mode() {
         let mut w = Workers::default();
         let g = |mode| desc(Kind::Gauge(mode));
-        w.apply(
-            "a",
-            vec![(g(GaugeMode::Sum), vec![scalar(&["x"], 2.0, 10.0)])],
-        );
-        w.apply(
-            "b",
-            vec![(g(GaugeMode::Sum), vec![scalar(&["x"], 5.0, 5.0)])],
-        );
+        w.apply("a", vec![(g(GaugeMode::Sum), vec![scalar(&["x"], 2.0, 10.0)])]);
+        w.apply("b", vec![(g(GaugeMode::Sum), vec![scalar(&["x"], 5.0, 5.0)])]);
         let never_set = vec![scalar(&["x"], 0.0, 0.0)];
         let value = |w: &Workers, mode| match &w.merge(&g(mode), never_set.clone())[..] {
             [SeriesData {
@@ -228,9 +213,6 @@ mod tests {
         let mut w = Workers::default();
         w.apply("a", vec![(d.clone(), vec![h(vec![1, 0], 0.5)])]);
         w.apply("a", vec![(d.clone(), vec![h(vec![2, 1], 3.0)])]);
-        assert_eq!(
-            w.merge(&d, vec![h(vec![1, 1], 2.0)]),
-            vec![h(vec![3, 2], 5.0)]
-        );
+        assert_eq!(w.merge(&d, vec![h(vec![1, 1], 2.0)]), vec![h(vec![3, 2], 5.0)]);
     }
 }

@@ -23,10 +23,7 @@ fn text<'py>(value: Option<&Bound<'py, PyAny>>) -> Cow<'py, str> {
         return Cow::Borrowed("");
     };
     if let Ok(s) = v.cast::<PyString>() {
-        return s
-            .to_cow()
-            .map(|c| Cow::Owned(c.into_owned()))
-            .unwrap_or_default();
+        return s.to_cow().map(|c| Cow::Owned(c.into_owned())).unwrap_or_default();
     }
     v.str()
         .ok()
@@ -85,8 +82,7 @@ impl RequestListener {
     #[pyo3(signature = (**kwargs))]
     fn __call__<'py>(&self, py: Python<'py>, kwargs: Option<&Bound<'py, PyDict>>) {
         let Some(kw) = kwargs else { return };
-        let get =
-            |key: &Bound<'py, PyString>| kw.get_item(key).ok().flatten().filter(|v| !v.is_none());
+        let get = |key: &Bound<'py, PyString>| kw.get_item(key).ok().flatten().filter(|v| !v.is_none());
         let response = get(intern!(py, "response"));
         let exception = get(intern!(py, "exception"))
             .and_then(|e| e.get_type().name().ok())
@@ -103,6 +99,20 @@ impl RequestListener {
             request_length: request_body_len(py, response.as_ref()),
         };
         let _ = crate::errors::no_panic(|| self.metrics.record(&request));
+    }
+
+    /// Other buckets for `locust_request_duration_seconds` (from Locust's options, before the test).
+    fn set_buckets(&self, buckets: Vec<f64>) -> PyResult<()> {
+        let bounds = parse_buckets(Some(buckets), &DEFAULT_BUCKETS)?;
+        Ok(self.metrics.set_buckets(global(), &bounds)?)
+    }
+
+    /// `locust_test_info{run_id,locustfile,host,target_users}`: set on the master (or only process).
+    #[getter]
+    fn test_info(&self) -> Gauge {
+        Gauge {
+            metric: Metric::new(self.metrics.test_info.clone()),
+        }
     }
 
     /// `locust_users_total`: users spawned.

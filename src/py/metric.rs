@@ -75,16 +75,12 @@ impl Metric {
             )));
         }
         if self.series.is_some() {
-            return Err(PyValueError::new_err(
-                "labels() was already applied to this metric",
-            ));
+            return Err(PyValueError::new_err("labels() was already applied to this metric"));
         }
         let kwargs = kwargs.filter(|k| !k.is_empty());
         let values: Vec<String> = match kwargs {
             Some(_) if !args.is_empty() => {
-                return Err(PyValueError::new_err(
-                    "can't pass both *args and **kwargs to labels()",
-                ));
+                return Err(PyValueError::new_err("can't pass both *args and **kwargs to labels()"));
             }
             Some(kw) => {
                 let given: Vec<String> = kw
@@ -109,16 +105,23 @@ impl Metric {
                     })
                     .collect::<PyResult<_>>()?
             }
-            None => args
-                .iter()
-                .map(|v| v.str().map(|s| s.to_string()))
-                .collect::<PyResult<_>>()?,
+            None => Self::label_values(args)?,
         };
         let series = self.family.child(&values)?;
         Ok(Metric {
             family: self.family.clone(),
             series: Some(series),
         })
+    }
+
+    fn label_values(args: &Bound<PyTuple>) -> PyResult<Vec<String>> {
+        args.iter().map(|v| v.str().map(|s| s.to_string())).collect()
+    }
+
+    /// prometheus_client's `remove(*labelvalues)`: forgets one child, in this process.
+    fn remove(&self, args: &Bound<PyTuple>) -> PyResult<()> {
+        self.family.remove(&Self::label_values(args)?)?;
+        Ok(())
     }
 
     fn series(&self) -> PyResult<&Arc<Series>> {
@@ -203,10 +206,7 @@ impl Timer {
     }
 
     /// Used as a decorator: times (or tracks) every call of `func`.
-    fn __call__<'py>(
-        slf: Bound<'py, Self>,
-        func: Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyCFunction>> {
+    fn __call__<'py>(slf: Bound<'py, Self>, func: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyCFunction>> {
         let timer: Py<Timer> = slf.clone().unbind();
         let func = func.unbind();
         PyCFunction::new_closure(slf.py(), None, None, move |args, kwargs| {
@@ -267,6 +267,17 @@ impl Counter {
         })
     }
 
+    /// Forgets the child with these label values (in this process only).
+    #[pyo3(signature = (*labelvalues))]
+    fn remove(&self, labelvalues: &Bound<PyTuple>) -> PyResult<()> {
+        self.metric.remove(labelvalues)
+    }
+
+    /// Forgets every child (in this process only).
+    fn clear(&self) {
+        self.metric.family.clear();
+    }
+
     #[pyo3(signature = (amount=1.0))]
     fn inc(&self, amount: f64) -> PyResult<()> {
         if !(amount >= 0.0 && amount.is_finite()) {
@@ -300,15 +311,7 @@ impl Gauge {
     ) -> PyResult<Self> {
         let kind = Kind::Gauge(GaugeMode::parse(multiprocess_mode)?);
         Ok(Gauge {
-            metric: Metric::register(
-                name,
-                documentation,
-                labelnames,
-                namespace,
-                subsystem,
-                unit,
-                kind,
-            )?,
+            metric: Metric::register(name, documentation, labelnames, namespace, subsystem, unit, kind)?,
         })
     }
 
@@ -317,6 +320,17 @@ impl Gauge {
         Ok(Gauge {
             metric: self.metric.labels(args, kwargs)?,
         })
+    }
+
+    /// Forgets the child with these label values (in this process only).
+    #[pyo3(signature = (*labelvalues))]
+    fn remove(&self, labelvalues: &Bound<PyTuple>) -> PyResult<()> {
+        self.metric.remove(labelvalues)
+    }
+
+    /// Forgets every child (in this process only).
+    fn clear(&self) {
+        self.metric.family.clear();
     }
 
     #[pyo3(signature = (amount=1.0))]
@@ -384,15 +398,7 @@ impl Histogram {
     ) -> PyResult<Self> {
         let kind = Kind::Histogram(parse_buckets(buckets, &DEFAULT_BUCKETS)?.into());
         Ok(Histogram {
-            metric: Metric::register(
-                name,
-                documentation,
-                labelnames,
-                namespace,
-                subsystem,
-                unit,
-                kind,
-            )?,
+            metric: Metric::register(name, documentation, labelnames, namespace, subsystem, unit, kind)?,
         })
     }
 
@@ -401,6 +407,17 @@ impl Histogram {
         Ok(Histogram {
             metric: self.metric.labels(args, kwargs)?,
         })
+    }
+
+    /// Forgets the child with these label values (in this process only).
+    #[pyo3(signature = (*labelvalues))]
+    fn remove(&self, labelvalues: &Bound<PyTuple>) -> PyResult<()> {
+        self.metric.remove(labelvalues)
+    }
+
+    /// Forgets every child (in this process only).
+    fn clear(&self) {
+        self.metric.family.clear();
     }
 
     fn observe(&self, amount: f64) -> PyResult<()> {

@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::errors::no_panic;
-use crate::exposition::{render as render_text, Format};
+use crate::exposition::{scrape, Format};
 use crate::metrics::global;
 use crate::report;
 use crate::server::ServerHandle;
@@ -63,12 +63,8 @@ impl Server {
 #[pyfunction]
 #[pyo3(signature = (openmetrics=false, names=Vec::new()))]
 pub fn render<'py>(py: Python<'py>, openmetrics: bool, names: Vec<String>) -> Bound<'py, PyBytes> {
-    let format = if openmetrics {
-        Format::OpenMetrics
-    } else {
-        Format::Text
-    };
-    let text = py.detach(|| render_text(&global().collect(), format, &names));
+    let format = if openmetrics { Format::OpenMetrics } else { Format::Text };
+    let text = py.detach(|| scrape(global(), format, &names));
     PyBytes::new(py, text.as_bytes())
 }
 
@@ -91,6 +87,12 @@ pub fn apply_report(py: Python<'_>, client_id: &str, data: &[u8]) -> PyResult<()
 #[pyfunction]
 pub fn set_live_workers(client_ids: Vec<String>) {
     global().set_live_workers(&client_ids);
+}
+
+/// Labels added to every sample (`ValueError` if one clashes with a metric's label names).
+#[pyfunction]
+pub fn set_const_labels(labels: Vec<(String, String)>) -> PyResult<()> {
+    Ok(global().set_const_labels(labels)?)
 }
 
 /// In a forked child: zero every value and forget the parent's server.
