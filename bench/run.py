@@ -256,7 +256,8 @@ def scrape_cost(quick: bool) -> str:
     got = {}
     for variant in ("project", "reference"):
         log(f"scrape cost: {variant}")
-        got[variant] = worker("scrape", variant, "--sizes", sizes, "--scrapes", scrapes)
+        cpus = ["--cpus", f"{LOCUST_CPU},{TARGET_CPU}"] if pinned(TARGET_CPU) else []
+        got[variant] = worker("scrape", variant, "--sizes", sizes, "--scrapes", scrapes, *cpus)
     rows = []
     for size in map(str, SIZES):
         p, r = got["project"][size], got["reference"][size]
@@ -276,6 +277,7 @@ def scrape_cost(quick: bool) -> str:
             "3. Scrape cost: project / reference, gevent-patched process as under Locust, text format, no gzip,",
             f"   median of {scrapes} scrapes; loop stall = longest lateness of a greenlet ticking every 1 ms"
             " during the HTTP scrapes",
+            f"   (loop thread on CPU {LOCUST_CPU}; scraper and the project's server threads on CPU {TARGET_CPU})",
             table(["combos", "series", "MB", "render ms", "HTTP scrape ms", "speed-up", "loop stall ms"], rows),
             f"  target: {SIZES[-1]:,}-combination scrape >= 20x faster   {verdict(speedup >= 20)} ({speedup:.1f}x)",
             f"  target: loop stall <= 1 ms during it           {verdict(p['stall'] <= 0.001)}"
@@ -337,12 +339,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs, for smoke-testing the benchmark itself")
     quick = parser.parse_args().quick
     nginx_binary()  # before minutes of work, not after
+    load = os.getloadavg()[0]  # shown: other work on the machine skews every figure
     started = time.monotonic()
     sections = [event_cost(quick), end_to_end(quick), scrape_cost(quick), memory(), reports()]
     print(
         f"locust-prometheus-exporter {version('locust-prometheus-exporter')} vs prometheus_client"
         f" {version('prometheus_client')}; locust {version('locust')}, Python {platform.python_version()},"
-        f" {os.cpu_count()} CPUs{', --quick (not representative)' if quick else ''}\n"
+        f" {os.cpu_count()} CPUs, load average {load:.2f} at start{', --quick (not representative)' if quick else ''}\n"
     )
     print("\n\n".join(sections))
     print(f"\n(run took {time.monotonic() - started:.0f} s)")

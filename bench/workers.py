@@ -4,7 +4,7 @@
 Each command prints one JSON line with its figures:
 
     python bench/workers.py events  {none,project,reference} --rounds R --repeats K
-    python bench/workers.py scrape  {project,reference} --sizes 100,1000,10000 --scrapes K
+    python bench/workers.py scrape  {project,reference} --sizes 100,1000,10000 --scrapes K [--cpus 0,1]
     python bench/workers.py memory  {project,reference} --combos N
     python bench/workers.py report  --combos N
 """
@@ -148,12 +148,20 @@ class LoopMonitor:
 
 
 def cmd_scrape(args: argparse.Namespace) -> dict[str, Any]:
-    """Per size: in-process render and HTTP scrape times, and the longest loop stall during the scrapes."""
+    """Per size: in-process render and HTTP scrape times, and the longest loop stall during the scrapes.
+
+    With ``--cpus LOOP,SERVER`` the gevent loop's thread gets a core of its own and the scraper and the
+    project's server threads share the other, so a stall measures blocking (GIL, same thread), not a lack of cores.
+    """
+    if args.cpus:
+        os.sched_setaffinity(0, {args.cpus[1]})  # inherited by the scraper process and the server's threads
     # Started while the process is small: forking it later would itself stall the loop.
     scraper = gevent.subprocess.Popen([sys.executable, str(SCRAPER)], stdin=gevent.subprocess.PIPE,
                                       stdout=gevent.subprocess.PIPE, text=True)
     exp = exporter(args.variant)
     exp.serve()
+    if args.cpus:
+        os.sched_setaffinity(0, {args.cpus[0]})  # this thread only (Linux): the loop's
     monitor = LoopMonitor()
     results = {}
     made = 0
@@ -221,6 +229,7 @@ def main() -> None:
     p.add_argument("variant", choices=("project", "reference"))
     p.add_argument("--sizes", type=lambda s: [int(n) for n in s.split(",")], default=[100, 1000, 10000])
     p.add_argument("--scrapes", type=int, default=5)
+    p.add_argument("--cpus", type=lambda s: [int(n) for n in s.split(",")], help="LOOP,SERVER cores")
     p = sub.add_parser("memory")
     p.add_argument("variant", choices=("project", "reference"))
     p.add_argument("--combos", type=int, default=10000)

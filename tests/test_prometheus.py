@@ -30,7 +30,6 @@ def assert_scrapes_healthy(scraped: ScrapedRun, at: float) -> None:
     # Scrapes fail until locust serves; after that, none may fail (nor exceed the 1 s scrape timeout).
     [series] = prom.query('up{job="locust"}[5m]', at)
     ups = [float(v) for _, v in series["values"]]
-    print("UPS", ups)
     assert ups == sorted(ups) and ups[-1] == 1, ups
     [target] = prom.targets()
     assert (target["health"], target["lastError"]) == ("up", ""), target
@@ -48,7 +47,8 @@ def check_request_rate(scraped: ScrapedRun, at: float) -> None:
     assert requests > 0
 
     # Exact: the last value Prometheus scraped is Locust's own count.
-    assert prom.value(f"sum({GET_OK})", at) == requests
+    last = prom.value(f"sum({GET_OK})", at)
+    assert last == requests, (last, requests, scraped.run.csv_stats(), scraped.run.output())
     # The seed file's custom counter is incremented once per GET /; its gauge is set to the user count.
     assert prom.value("my_custom_counter_total", at) == int(rows[("GET", "/")]["Request Count"])
     assert prom.value("max_over_time(my_custom_gauge[5m])", at) == 10
@@ -64,7 +64,6 @@ def check_request_rate(scraped: ScrapedRun, at: float) -> None:
     n = prom.value(f"min(count_over_time({GET_OK}[5m]))", at)
     seen = requests - first
     assert n >= 10 and seen > 0, (n, seen)
-    print("RATE", estimate, seen, n, requests, first)
     assert seen - 1e-9 <= estimate <= seen * (1 + 2.2 / (n - 1)) + 1e-9, (estimate, seen, n, requests)
 
 
@@ -88,7 +87,6 @@ def check_about_p95(scraped: ScrapedRun, at: float) -> None:
     i = next(i for i, upper in enumerate(bounds) if estimate <= upper)
     low, high = (bounds[i - 2] if i >= 2 else 0.0), bounds[min(i + 1, len(bounds) - 1)]
     locust_p95 = float(about["95%"]) / 1000
-    print("P95", locust_p95, estimate, low, high, dict(about))
     assert low <= locust_p95 <= high, (locust_p95, estimate, low, high)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import secrets
+import time
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -44,23 +46,50 @@ def install(buckets: list[float] | None, per_worker: bool) -> _Wiring:
     return _wiring
 
 
+def has_exporter() -> bool:
+    """Whether this process made a :class:`PrometheusExporter` already."""
+    return _wiring is not None and bool(_wiring.exporters)
+
+
 def add_options(parser: Any, **_kw: Any) -> None:
-    """``init_command_line_parser`` hook: options that override the exporter's constructor arguments."""
-    parser.add_argument(
-        "--prometheus-host",
-        env_var="LOCUST_PROMETHEUS_HOST",
-        default=None,
-        include_in_web_ui=False,
-        help="Address the Prometheus exporter listens on (overrides the locustfile)",
+    """``init_command_line_parser`` hook: options that override the exporter's constructor arguments.
+
+    Each is also read from ``LOCUST_PROMETHEUS_*`` and from ``prometheus-*`` keys of locust.conf.
+    """
+    options = (
+        ("host", str, "Address the Prometheus exporter listens on (overrides the locustfile)"),
+        ("port", int, "Port of the Prometheus exporter's /metrics (overrides the locustfile)"),
+        ("buckets", str, "Comma-separated upper bounds in seconds of locust_request_duration_seconds"),
+        ("labels", str, "Comma-separated name=value labels added to every sample, e.g. env=staging,lg=eu1"),
     )
-    parser.add_argument(
-        "--prometheus-port",
-        env_var="LOCUST_PROMETHEUS_PORT",
-        type=int,
-        default=None,
-        include_in_web_ui=False,
-        help="Port of the Prometheus exporter's /metrics (overrides the locustfile)",
-    )
+    for name, kind, text in options:
+        parser.add_argument(
+            f"--prometheus-{name}",
+            env_var=f"LOCUST_PROMETHEUS_{name.upper()}",
+            type=kind,
+            default=None,
+            include_in_web_ui=False,
+            help=text,
+        )
+
+
+def parse_buckets(text: str) -> list[float]:
+    """``"0.1,1,10"`` -> ``[0.1, 1.0, 10.0]``; ``ValueError`` names the bad part."""
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError as e:
+        raise ValueError(f"--prometheus-buckets: {e}") from None
+
+
+def parse_labels(text: str) -> list[tuple[str, str]]:
+    """``"env=staging,lg=eu1"`` -> ``[("env", "staging"), ("lg", "eu1")]``."""
+    pairs = []
+    for part in filter(str.strip, text.split(",")):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"--prometheus-labels: expected name=value, got {part!r}")
+        pairs.append((name.strip(), value.strip()))
+    return pairs
 
 
 class _Wiring:
@@ -68,6 +97,7 @@ class _Wiring:
         self.exporters: list[PrometheusExporter] = []
         self.init_seen = False
         self._logged: set[str] = set()
+        self._listener = listener
         self._users_total = listener.users_total
         self._users_running = listener.users_running
         self._workers = listener.workers
@@ -78,6 +108,7 @@ class _Wiring:
         events.init_command_line_parser.add_listener(add_options)
         events.report_to_master.add_listener(self._on_report_to_master)
         events.worker_report.add_listener(self._on_worker_report)
+        events.test_start.add_listener(self._on_test_start)
         events.test_stop.add_listener(self._on_test_stop)
         # `--processes` forks after the import: children start from zero, without the parent's server.
         os.register_at_fork(after_in_child=_native.after_fork_in_child)
@@ -96,9 +127,16 @@ class _Wiring:
             _count_spawned_users(runner, self._users_total, self._users_running)
         if runner is not None:
             gevent.spawn(self._poll)
+        options = environment.parsed_options
+        buckets = getattr(options, "prometheus_buckets", None)
+        if buckets:
+            # Workers too: their histograms are merged with the master's, bucket by bucket.
+            self._listener.set_buckets(parse_buckets(buckets))
         if isinstance(runner, WorkerRunner):
             return
-        options = environment.parsed_options
+        labels = getattr(options, "prometheus_labels", None)
+        if labels:
+            _native.set_const_labels(parse_labels(labels))
         host = getattr(options, "prometheus_host", None)
         port = getattr(options, "prometheus_port", None)
         for exporter in self.exporters:
@@ -123,6 +161,21 @@ class _Wiring:
             except Exception:
                 self._log_once("refreshing runner gauges")
             gevent.sleep(POLL_INTERVAL)
+
+    def _on_test_start(self, environment: Environment, **_kw: Any) -> None:
+        """On the master (or only process): a new run id, so runs can be told apart in Prometheus."""
+        runner = environment.runner
+        if runner is None or isinstance(runner, WorkerRunner):
+            return
+        try:
+            locustfile = getattr(environment.parsed_options, "locustfile", None) or ""
+            names = ",".join(os.path.basename(p) for p in str(locustfile).split(","))
+            run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+            info = self._listener.test_info
+            info.clear()
+            info.labels(run_id, names, environment.host or "", runner.target_user_count or 0).set(1)
+        except Exception:
+            self._log_once("setting locust_test_info")
 
     def _on_test_stop(self, **_kw: Any) -> None:
         try:

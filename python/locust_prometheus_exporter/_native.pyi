@@ -34,6 +34,10 @@ class Counter:
     ) -> None: ...
     def labels(self, *labelvalues: object, **labelkwargs: object) -> Counter:
         """The child for these label values (converted with ``str()``)."""
+    def remove(self, *labelvalues: object) -> None:
+        """Forgets the child with these label values (in this process only)."""
+    def clear(self) -> None:
+        """Forgets every child (in this process only)."""
     def inc(self, amount: float = 1.0) -> None:
         """Adds ``amount``; ``ValueError`` if it is negative, NaN or infinite."""
 
@@ -57,6 +61,10 @@ class Gauge:
     ) -> None: ...
     def labels(self, *labelvalues: object, **labelkwargs: object) -> Gauge:
         """The child for these label values (converted with ``str()``)."""
+    def remove(self, *labelvalues: object) -> None:
+        """Forgets the child with these label values (in this process only)."""
+    def clear(self) -> None:
+        """Forgets every child (in this process only)."""
     def inc(self, amount: float = 1.0) -> None:
         """Adds ``amount``."""
     def dec(self, amount: float = 1.0) -> None:
@@ -85,6 +93,10 @@ class Histogram:
     ) -> None: ...
     def labels(self, *labelvalues: object, **labelkwargs: object) -> Histogram:
         """The child for these label values (converted with ``str()``)."""
+    def remove(self, *labelvalues: object) -> None:
+        """Forgets the child with these label values (in this process only)."""
+    def clear(self) -> None:
+        """Forgets every child (in this process only)."""
     def observe(self, amount: float) -> None:
         """Counts one observation; ``ValueError`` for NaN."""
     def time(self) -> Timer:
@@ -96,6 +108,10 @@ class RequestListener:
     def __init__(self, buckets: Iterable[float] | None = None, per_worker: bool = False) -> None: ...
     def __call__(self, **kwargs: Any) -> None:
         """Records one request event; never raises."""
+    def set_buckets(self, buckets: Iterable[float]) -> None:
+        """Other buckets for ``locust_request_duration_seconds``; drops what it recorded so far."""
+    @property
+    def test_info(self) -> Gauge: ...
     @property
     def users_total(self) -> Counter: ...
     @property
@@ -124,6 +140,9 @@ def take_report() -> bytes:
 
 def apply_report(client_id: str, data: bytes) -> None:
     """On the master: takes one worker's report; ``ValueError`` if it is malformed."""
+
+def set_const_labels(labels: list[tuple[str, str]]) -> None:
+    """Labels added to every sample; ``ValueError`` if one clashes with a metric's label names."""
 
 def set_live_workers(client_ids: list[str]) -> None:
     """On the master: the workers Locust has not marked missing."""
