@@ -187,7 +187,8 @@ def run_locust(tmp_path, target):
     """Starts locust (headless-like: --autostart, then --autoquit keeps the endpoint up after the test;
     with `autostart=False` the caller drives tests through the web UI and the processes are killed at the end).
 
-    `workers=N` starts a master and N `--worker` processes; `processes=N` uses `--processes N`.
+    `workers=N` starts a master and N `--worker` processes (each with `worker_args`; the master expects
+    `expect_workers`, default N); `processes=N` uses `--processes N`.
     The caller waits with `wait_stopped()`, scrapes, then `finish()`es.
     """
     runs: list[LocustRun] = []
@@ -202,6 +203,8 @@ def run_locust(tmp_path, target):
         processes: int = 0,
         autoquit: int = 8,
         autostart: bool = True,
+        worker_args: tuple[str, ...] = (),
+        expect_workers: int | None = None,
         extra: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
     ) -> LocustRun:
@@ -218,14 +221,16 @@ def run_locust(tmp_path, target):
                             "-u", str(users), "-r", str(rate)]  # fmt: skip
         master_port = free_port()
         if workers:
-            master_args += ["--master", "--expect-workers", str(workers), "--master-bind-host", "127.0.0.1",
+            expected = str(expect_workers or workers)
+            master_args += ["--master", "--expect-workers", expected, "--master-bind-host", "127.0.0.1",
                             "--master-bind-port", str(master_port)]  # fmt: skip
         if processes:
             master_args += ["--processes", str(processes)]
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         cmds = [locust_cmd(locustfile, *master_args)]
         cmds += [
-            locust_cmd(locustfile, "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port), *common)
+            locust_cmd(locustfile, "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port),
+                       *common, *worker_args)  # fmt: skip
             for _ in range(workers)
         ]
         for i, cmd in enumerate(cmds):

@@ -37,7 +37,9 @@ def test_master_and_two_workers_exact(run_locust):
     mid = run.scrape()
     assert total(mid, "locust_workers", state="running") == 2
     assert total(mid, "busy_users_max") == 3
-    assert sorted(v for (n, _), v in mid.items() if n == "busy_users_per_worker") == [3, 3]
+    for per_worker in ("busy_users_per_worker", "locust_users_running"):
+        series = {dict(labels)["worker"]: v for (n, labels), v in mid.items() if n == per_worker}
+        assert sorted(series.values()) == [3, 3] and len(series) == 2, per_worker
     run.wait_stopped()
     final = run.scrape()
     assert run.finish() == [0, 0, 0], run.output()
@@ -60,6 +62,19 @@ def test_processes_mode_runs_the_seed_unchanged_and_exact(run_locust):
     assert total(final, "my_custom_counter_total") == stats[("GET", "/")][0]
     assert total(final, "locust_users_total") == 4
     assert "Address already in use" not in run.output()
+
+
+def test_worker_with_processes_runs_the_seed_unchanged_and_exact(run_locust):
+    """`--worker --processes 2`: the parent only forks; its two children are the workers."""
+    seed = EXAMPLES / "locustfile_custom_metrics.py"
+    run = run_locust(seed, users=4, rate=4, run_time=6, workers=1, worker_args=("--processes", "2"), expect_workers=2)
+    run.wait_stopped()
+    final = run.scrape()
+    assert run.finish() == [0, 0], run.output()
+    stats = run.csv_stats()
+    assert_exact(final, stats)
+    assert total(final, "my_custom_counter_total") == stats[("GET", "/")][0]
+    assert total(final, "locust_users_total") == 4
 
 
 def test_worker_killed_mid_run_loses_nothing_reported(run_locust):

@@ -4,7 +4,8 @@ from locust import HttpUser, constant, task
 
 from locust_prometheus_exporter import Counter, Gauge, Histogram, PrometheusExporter
 
-exporter = PrometheusExporter("127.0.0.1", 0)
+# One locust_users_running / _waiting series per worker.
+exporter = PrometheusExporter("127.0.0.1", 0, per_worker_metrics=True)
 
 tasks_done = Counter("busy_tasks", "Tasks run", ["task"])
 users_seen = Gauge("busy_users", "Users of this process (summed over workers)")
