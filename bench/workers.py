@@ -171,7 +171,7 @@ def cmd_scrape(args: argparse.Namespace) -> dict[str, Any]:
         renders = []
         for _ in range(args.scrapes):
             start = time.perf_counter()
-            body = exp.render()
+            exp.render()
             renders.append(time.perf_counter() - start)
         monitor.arm()
         scraper.stdin.write(f"{exp.url} {args.scrapes}\n")
@@ -181,7 +181,6 @@ def cmd_scrape(args: argparse.Namespace) -> dict[str, Any]:
             "render": statistics.median(renders),
             "scrape": statistics.median(scraped["seconds"]),
             "bytes": scraped["bytes"],
-            "rendered_bytes": len(body),
             "stall": monitor.stall(),
         }
     scraper.stdin.close()

@@ -6,7 +6,6 @@ import csv
 import gzip
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -179,7 +178,8 @@ class LocustRun:
 
 
 def locust_cmd(locustfile: Path, *args: str) -> list[str]:
-    return [shutil.which("locust") or "locust", "-f", str(locustfile), *args]
+    """Locust from this interpreter's environment, where the package under test is installed."""
+    return [sys.executable, "-m", "locust", "-f", str(locustfile), *args]
 
 
 @pytest.fixture

@@ -205,8 +205,9 @@ def final_scrape(scraped: ScrapedRun, timeout: float = 15) -> float:
     stopped = time.time()
 
     def scraped_since() -> bool:
-        # `up`'s timestamp is the start of the last scrape; up == 1 means that scrape succeeded.
-        result = scraped.prom.query('timestamp(up{job="locust"} == 1)')
+        # The start of the last scrape, if it succeeded. timestamp() gives a sample's time only when applied to a
+        # selector directly (of `up == 1` it gives the evaluation time), hence the `and`.
+        result = scraped.prom.query('timestamp(up{job="locust"}) and up{job="locust"} == 1')
         return bool(result) and float(result[0]["value"][1]) > stopped
 
     scraped.prom.wait_until(scraped_since, timeout, "a scrape after the test stopped")

@@ -229,14 +229,41 @@ fn timer(metric: &Metric, action: TimerAction) -> PyResult<Timer> {
     })
 }
 
+/// The `#[pymethods]` of a metric class: the methods all three share, then its own.
+macro_rules! metric_methods {
+    ($class:ident, $($own:tt)*) => {
+        #[pymethods]
+        impl $class {
+            /// The child for these label values (converted with `str()`).
+            #[pyo3(signature = (*args, **kwargs))]
+            fn labels(&self, args: &Bound<PyTuple>, kwargs: Option<&Bound<PyDict>>) -> PyResult<Self> {
+                Ok($class { metric: self.metric.labels(args, kwargs)? })
+            }
+
+            /// Forgets the child with these label values (in this process only).
+            #[pyo3(signature = (*labelvalues))]
+            fn remove(&self, labelvalues: &Bound<PyTuple>) -> PyResult<()> {
+                self.metric.remove(labelvalues)
+            }
+
+            /// Forgets every child (in this process only).
+            fn clear(&self) {
+                self.metric.family.clear();
+            }
+
+            $($own)*
+        }
+    };
+}
+
 /// A monotonically increasing value, exposed as `<name>_total`.
 #[pyclass(frozen, module = "locust_prometheus_exporter._native")]
 pub struct Counter {
     pub(crate) metric: Metric,
 }
 
-#[pymethods]
-impl Counter {
+metric_methods! {
+    Counter,
     #[new]
     #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit=""))]
     fn new(
@@ -260,24 +287,6 @@ impl Counter {
         })
     }
 
-    #[pyo3(signature = (*args, **kwargs))]
-    fn labels(&self, args: &Bound<PyTuple>, kwargs: Option<&Bound<PyDict>>) -> PyResult<Self> {
-        Ok(Counter {
-            metric: self.metric.labels(args, kwargs)?,
-        })
-    }
-
-    /// Forgets the child with these label values (in this process only).
-    #[pyo3(signature = (*labelvalues))]
-    fn remove(&self, labelvalues: &Bound<PyTuple>) -> PyResult<()> {
-        self.metric.remove(labelvalues)
-    }
-
-    /// Forgets every child (in this process only).
-    fn clear(&self) {
-        self.metric.family.clear();
-    }
-
     #[pyo3(signature = (amount=1.0))]
     fn inc(&self, amount: f64) -> PyResult<()> {
         if !(amount >= 0.0 && amount.is_finite()) {
@@ -296,8 +305,8 @@ pub struct Gauge {
     pub(crate) metric: Metric,
 }
 
-#[pymethods]
-impl Gauge {
+metric_methods! {
+    Gauge,
     #[new]
     #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", multiprocess_mode="livesum"))]
     fn new(
@@ -313,24 +322,6 @@ impl Gauge {
         Ok(Gauge {
             metric: Metric::register(name, documentation, labelnames, namespace, subsystem, unit, kind)?,
         })
-    }
-
-    #[pyo3(signature = (*args, **kwargs))]
-    fn labels(&self, args: &Bound<PyTuple>, kwargs: Option<&Bound<PyDict>>) -> PyResult<Self> {
-        Ok(Gauge {
-            metric: self.metric.labels(args, kwargs)?,
-        })
-    }
-
-    /// Forgets the child with these label values (in this process only).
-    #[pyo3(signature = (*labelvalues))]
-    fn remove(&self, labelvalues: &Bound<PyTuple>) -> PyResult<()> {
-        self.metric.remove(labelvalues)
-    }
-
-    /// Forgets every child (in this process only).
-    fn clear(&self) {
-        self.metric.family.clear();
     }
 
     #[pyo3(signature = (amount=1.0))]
@@ -383,8 +374,8 @@ pub fn parse_buckets(buckets: Option<Vec<f64>>, default: &[f64]) -> PyResult<Vec
     Ok(bounds)
 }
 
-#[pymethods]
-impl Histogram {
+metric_methods! {
+    Histogram,
     #[new]
     #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", buckets=None))]
     fn new(
@@ -400,24 +391,6 @@ impl Histogram {
         Ok(Histogram {
             metric: Metric::register(name, documentation, labelnames, namespace, subsystem, unit, kind)?,
         })
-    }
-
-    #[pyo3(signature = (*args, **kwargs))]
-    fn labels(&self, args: &Bound<PyTuple>, kwargs: Option<&Bound<PyDict>>) -> PyResult<Self> {
-        Ok(Histogram {
-            metric: self.metric.labels(args, kwargs)?,
-        })
-    }
-
-    /// Forgets the child with these label values (in this process only).
-    #[pyo3(signature = (*labelvalues))]
-    fn remove(&self, labelvalues: &Bound<PyTuple>) -> PyResult<()> {
-        self.metric.remove(labelvalues)
-    }
-
-    /// Forgets every child (in this process only).
-    fn clear(&self) {
-        self.metric.family.clear();
     }
 
     fn observe(&self, amount: f64) -> PyResult<()> {
