@@ -117,7 +117,10 @@ class PrometheusServer:
                 body = json.load(r)
         except urllib.error.HTTPError as e:
             # 400/422/503 carry a JSON body with errorType and error.
-            body = json.load(e)
+            try:
+                body = json.load(e)
+            except ValueError:
+                body = {"errorType": f"HTTP {e.code}", "error": "not JSON"}
         if body.get("status") != "success":
             raise PrometheusError(f"{path} {params}: {body.get('errorType')}: {body.get('error')}")
         return body["data"]
