@@ -142,7 +142,10 @@ class _Wiring:
         for i, exporter in enumerate(self.exporters):
             # The options address the first exporter; any other keeps the address it was given.
             # An OSError here makes Locust exit with code 1 instead of running a test nobody can scrape.
-            exporter.serve(host, port) if i == 0 else exporter.serve()
+            if i == 0:
+                exporter.serve(host, port)
+            else:
+                exporter.serve()
             logger.info("Prometheus metrics on http://%s:%d/metrics", *exporter.address or ("?", 0))
 
     def _refresh(self) -> None:
