@@ -29,6 +29,12 @@ install: venv ## Release build, installed with pip as users get it
 demo: install ## Demo: local target, seed locustfile for ~30 s, a scrape printed mid-run
 	$(PY) examples/demo.py
 
+bench: install ## Benchmark vs prometheus_client, ~3 min, not a test (BENCH_ARGS=--quick: smoke run)
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nginx; }
+	$(PY) bench/run.py $(BENCH_ARGS)
+
 lint: ## rustfmt and clippy
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings

@@ -37,7 +37,9 @@ class ReferenceExporter:
         self.duration = Histogram(
             "locust_request_duration_seconds", "Request duration", by_request, buckets=BUCKETS, registry=self.registry
         )
-        self.request_bytes = Counter("locust_request_length_bytes", "Request body bytes", by_request, registry=self.registry)
+        self.request_bytes = Counter(
+            "locust_request_length_bytes", "Request body bytes", by_request, registry=self.registry
+        )
         self.response_bytes = Counter(
             "locust_response_length_bytes", "Response bytes", by_request, registry=self.registry
         )

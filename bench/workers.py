@@ -34,6 +34,8 @@ HOST = "127.0.0.1"
 SCRAPER = Path(__file__).with_name("scrape.py")
 #: How often the loop monitor's greenlet asks to be woken (seconds).
 TICK = 0.001
+#: Seconds the loop is watched with nothing else to do: the machine's own lateness, to read stalls against.
+IDLE = 2.0
 
 
 class Project:
@@ -163,7 +165,9 @@ def cmd_scrape(args: argparse.Namespace) -> dict[str, Any]:
     if args.cpus:
         os.sched_setaffinity(0, {args.cpus[0]})  # this thread only (Linux): the loop's
     monitor = LoopMonitor()
-    results = {}
+    monitor.arm()
+    gevent.sleep(IDLE)
+    results: dict[str, Any] = {"idle_stall": monitor.stall()}
     made = 0
     for size in args.sizes:
         fire_all([event(i) for i in range(made, size)])
@@ -171,16 +175,16 @@ def cmd_scrape(args: argparse.Namespace) -> dict[str, Any]:
         renders = []
         for _ in range(args.scrapes):
             start = time.perf_counter()
-            exp.render()
+            body = exp.render()
             renders.append(time.perf_counter() - start)
         monitor.arm()
         scraper.stdin.write(f"{exp.url} {args.scrapes}\n")
         scraper.stdin.flush()
         scraped = json.loads(scraper.stdout.readline())  # cooperative: the loop keeps ticking meanwhile
-        results[size] = {
+        results[str(size)] = {
             "render": statistics.median(renders),
             "scrape": statistics.median(scraped["seconds"]),
-            "bytes": scraped["bytes"],
+            "bytes": len(body),
             "stall": monitor.stall(),
         }
     scraper.stdin.close()

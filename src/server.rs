@@ -1,7 +1,7 @@
 //! The HTTP server: native threads that answer `/metrics` from Rust-owned state, never touching Python.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -90,6 +90,25 @@ impl ServerHandle {
         for t in self.threads {
             let _ = t.join();
         }
+        // The last handle: tiny_http wakes its accept thread, which closes the socket on its way out.
+        drop(self.server);
+        wait_until_closed(self.addr);
+    }
+}
+
+/// tiny_http does not join its accept thread; wait (briefly) until the port refuses connections,
+/// so that the caller may bind it again at once.
+fn wait_until_closed(addr: SocketAddr) {
+    let probe = match addr.ip() {
+        ip if ip.is_unspecified() && addr.is_ipv4() => SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port())),
+        ip if ip.is_unspecified() => SocketAddr::from((Ipv6Addr::LOCALHOST, addr.port())),
+        _ => addr,
+    };
+    for _ in 0..200 {
+        if TcpStream::connect_timeout(&probe, POLL).is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
