@@ -1,12 +1,11 @@
 """A plain (not gevent-patched) /metrics scraper, in its own process so it never runs on the loop it measures.
 
-Reads ``URL COUNT`` lines on stdin; for each, scrapes COUNT times and prints one JSON line ``{"seconds": [...]}``.
+Reads one URL a line on stdin, scrapes it once and prints the seconds it took.
 Like Prometheus' default, one text-format scrape at a time, uncompressed here.
 """
 
 from __future__ import annotations
 
-import json
 import socket
 import sys
 import time
@@ -39,9 +38,8 @@ def fetch(url: str, timeout: float = 60.0) -> float:
 
 
 def main() -> None:
-    for line in sys.stdin:
-        url, count = line.split()
-        print(json.dumps({"seconds": [fetch(url) for _ in range(int(count))]}), flush=True)
+    for url in sys.stdin:
+        print(fetch(url.strip()), flush=True)
 
 
 if __name__ == "__main__":

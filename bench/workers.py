@@ -4,7 +4,7 @@
 Each command prints one JSON line with its figures:
 
     python bench/workers.py events  {none,project,reference} --rounds R --repeats K
-    python bench/workers.py scrape  {project,reference} --sizes 100,1000,10000 --scrapes K [--cpus 0,1]
+    python bench/workers.py scrape  {project,reference} --sizes 100,1000,10000 --scrapes K [--cpus 0,1] [--idle S]
     python bench/workers.py memory  {project,reference} --combos N
     python bench/workers.py report  --combos N
 """
@@ -34,14 +34,13 @@ HOST = "127.0.0.1"
 SCRAPER = Path(__file__).with_name("scrape.py")
 #: How often the loop monitor's greenlet asks to be woken (seconds).
 TICK = 0.001
-#: Seconds the loop is watched with nothing else to do: the machine's own lateness, to read stalls against.
-IDLE = 2.0
 
 
 class Project:
     """This project, behind the same small interface as ReferenceExporter."""
 
     def __init__(self, host: str, port: int) -> None:
+        # Imported here: the other variants' processes never load the project.
         from locust_prometheus_exporter import PrometheusExporter, _native
 
         self.exporter = PrometheusExporter(host, port)
@@ -52,8 +51,9 @@ class Project:
 
     @property
     def url(self) -> str:
-        host, port = self.exporter.address or (HOST, 0)
-        return f"http://{host}:{port}/metrics"
+        address = self.exporter.address
+        assert address is not None, "serve() first"
+        return f"http://{address[0]}:{address[1]}/metrics"
 
 
 def exporter(variant: str) -> Project | ReferenceExporter | None:
@@ -90,6 +90,7 @@ def event(i: int, status: int = 200) -> dict[str, Any]:
     body = b'{"id": %d, "qty": 1}' % i if method == "POST" else None
     name = f"/api/items/{i}"
     url = f"http://{HOST}:8080{name}"
+    error = f"{status} {'Client' if status < 500 else 'Server'} Error: for url: {url}"
     return {
         "request_type": method,
         "name": name,
@@ -97,7 +98,7 @@ def event(i: int, status: int = 200) -> dict[str, Any]:
         "response_length": 512 + i,
         "response": Response(status, body),
         "context": {},
-        "exception": None if status < 400 else HTTPError(f"{status} Server Error: for url: {url}"),
+        "exception": None if status < 400 else HTTPError(error),
         "start_time": time.time(),
         "url": url,
     }
@@ -150,7 +151,7 @@ class LoopMonitor:
 
 
 def cmd_scrape(args: argparse.Namespace) -> dict[str, Any]:
-    """Per size: in-process render and HTTP scrape times, and the longest loop stall during the scrapes.
+    """Per size: in-process render and HTTP scrape times, and the longest loop stall during each scrape.
 
     With ``--cpus LOOP,SERVER`` the gevent loop's thread gets a core of its own and the scraper and the
     project's server threads share the other, so a stall measures blocking (GIL, same thread), not a lack of cores.
@@ -166,7 +167,7 @@ def cmd_scrape(args: argparse.Namespace) -> dict[str, Any]:
         os.sched_setaffinity(0, {args.cpus[0]})  # this thread only (Linux): the loop's
     monitor = LoopMonitor()
     monitor.arm()
-    gevent.sleep(IDLE)
+    gevent.sleep(args.idle)  # the machine's own lateness, to read the stalls against
     results: dict[str, Any] = {"idle_stall": monitor.stall()}
     made = 0
     for size in args.sizes:
@@ -177,15 +178,19 @@ def cmd_scrape(args: argparse.Namespace) -> dict[str, Any]:
             start = time.perf_counter()
             body = exp.render()
             renders.append(time.perf_counter() - start)
-        monitor.arm()
-        scraper.stdin.write(f"{exp.url} {args.scrapes}\n")
-        scraper.stdin.flush()
-        scraped = json.loads(scraper.stdout.readline())  # cooperative: the loop keeps ticking meanwhile
+        scrapes, stalls = [], []
+        for _ in range(args.scrapes):
+            monitor.arm()
+            scraper.stdin.write(exp.url + "\n")
+            scraper.stdin.flush()
+            scrapes.append(float(scraper.stdout.readline()))  # cooperative: the loop keeps ticking meanwhile
+            stalls.append(monitor.stall())
         results[str(size)] = {
             "render": statistics.median(renders),
-            "scrape": statistics.median(scraped["seconds"]),
+            "scrape": statistics.median(scrapes),
             "bytes": len(body),
-            "stall": monitor.stall(),
+            "stall": statistics.median(stalls),
+            "max_stall": max(stalls),
         }
     scraper.stdin.close()
     scraper.wait()
@@ -233,6 +238,7 @@ def main() -> None:
     p.add_argument("--sizes", type=lambda s: [int(n) for n in s.split(",")], default=[100, 1000, 10000])
     p.add_argument("--scrapes", type=int, default=5)
     p.add_argument("--cpus", type=lambda s: [int(n) for n in s.split(",")], help="LOOP,SERVER cores")
+    p.add_argument("--idle", type=float, default=2.0, help="seconds the idle loop is watched first")
     p = sub.add_parser("memory")
     p.add_argument("variant", choices=("project", "reference"))
     p.add_argument("--combos", type=int, default=10000)
