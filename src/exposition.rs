@@ -1,6 +1,7 @@
 //! Prometheus text format 0.0.4 and OpenMetrics 1.0.0 rendering of collected families.
 
 use std::fmt::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::metrics::{Collected, Desc, Kind, Registry, SeriesData, ValueData};
 
@@ -25,12 +26,37 @@ pub fn write_float(out: &mut String, v: f64) {
         out.push_str("NaN");
     } else if v.is_infinite() {
         out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        // Counters are whole numbers: the integer path is several times faster than float formatting.
+        if v < 0.0 {
+            out.push('-');
+        }
+        write_uint(out, v.abs() as u64);
+        out.push_str(".0");
     } else {
         let _ = write!(out, "{v:?}");
     }
 }
 
+fn write_uint(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[i..].iter().map(|&d| d as char));
+}
+
 fn escape(out: &mut String, s: &str, quote: bool) {
+    if !s.bytes().any(|b| b == b'\\' || b == b'\n' || (quote && b == b'"')) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -41,43 +67,51 @@ fn escape(out: &mut String, s: &str, quote: bool) {
     }
 }
 
-/// The label pairs of a sample: constant labels, then the series' own.
-struct Labels<'a> {
-    constant: &'a [(String, String)],
-    names: &'a [String],
-    values: &'a [String],
-}
-
-/// Writes `{a="x",b="y"}`, with an optional extra pair last (the histogram's `le`).
-fn write_labels(out: &mut String, labels: &Labels, extra: Option<(&str, &str)>) {
-    if labels.constant.is_empty() && labels.names.is_empty() && extra.is_none() {
-        return;
-    }
-    out.push('{');
-    let constant = labels.constant.iter().map(|(n, v)| (n.as_str(), v.as_str()));
-    let own = labels
-        .names
-        .iter()
-        .map(String::as_str)
-        .zip(labels.values.iter().map(String::as_str));
-    for (i, (name, value)) in constant.chain(own).chain(extra).enumerate() {
+/// `a="x",b="y"` for one series, constant labels first: escaped once, shared by all its samples.
+fn label_text(constant: &[(String, String)], names: &[String], values: &[String]) -> String {
+    let mut text = String::new();
+    let constant = constant.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+    let own = names.iter().map(String::as_str).zip(values.iter().map(String::as_str));
+    for (i, (name, value)) in constant.chain(own).enumerate() {
         if i > 0 {
-            out.push(',');
+            text.push(',');
         }
-        out.push_str(name);
-        out.push_str("=\"");
-        escape(out, value, true);
-        out.push('"');
+        text.push_str(name);
+        text.push_str("=\"");
+        escape(&mut text, value, true);
+        text.push('"');
     }
-    out.push('}');
+    text
 }
 
-fn write_sample(out: &mut String, name: &str, suffix: &str, labels: &Labels, extra: Option<(&str, &str)>, v: f64) {
+enum Value {
+    Float(f64),
+    /// Bucket and `_count` values, integers in both formats.
+    Count(u64),
+}
+
+/// One line: `name_suffix{labels,le="x"} value`.
+fn write_sample(out: &mut String, name: &str, suffix: &str, labels: &str, le: Option<&str>, value: Value) {
     out.push_str(name);
     out.push_str(suffix);
-    write_labels(out, labels, extra);
+    if !labels.is_empty() || le.is_some() {
+        out.push('{');
+        out.push_str(labels);
+        if let Some(le) = le {
+            if !labels.is_empty() {
+                out.push(',');
+            }
+            out.push_str("le=\"");
+            out.push_str(le);
+            out.push('"');
+        }
+        out.push('}');
+    }
     out.push(' ');
-    write_float(out, v);
+    match value {
+        Value::Float(v) => write_float(out, v),
+        Value::Count(n) => write_uint(out, n),
+    }
     out.push('\n');
 }
 
@@ -98,31 +132,37 @@ fn write_family(
     let _ = write!(out, "# HELP {header_name} ");
     escape(out, &desc.help, format == Format::OpenMetrics);
     let _ = writeln!(out, "\n# TYPE {header_name} {type_name}");
-    let mut le = String::new();
+    // The same `le` strings in both formats, so series identity does not depend on the format.
+    let les: Vec<String> = match &desc.kind {
+        Kind::Histogram(bounds) => bounds
+            .iter()
+            .chain([f64::INFINITY].iter())
+            .map(|b| {
+                let mut le = String::new();
+                write_float(&mut le, *b);
+                le
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     for s in series {
-        let labels = &Labels {
-            constant,
-            names: label_names,
-            values: &s.labels,
-        };
+        let labels = label_text(constant, label_names, &s.labels);
         match (&desc.kind, &s.value) {
             (Kind::Counter, ValueData::Scalar { value, .. }) => {
-                write_sample(out, &desc.name, "_total", labels, None, *value)
+                write_sample(out, &desc.name, "_total", &labels, None, Value::Float(*value))
             }
             (Kind::Gauge(_), ValueData::Scalar { value, .. }) => {
-                write_sample(out, &desc.name, "", labels, None, *value)
+                write_sample(out, &desc.name, "", &labels, None, Value::Float(*value))
             }
-            (Kind::Histogram(bounds), ValueData::Histogram { counts, sum }) => {
+            (Kind::Histogram(_), ValueData::Histogram { counts, sum }) => {
                 let mut cumulative = 0u64;
-                for (i, count) in counts.iter().enumerate() {
+                for (count, le) in counts.iter().zip(&les) {
                     cumulative += count;
-                    le.clear();
-                    write_float(&mut le, bounds.get(i).copied().unwrap_or(f64::INFINITY));
-                    write_sample(out, &desc.name, "_bucket", labels, Some(("le", &le)), cumulative as f64);
+                    write_sample(out, &desc.name, "_bucket", &labels, Some(le), Value::Count(cumulative));
                 }
-                write_sample(out, &desc.name, "_sum", labels, None, *sum);
+                write_sample(out, &desc.name, "_sum", &labels, None, Value::Float(*sum));
                 // `_count` is the `+Inf` bucket by construction, as both formats require.
-                write_sample(out, &desc.name, "_count", labels, None, cumulative as f64);
+                write_sample(out, &desc.name, "_count", &labels, None, Value::Count(cumulative));
             }
             _ => {}
         }
@@ -133,7 +173,8 @@ fn write_family(
 /// (as prometheus_client's `name[]` filter, by any of the family's sample names),
 /// with `constant` labels on every sample.
 pub fn render(collected: &Collected, format: Format, only: &[String], constant: &[(String, String)]) -> String {
-    let mut out = String::with_capacity(64 * 1024);
+    // Sized like the previous scrape's, so a large page is not copied over and over as it grows.
+    let mut out = String::with_capacity(LAST_SIZE.load(Ordering::Relaxed).max(4096));
     for (desc, series) in collected {
         if !only.is_empty() && !desc.exposed_names().iter().any(|n| only.contains(n)) {
             continue;
@@ -147,8 +188,11 @@ pub fn render(collected: &Collected, format: Format, only: &[String], constant: 
     if format == Format::OpenMetrics {
         out.push_str("# EOF\n");
     }
+    LAST_SIZE.store(out.len() + out.len() / 8, Ordering::Relaxed);
     out
 }
+
+static LAST_SIZE: AtomicUsize = AtomicUsize::new(0);
 
 /// What a scrape of `registry` gets: its families merged with the workers', and its constant labels.
 pub fn scrape(registry: &Registry, format: Format, only: &[String]) -> String {
@@ -173,6 +217,11 @@ mod tests {
         assert_eq!(floats(f64::INFINITY), "+Inf");
         assert_eq!(floats(f64::NEG_INFINITY), "-Inf");
         assert_eq!(floats(f64::NAN), "NaN");
+        assert_eq!(floats(-42.0), "-42.0");
+        assert_eq!(floats(0.0), "0.0");
+        assert_eq!(floats(123456789012345.0), "123456789012345.0");
+        assert_eq!(floats(1e15).parse::<f64>().unwrap(), 1e15);
+        assert_eq!(floats(2.5e-7).parse::<f64>().unwrap(), 2.5e-7);
         assert_eq!(floats(1e300).parse::<f64>().unwrap(), 1e300);
     }
 
@@ -212,8 +261,8 @@ mod tests {
         }];
         assert_eq!(
             one(d, s, Format::Text),
-            "# HELP h h\n# TYPE h histogram\nh_bucket{le=\"0.5\"} 1.0\nh_bucket{le=\"1.0\"} 3.0\n\
-             h_bucket{le=\"+Inf\"} 6.0\nh_sum 9.5\nh_count 6.0\n"
+            "# HELP h h\n# TYPE h histogram\nh_bucket{le=\"0.5\"} 1\nh_bucket{le=\"1.0\"} 3\n\
+             h_bucket{le=\"+Inf\"} 6\nh_sum 9.5\nh_count 6\n"
         );
     }
 

@@ -6,12 +6,16 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::errors::Result;
-use crate::metrics::{series_key, Cell, Desc, Family, GaugeMode, Kind, Registry, Series};
+use crate::metrics::{push_series_key, series_key, Cell, Desc, Family, GaugeMode, Kind, Registry, Series};
 
 /// Request duration buckets in seconds, from 1 ms to 60 s: load-test latencies, not RPC ones.
 pub const DEFAULT_BUCKETS: [f64; 18] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0,
 ];
+
+thread_local! {
+    static KEY_BUFFER: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
 
 /// The four series one request event touches, resolved once per label combination.
 struct RequestSeries {
@@ -136,13 +140,20 @@ impl LocustMetrics {
     }
 
     fn series_for(&self, r: &Request) -> Result<Arc<RequestSeries>> {
-        let key = series_key(&[r.method, r.name, r.status, r.exception]);
-        if let Some(s) = self.cache.read().get(&key) {
-            return Ok(s.clone());
+        let labels = [r.method, r.name, r.status, r.exception];
+        // The hot path: the key is built in a reused buffer, and allocated only for a new combination.
+        let found = KEY_BUFFER.with_borrow_mut(|key| {
+            key.clear();
+            push_series_key(key, &labels);
+            self.cache.read().get(key.as_str()).cloned()
+        });
+        if let Some(s) = found {
+            return Ok(s);
         }
+        let key = series_key(&labels);
         let pair = [r.method, r.name];
         let series = Arc::new(RequestSeries {
-            requests: self.requests.child(&[r.method, r.name, r.status, r.exception])?,
+            requests: self.requests.child(&labels)?,
             duration: self.duration.read().child(&pair)?,
             request_bytes: self.request_bytes.child(&pair)?,
             response_bytes: self.response_bytes.child(&pair)?,

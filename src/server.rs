@@ -253,7 +253,9 @@ fn respond(request: Request) {
             let response = match compressed {
                 Some(z) => with_header(Response::from_data(z), "Content-Encoding", "gzip"),
                 None => Response::from_data(body),
-            };
+            }
+            // The length is known: send it, rather than tiny_http's chunked encoding for large bodies.
+            .with_chunked_threshold(usize::MAX);
             with_header(
                 with_header(response, "Content-Type", format.content_type()),
                 "Vary",

@@ -139,12 +139,20 @@ pub fn check_buckets(bounds: &[f64]) -> Result<()> {
 
 /// Exact, unambiguous key of a label-value list: `("ab","c")` and `("a","bc")` differ.
 pub fn series_key<S: AsRef<str>>(values: &[S]) -> String {
-    let mut key = String::with_capacity(values.iter().map(|v| v.as_ref().len() + 4).sum());
+    let mut key = String::new();
+    push_series_key(&mut key, values);
+    key
+}
+
+/// Appends the key of `values` (each as its byte length, `:`, the value) to `key`, for callers
+/// that reuse one buffer.
+pub fn push_series_key<S: AsRef<str>>(key: &mut String, values: &[S]) {
+    key.reserve(values.iter().map(|v| v.as_ref().len() + 4).sum());
     for v in values {
         let v = v.as_ref();
-        let _ = write!(key, "{}:{v}", v.len());
+        let _ = write!(key, "{}:", v.len());
+        key.push_str(v);
     }
-    key
 }
 
 pub struct Family {

@@ -6,6 +6,6 @@ mod registry;
 mod series;
 mod workers;
 
-pub use family::{check_buckets, series_key, Desc, Family, GaugeMode, Kind};
+pub use family::{check_buckets, push_series_key, series_key, Desc, Family, GaugeMode, Kind};
 pub use registry::{global, Collected, Registry};
 pub use series::{Cell, Scalar, Series, SeriesData, ValueData};

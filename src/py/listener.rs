@@ -1,7 +1,7 @@
 //! The request listener Locust calls directly: one native call per event, no Python frame in between.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -17,54 +17,73 @@ pub struct RequestListener {
     metrics: Arc<LocustMetrics>,
 }
 
-/// A label from any object: `str` as it is, anything else through `str()`, failures as "".
-fn text<'py>(value: Option<&Bound<'py, PyAny>>) -> Cow<'py, str> {
+/// A label from any object: `str` borrowed as it is, anything else through `str()`, failures as "".
+fn text<'a>(value: Option<&'a Bound<'_, PyAny>>) -> Cow<'a, str> {
     let Some(v) = value else {
         return Cow::Borrowed("");
     };
-    if let Ok(s) = v.cast::<PyString>() {
-        return s.to_cow().map(|c| Cow::Owned(c.into_owned())).unwrap_or_default();
+    match v.cast::<PyString>() {
+        Ok(s) => s.to_str().map(Cow::Borrowed).unwrap_or_default(),
+        Err(_) => v
+            .str()
+            .ok()
+            .and_then(|s| s.to_str().ok().map(|t| Cow::Owned(t.to_owned())))
+            .unwrap_or_default(),
     }
-    v.str()
-        .ok()
-        .and_then(|s| s.to_cow().ok().map(|c| Cow::Owned(c.into_owned())))
-        .unwrap_or_default()
 }
 
 fn attr<'py>(obj: &Bound<'py, PyAny>, name: &Bound<'py, PyString>) -> Option<Bound<'py, PyAny>> {
     obj.getattr(name).ok().filter(|v| !v.is_none())
 }
 
+/// "0" to "599", made once: the common statuses cost no allocation per event.
+static STATUS_CODES: LazyLock<Vec<String>> = LazyLock::new(|| (0..600).map(|n| n.to_string()).collect());
+
 /// The HTTP status: "" without a response object, "0" when Locust got no HTTP response.
-fn status(py: Python<'_>, response: Option<&Bound<PyAny>>) -> String {
+fn status<'a>(py: Python<'_>, response: Option<&Bound<'_, PyAny>>) -> Cow<'a, str> {
     let Some(code) = response.and_then(|r| attr(r, intern!(py, "status_code"))) else {
-        return String::new();
+        return Cow::Borrowed("");
     };
     match code.extract::<i64>() {
-        Ok(n) => n.to_string(),
-        Err(_) => text(Some(&code)).into_owned(),
+        Ok(n) => match usize::try_from(n).ok().and_then(|i| STATUS_CODES.get(i)) {
+            Some(s) => Cow::Borrowed(s.as_str()),
+            None => Cow::Owned(n.to_string()),
+        },
+        Err(_) => Cow::Owned(text(Some(&code)).into_owned()),
     }
 }
 
-/// Request body bytes: requests' `PreparedRequest.body` or FastHttpUser's `payload`,
-/// else a numeric `Content-Length` header (streamed bodies). Headers are never counted.
+/// Request body bytes: `response.request.body` (requests' `PreparedRequest`; FastHttpUser's request
+/// has it too), else a `payload`; a numeric `Content-Length` header for streamed bodies.
+/// Headers are never counted. A `body` of None (a GET) ends the search without raising anything.
 fn request_body_len(py: Python<'_>, response: Option<&Bound<PyAny>>) -> f64 {
     let Some(req) = response.and_then(|r| attr(r, intern!(py, "request"))) else {
         return 0.0;
     };
-    let body = attr(&req, intern!(py, "body")).or_else(|| attr(&req, intern!(py, "payload")));
-    if let Some(body) = body {
-        if let Ok(s) = body.cast::<PyString>() {
-            return s.to_cow().map(|c| c.len() as f64).unwrap_or(0.0);
-        }
-        if body.is_instance_of::<PyBytes>() || body.is_instance_of::<PyByteArray>() {
-            return body.len().map(|n| n as f64).unwrap_or(0.0);
-        }
+    let body = match req.getattr(intern!(py, "body")) {
+        Ok(body) => body,
+        Err(_) => match attr(&req, intern!(py, "payload")) {
+            Some(payload) => payload,
+            None => return 0.0,
+        },
+    };
+    if body.is_none() {
+        return 0.0;
+    }
+    if let Ok(s) = body.cast::<PyString>() {
+        return s.to_str().map(|t| t.len() as f64).unwrap_or(0.0);
+    }
+    if body.is_instance_of::<PyBytes>() || body.is_instance_of::<PyByteArray>() {
+        return body.len().map(|n| n as f64).unwrap_or(0.0);
     }
     attr(&req, intern!(py, "headers"))
         .and_then(|h| h.call_method1(intern!(py, "get"), ("Content-Length",)).ok())
         .and_then(|v| text(Some(&v)).trim().parse::<u64>().ok())
         .map_or(0.0, |n| n as f64)
+}
+
+fn number(value: Option<&Bound<'_, PyAny>>) -> Option<f64> {
+    value.and_then(|v| v.extract::<f64>().ok())
 }
 
 #[pymethods]
@@ -79,24 +98,35 @@ impl RequestListener {
     }
 
     /// Records one `events.request` firing. Never raises: an exception here would make Locust exit with 2.
-    #[pyo3(signature = (**kwargs))]
-    fn __call__<'py>(&self, py: Python<'py>, kwargs: Option<&Bound<'py, PyDict>>) {
-        let Some(kw) = kwargs else { return };
-        let get = |key: &Bound<'py, PyString>| kw.get_item(key).ok().flatten().filter(|v| !v.is_none());
-        let response = get(intern!(py, "response"));
-        let exception = get(intern!(py, "exception"))
-            .and_then(|e| e.get_type().name().ok())
-            .map(|n| text(Some(n.as_any())).into_owned())
-            .unwrap_or_default();
-        let number = |key| get(key).and_then(|v| v.extract::<f64>().ok());
+    ///
+    /// Locust's keywords are named so that no kwargs dict is built for them; others are accepted and ignored.
+    #[pyo3(signature = (*, request_type=None, name=None, response_time=None, response_length=None,
+                        response=None, exception=None, context=None, start_time=None, url=None, **_other))]
+    #[allow(clippy::too_many_arguments)]
+    fn __call__(
+        &self,
+        py: Python<'_>,
+        request_type: Option<&Bound<'_, PyAny>>,
+        name: Option<&Bound<'_, PyAny>>,
+        response_time: Option<&Bound<'_, PyAny>>,
+        response_length: Option<&Bound<'_, PyAny>>,
+        response: Option<&Bound<'_, PyAny>>,
+        exception: Option<&Bound<'_, PyAny>>,
+        context: Option<&Bound<'_, PyAny>>,
+        start_time: Option<&Bound<'_, PyAny>>,
+        url: Option<&Bound<'_, PyAny>>,
+        _other: Option<&Bound<'_, PyDict>>,
+    ) {
+        let _ = (context, start_time, url);
+        let exception_type = exception.and_then(|e| e.get_type().name().ok());
         let request = Request {
-            method: &text(get(intern!(py, "request_type")).as_ref()),
-            name: &text(get(intern!(py, "name")).as_ref()),
-            status: &status(py, response.as_ref()),
-            exception: &exception,
-            response_time_ms: number(intern!(py, "response_time")),
-            response_length: number(intern!(py, "response_length")).unwrap_or(0.0),
-            request_length: request_body_len(py, response.as_ref()),
+            method: &text(request_type),
+            name: &text(name),
+            status: &status(py, response),
+            exception: &text(exception_type.as_ref().map(|n| n.as_any())),
+            response_time_ms: number(response_time),
+            response_length: number(response_length).unwrap_or(0.0),
+            request_length: request_body_len(py, response),
         };
         let _ = crate::errors::no_panic(|| self.metrics.record(&request));
     }
