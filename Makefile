@@ -1,4 +1,4 @@
-# Entry points: `make demo`, `make test`. Each sets up what it needs on a fresh machine.
+# Entry points: `make demo`, `make test` (and `make bench`). Each sets up what it needs on a fresh machine.
 .DEFAULT_GOAL := help
 VENV := .venv
 PY := $(VENV)/bin/python
