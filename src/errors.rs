@@ -25,6 +25,8 @@ pub enum ExporterError {
     InvalidValue(String),
     #[error("invalid worker report: {0}")]
     InvalidReport(&'static str),
+    #[error("worker report left out for families defined differently on the master: {0:?}")]
+    ReportMismatch(Vec<String>),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
     #[error("internal error: {0}")]

@@ -154,7 +154,8 @@ fn write_family(
             (Kind::Gauge(_), ValueData::Scalar { value, .. }) => {
                 write_sample(out, &desc.name, "", &labels, None, Value::Float(*value))
             }
-            (Kind::Histogram(_), ValueData::Histogram { counts, sum }) => {
+            // Another bucket layout cannot be rendered with these `le`s (the master refuses such reports).
+            (Kind::Histogram(_), ValueData::Histogram { counts, sum }) if counts.len() == les.len() => {
                 let mut cumulative = 0u64;
                 for (count, le) in counts.iter().zip(&les) {
                     cumulative += count;

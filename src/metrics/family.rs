@@ -83,15 +83,13 @@ pub struct Desc {
 }
 
 impl Desc {
-    /// Validates and normalises (a counter named `x_total` is stored as `x`, as prometheus_client does).
+    /// Validates a descriptor; `name` is the base name (a counter's without `_total`).
     pub fn new(name: &str, help: &str, kind: Kind, label_names: Vec<String>) -> Result<Self> {
-        let name = match kind {
-            Kind::Counter => name.strip_suffix("_total").filter(|n| !n.is_empty()).unwrap_or(name),
-            _ => name,
-        };
         check_metric_name(name)?;
+        // `le` is the histogram's own label; `worker` is added by the gauge modes with one series per process.
         let reserved: &[&str] = match kind {
             Kind::Histogram(_) => &["le"],
+            Kind::Gauge(GaugeMode::All | GaugeMode::LiveAll) => &["worker"],
             _ => &[],
         };
         check_label_names(&label_names, reserved)?;
@@ -201,6 +199,12 @@ impl Family {
     /// Forgets one series (prometheus_client's `remove`); false if there was none.
     pub fn remove<S: AsRef<str>>(&self, values: &[S]) -> Result<bool> {
         let expected = self.desc.label_names.len();
+        if expected == 0 {
+            return Err(ExporterError::InvalidValue(format!(
+                "{} has no labels: nothing to remove",
+                self.desc.name
+            )));
+        }
         if values.len() != expected {
             return Err(ExporterError::LabelCount {
                 expected,
@@ -251,9 +255,10 @@ mod tests {
 
     #[test]
     fn counter_names_and_buckets() {
-        let d = Desc::new("x_total", "h", Kind::Counter, vec![]).unwrap();
-        assert_eq!(d.name, "x");
+        let d = Desc::new("x", "h", Kind::Counter, vec![]).unwrap();
         assert!(d.exposed_names().contains(&"x_total".to_string()));
+        assert!(Desc::new("g", "h", Kind::Gauge(GaugeMode::All), vec!["worker".into()]).is_err());
+        assert!(Desc::new("g", "h", Kind::Gauge(GaugeMode::Sum), vec!["worker".into()]).is_ok());
         for bad in [&[][..], &[1.0, 0.5], &[1.0, 1.0], &[f64::NAN]] {
             assert!(Desc::new("h", "h", Kind::Histogram(bad.into()), vec![]).is_err());
         }

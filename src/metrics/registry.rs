@@ -1,6 +1,7 @@
 //! The process-wide registry: every family, the workers' reports, and what changed since the last report.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use parking_lot::{Mutex, RwLock};
@@ -20,9 +21,14 @@ pub struct Registry {
     workers: Mutex<Workers>,
     /// On a worker: the values last sent to the master, so reports carry only changes.
     sent: Mutex<HashMap<(String, String), ValueData>>,
+    /// On a worker: how many reports were made (every `FULL_REPORT_EVERY`th carries every series).
+    reports: AtomicU64,
     /// Labels added to every sample at render (the run's identity, given by option).
     const_labels: RwLock<Vec<(String, String)>>,
 }
+
+/// One report in this many carries every series: once a minute at Locust's 3 s report interval.
+const FULL_REPORT_EVERY: u64 = 20;
 
 static GLOBAL: LazyLock<Registry> = LazyLock::new(Registry::default);
 
@@ -87,7 +93,7 @@ impl Registry {
     /// Everything to render: own series merged with the workers' reports.
     pub fn collect(&self) -> Collected {
         let families = self.families();
-        let workers = self.workers.lock();
+        let workers = self.workers.lock().snapshot();
         families
             .iter()
             .map(|f| {
@@ -97,9 +103,14 @@ impl Registry {
             .collect()
     }
 
-    /// On a worker: the series whose values changed since the previous call.
+    /// On a worker: the series whose values changed since the previous call, and every series
+    /// in one call of `FULL_REPORT_EVERY`, so that a report Locust failed to deliver, or a master
+    /// that restarted, is caught up with.
     pub fn changes(&self) -> Collected {
         let mut sent = self.sent.lock();
+        if self.reports.fetch_add(1, Ordering::Relaxed) % FULL_REPORT_EVERY == FULL_REPORT_EVERY - 1 {
+            sent.clear();
+        }
         let mut out = Vec::new();
         for f in self.families() {
             let mut changed = Vec::new();
@@ -119,12 +130,20 @@ impl Registry {
     }
 
     /// On the master: stores a worker's report, learning families defined only on workers.
-    pub fn apply_report(&self, client_id: &str, families: Collected) {
-        for (desc, _) in &families {
-            // A family the master defines differently keeps the master's definition.
-            let _ = self.get_or_register(desc.clone());
+    /// Families the master defines differently (other buckets, labels or kind) cannot be merged:
+    /// they are left out, and named in the error, the rest of the report being taken.
+    pub fn apply_report(&self, client_id: &str, families: Collected) -> Result<()> {
+        let (accepted, refused): (Collected, Collected) = families
+            .into_iter()
+            .partition(|(desc, _)| self.get_or_register(desc.clone()).is_ok());
+        self.workers.lock().apply(client_id, accepted);
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(ExporterError::ReportMismatch(
+                refused.into_iter().map(|(d, _)| d.name).collect(),
+            ))
         }
-        self.workers.lock().apply(client_id, families);
     }
 
     pub fn set_live_workers(&self, live: &[String]) {
@@ -191,6 +210,44 @@ mod tests {
     }
 
     #[test]
+    fn reports_of_families_defined_differently_are_refused() {
+        let r = Registry::default();
+        let master = Desc::new("h", "h", Kind::Histogram([1.0].into()), vec![]).unwrap();
+        r.register(master).unwrap();
+        let worker = Desc::new("h", "h", Kind::Histogram([1.0, 2.0].into()), vec![]).unwrap();
+        let only_worker = counter("w");
+        let data = |d: &Desc| {
+            let value = match d.kind {
+                Kind::Counter => ValueData::Scalar {
+                    value: 1.0,
+                    updated: 0.0,
+                },
+                _ => ValueData::Histogram {
+                    counts: vec![1, 1, 1],
+                    sum: 3.0,
+                },
+            };
+            (d.clone(), vec![SeriesData { labels: vec![], value }])
+        };
+        let err = r
+            .apply_report("a", vec![data(&worker), data(&only_worker)])
+            .unwrap_err();
+        assert!(matches!(err, ExporterError::ReportMismatch(names) if names == vec!["h".to_string()]));
+        let collected = r.collect();
+        let hist = &collected.iter().find(|(d, _)| d.name == "h").unwrap().1;
+        assert!(
+            hist.iter().all(|s| s.value != data(&worker).1[0].value),
+            "nothing of the worker's h"
+        );
+        let w = &collected.iter().find(|(d, _)| d.name == "w").unwrap().1;
+        assert_eq!(
+            w.len(),
+            1,
+            "the rest of the report is taken, families new to the master included"
+        );
+    }
+
+    #[test]
     fn replace_swaps_the_definition() {
         let r = Registry::default();
         r.register(Desc::new("h", "h", Kind::Histogram([1.0].into()), vec![]).unwrap())
@@ -205,6 +262,11 @@ mod tests {
         let r = Registry::default();
         let f = r.register(counter("c")).unwrap();
         assert_eq!(r.changes().len(), 1, "first report carries everything");
+        assert!(r.changes().is_empty());
+        for _ in 2..FULL_REPORT_EVERY - 1 {
+            assert!(r.changes().is_empty());
+        }
+        assert_eq!(r.changes().len(), 1, "a full report now and then");
         assert!(r.changes().is_empty());
         if let super::super::series::Cell::Scalar(s) = &f.child::<&str>(&[]).unwrap().cell {
             s.add(2.0);

@@ -1,6 +1,7 @@
 //! What the master keeps of each Locust worker's reports, and how it merges with its own series.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use super::family::{series_key, Desc, GaugeMode, Kind};
 use super::series::{SeriesData, ValueData};
@@ -8,27 +9,71 @@ use super::series::{SeriesData, ValueData};
 /// Label value of the `worker` label for the serving process's own values (gauge mode `all`).
 const LOCAL_WORKER: &str = "local";
 
-#[derive(Default)]
-struct Worker {
-    live: bool,
-    /// family name -> series key -> last reported value
-    families: HashMap<String, HashMap<String, SeriesData>>,
+/// One worker series: what the master serves for it, and the value the worker last reported.
+#[derive(Clone)]
+struct Reported {
+    served: SeriesData,
+    last: ValueData,
 }
 
+#[derive(Default, Clone)]
+struct Worker {
+    live: bool,
+    /// family name -> series key -> its values
+    families: HashMap<String, HashMap<String, Reported>>,
+}
+
+/// Workers are shared with scrapes by `Arc`: a scrape merges a snapshot without holding the lock
+/// that report handling (on Locust's gevent loop) takes; a report arriving meanwhile copies on write.
 #[derive(Default)]
 pub struct Workers {
-    workers: BTreeMap<String, Worker>,
+    workers: BTreeMap<String, Arc<Worker>>,
+}
+
+/// The workers as they were when a scrape began.
+pub struct Snapshot(Vec<(String, Arc<Worker>)>);
+
+/// What a counter or histogram served for a worker becomes when `new` is reported after `last`:
+/// it grows by the difference, or by all of `new` when the worker's series went back (it was
+/// removed and made again there), so the master's counters never go down.
+fn accumulate(served: &mut ValueData, last: &ValueData, new: &ValueData) {
+    match (served, last, new) {
+        (ValueData::Scalar { value, .. }, ValueData::Scalar { value: l, .. }, ValueData::Scalar { value: n, .. }) => {
+            *value += if n >= l { n - l } else { *n };
+        }
+        (
+            ValueData::Histogram { counts, sum },
+            ValueData::Histogram { counts: lc, sum: ls },
+            ValueData::Histogram { counts: nc, sum: ns },
+        ) if counts.len() == nc.len() && lc.len() == nc.len() => {
+            let reset = nc.iter().zip(lc).any(|(n, l)| n < l);
+            for ((c, n), l) in counts.iter_mut().zip(nc).zip(lc) {
+                *c += if reset { *n } else { n - l };
+            }
+            *sum += if reset { *ns } else { ns - ls };
+        }
+        (served, _, new) => *served = new.clone(),
+    }
 }
 
 impl Workers {
     /// Takes a report's series (cumulative values of the series that changed since the last one).
     pub fn apply(&mut self, client_id: &str, families: Vec<(Desc, Vec<SeriesData>)>) {
-        let worker = self.workers.entry(client_id.to_string()).or_default();
+        let worker = Arc::make_mut(self.workers.entry(client_id.to_string()).or_default());
         worker.live = true;
         for (desc, series) in families {
             let stored = worker.families.entry(desc.name).or_default();
             for s in series {
-                stored.insert(series_key(&s.labels), s);
+                let value = s.value.clone();
+                match stored.get_mut(&series_key(&s.labels)) {
+                    Some(r) if matches!(desc.kind, Kind::Counter | Kind::Histogram(_)) => {
+                        accumulate(&mut r.served.value, &r.last, &value);
+                        r.last = value;
+                    }
+                    _ => {
+                        stored.insert(series_key(&s.labels), Reported { served: s, last: value });
+                    }
+                }
             }
         }
     }
@@ -36,7 +81,10 @@ impl Workers {
     /// Marks as live exactly the workers Locust has not marked missing.
     pub fn set_live(&mut self, live: &[String]) {
         for (id, w) in self.workers.iter_mut() {
-            w.live = live.contains(id);
+            let is_live = live.contains(id);
+            if w.live != is_live {
+                Arc::make_mut(w).live = is_live;
+            }
         }
     }
 
@@ -44,18 +92,24 @@ impl Workers {
         self.workers.clear();
     }
 
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot(self.workers.iter().map(|(id, w)| (id.clone(), w.clone())).collect())
+    }
+}
+
+impl Snapshot {
     /// Merges the serving process's own series with every worker's, the way the family's kind says.
     pub fn merge(&self, desc: &Desc, local: Vec<SeriesData>) -> Vec<SeriesData> {
-        let sources = std::iter::once((LOCAL_WORKER, true, local.iter().collect::<Vec<_>>())).chain(
-            self.workers.iter().map(|(id, w)| {
+        let sources = std::iter::once((LOCAL_WORKER, true, local.iter().collect::<Vec<_>>())).chain(self.0.iter().map(
+            |(id, w)| {
                 let series = w
                     .families
                     .get(&desc.name)
-                    .map(|m| m.values().collect())
+                    .map(|m| m.values().map(|r| &r.served).collect())
                     .unwrap_or_default();
                 (id.as_str(), w.live, series)
-            }),
-        );
+            },
+        ));
         let mut merged: BTreeMap<Vec<String>, Merged> = BTreeMap::new();
         for (source, live, series) in sources {
             for s in series {
@@ -173,7 +227,7 @@ mod tests {
             vec![(d.clone(), vec![scalar(&["x"], 3.0, 0.0), scalar(&["y"], 1.0, 0.0)])],
         );
         w.set_live(&["a".to_string()]);
-        let m = w.merge(&d, vec![scalar(&["x"], 1.0, 0.0)]);
+        let m = w.snapshot().merge(&d, vec![scalar(&["x"], 1.0, 0.0)]);
         assert_eq!(m, vec![scalar(&["x"], 6.0, 0.0), scalar(&["y"], 1.0, 0.0)]);
     }
 
@@ -184,7 +238,7 @@ mod tests {
         w.apply("a", vec![(g(GaugeMode::Sum), vec![scalar(&["x"], 2.0, 10.0)])]);
         w.apply("b", vec![(g(GaugeMode::Sum), vec![scalar(&["x"], 5.0, 5.0)])]);
         let never_set = vec![scalar(&["x"], 0.0, 0.0)];
-        let value = |w: &Workers, mode| match &w.merge(&g(mode), never_set.clone())[..] {
+        let value = |w: &Workers, mode| match &w.snapshot().merge(&g(mode), never_set.clone())[..] {
             [SeriesData {
                 value: ValueData::Scalar { value, .. },
                 ..
@@ -198,9 +252,27 @@ mod tests {
         w.set_live(&["b".to_string()]);
         assert_eq!(value(&w, GaugeMode::LiveSum), 5.0);
         assert_eq!(value(&w, GaugeMode::Sum), 7.0);
-        let all = w.merge(&g(GaugeMode::All), never_set.clone());
+        let all = w.snapshot().merge(&g(GaugeMode::All), never_set.clone());
         assert_eq!(all.len(), 2, "the never-set local series is not shown");
         assert_eq!(all[0].labels, vec!["x".to_string(), "a".to_string()]);
+    }
+
+    #[test]
+    fn a_worker_series_that_went_back_keeps_the_master_counter_growing() {
+        let d = desc(Kind::Counter);
+        let mut w = Workers::default();
+        for reported in [10.0, 12.0, 1.0, 3.0] {
+            w.apply("a", vec![(d.clone(), vec![scalar(&["x"], reported, 0.0)])]);
+        }
+        assert_eq!(w.snapshot().merge(&d, vec![]), vec![scalar(&["x"], 15.0, 0.0)]);
+        let g = desc(Kind::Gauge(GaugeMode::Sum));
+        w.apply("a", vec![(g.clone(), vec![scalar(&["x"], 10.0, 1.0)])]);
+        w.apply("a", vec![(g.clone(), vec![scalar(&["x"], 1.0, 2.0)])]);
+        assert_eq!(
+            w.snapshot().merge(&g, vec![]),
+            vec![scalar(&["x"], 1.0, 2.0)],
+            "gauges just follow"
+        );
     }
 
     #[test]
@@ -213,6 +285,9 @@ mod tests {
         let mut w = Workers::default();
         w.apply("a", vec![(d.clone(), vec![h(vec![1, 0], 0.5)])]);
         w.apply("a", vec![(d.clone(), vec![h(vec![2, 1], 3.0)])]);
-        assert_eq!(w.merge(&d, vec![h(vec![1, 1], 2.0)]), vec![h(vec![3, 2], 5.0)]);
+        assert_eq!(
+            w.snapshot().merge(&d, vec![h(vec![1, 1], 2.0)]),
+            vec![h(vec![3, 2], 5.0)]
+        );
     }
 }

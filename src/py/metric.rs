@@ -22,8 +22,13 @@ pub struct Metric {
     series: Option<Arc<Series>>,
 }
 
-/// `namespace_subsystem_name_unit`, the way prometheus_client builds a full name.
-fn full_name(name: &str, namespace: &str, subsystem: &str, unit: &str) -> String {
+/// `namespace_subsystem_name_unit`, the way prometheus_client builds a full name; a counter's
+/// `_total` is dropped first (it is added back on output), so `x_total` with unit `bytes` is `x_bytes`.
+fn full_name(name: &str, namespace: &str, subsystem: &str, unit: &str, kind: &Kind) -> String {
+    let name = match kind {
+        Kind::Counter => name.strip_suffix("_total").filter(|n| !n.is_empty()).unwrap_or(name),
+        _ => name,
+    };
     let mut parts: Vec<&str> = [namespace, subsystem, name]
         .into_iter()
         .filter(|p| !p.is_empty())
@@ -57,7 +62,7 @@ impl Metric {
         kind: Kind,
     ) -> PyResult<Self> {
         let desc = Desc::new(
-            &full_name(name, namespace, subsystem, unit),
+            &full_name(name, namespace, subsystem, unit, &kind),
             documentation,
             kind,
             labelnames,
@@ -404,12 +409,16 @@ metric_methods! {
 
 #[cfg(test)]
 mod tests {
-    use super::full_name;
+    use super::{full_name, Kind};
 
     #[test]
     fn names_are_joined_like_prometheus_client() {
-        assert_eq!(full_name("x", "", "", ""), "x");
-        assert_eq!(full_name("x", "ns", "sub", "bytes"), "ns_sub_x_bytes");
-        assert_eq!(full_name("x_bytes", "ns", "", "bytes"), "ns_x_bytes");
+        let g = Kind::Gauge(crate::metrics::GaugeMode::Sum);
+        assert_eq!(full_name("x", "", "", "", &g), "x");
+        assert_eq!(full_name("x", "ns", "sub", "bytes", &g), "ns_sub_x_bytes");
+        assert_eq!(full_name("x_bytes", "ns", "", "bytes", &g), "ns_x_bytes");
+        assert_eq!(full_name("x_total", "", "", "", &g), "x_total");
+        assert_eq!(full_name("x_total", "", "", "bytes", &Kind::Counter), "x_bytes");
+        assert_eq!(full_name("x_total_total", "", "", "", &Kind::Counter), "x_total");
     }
 }

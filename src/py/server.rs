@@ -79,8 +79,7 @@ pub fn take_report(py: Python<'_>) -> Bound<'_, PyBytes> {
 #[pyfunction]
 pub fn apply_report(py: Python<'_>, client_id: &str, data: &[u8]) -> PyResult<()> {
     let families = report::decode(data)?;
-    py.detach(|| global().apply_report(client_id, families));
-    Ok(())
+    Ok(py.detach(|| global().apply_report(client_id, families))?)
 }
 
 /// On the master: the workers Locust has not marked missing.
