@@ -242,3 +242,56 @@ def test_namespace_subsystem_unit_build_the_name():
     c = Counter("sent", "h", namespace="app", subsystem="net", unit="bytes")
     c.inc()
     assert total(rendered(), "app_net_sent_bytes_total") == 1
+
+
+def test_timer_decorator_binds_as_a_method_and_keeps_attributes():
+    name = unique("h")
+    h = Histogram(name, "h")
+
+    class Client:
+        @h.time()
+        def call(self, x):
+            """Doc."""
+            return x * 2
+
+    assert Client().call(21) == 42
+    assert (Client.call.__name__, Client.call.__doc__) == ("call", "Doc.")
+
+    from locust import task
+
+    @task(3)
+    @h.time()
+    def weighted(user):
+        return user
+
+    assert weighted.locust_task_weight == 3
+    weighted(None)
+    assert total(rendered(), f"{name}_count") == 2
+
+
+def test_remove_and_clear():
+    name = unique()
+    c = Counter(name, "h", ["a"])
+    c.labels("x").inc()
+    c.labels("y").inc()
+    c.remove("x")
+    assert total(rendered(), f"{name}_total", a="x") == 0
+    assert total(rendered(), f"{name}_total", a="y") == 1
+    c.clear()
+    assert total(rendered(), f"{name}_total") == 0
+    with pytest.raises(ValueError, match="incorrect label count"):
+        c.remove()
+    plain = unique()
+    unlabelled = Counter(plain, "h")
+    with pytest.raises(ValueError, match="no labels"):
+        unlabelled.remove()
+    unlabelled.inc()
+    assert total(rendered(), f"{plain}_total") == 1
+
+
+def test_counter_unit_goes_before_total_and_worker_is_reserved_in_all_mode():
+    Counter("sent_total", "h", namespace="unit", unit="bytes").inc()
+    assert total(rendered(), "unit_sent_bytes_total") == 1
+    with pytest.raises(ValueError, match="reserved"):
+        Gauge(unique(), "h", ["worker"], multiprocess_mode="all")
+    Gauge(unique(), "h", ["worker"], multiprocess_mode="max")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from conftest import EXAMPLES, LOCUSTFILES, locust_cmd, total
+from test_e2e import assert_exact
 
 SEED_PLAIN = EXAMPLES / "locustfile.py"
 
@@ -77,3 +78,16 @@ def test_workers_never_bind(run_locust):
         assert total(run.scrape(), "locust_users_total") == 2
         assert run.finish() == [0, 0, 0], run.output()
     assert "cannot listen" not in run.output()
+
+
+def test_buckets_given_to_the_master_only_reach_the_workers(run_locust):
+    """Workers started without `--prometheus-buckets` take the master's with the test, before any request."""
+    run = run_locust(LOCUSTFILES / "busy.py", users=2, rate=2, run_time=4, workers=2,
+                     extra=("--prometheus-buckets", "0.5,5"))  # fmt: skip
+    run.wait_stopped()
+    samples = run.scrape()
+    assert run.finish() == [0, 0, 0], run.output()
+    les = {dict(labels)["le"] for name, labels in samples if name == "locust_request_duration_seconds_bucket"}
+    assert les == {"0.5", "5.0", "+Inf"}
+    assert_exact(samples, run.csv_stats())
+    assert "left out" not in run.output()

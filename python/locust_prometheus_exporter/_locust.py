@@ -98,6 +98,7 @@ class _Wiring:
         self.init_seen = False
         self._logged: set[str] = set()
         self._listener = listener
+        self._buckets: str | None = None
         self._users_total = listener.users_total
         self._users_running = listener.users_running
         self._workers = listener.workers
@@ -127,13 +128,10 @@ class _Wiring:
             _count_spawned_users(runner, self._users_total, self._users_running)
         if runner is not None:
             gevent.spawn(self._poll)
-        options = environment.parsed_options
-        buckets = getattr(options, "prometheus_buckets", None)
-        if buckets:
-            # Workers too: their histograms are merged with the master's, bucket by bucket.
-            self._listener.set_buckets(parse_buckets(buckets))
+        self._apply_buckets(environment)
         if isinstance(runner, WorkerRunner):
             return
+        options = environment.parsed_options
         labels = getattr(options, "prometheus_labels", None)
         if labels:
             _native.set_const_labels(parse_labels(labels))
@@ -166,10 +164,26 @@ class _Wiring:
                 self._log_once("refreshing runner gauges")
             gevent.sleep(POLL_INTERVAL)
 
+    def _apply_buckets(self, environment: Environment) -> None:
+        """``--prometheus-buckets``, on every process: workers' histograms merge with the master's
+        bucket by bucket. A worker started without the option gets the master's with the first test
+        (Locust passes custom options along), before any request, so nothing recorded is dropped."""
+        buckets = getattr(environment.parsed_options, "prometheus_buckets", None)
+        if buckets and buckets != self._buckets:
+            self._listener.set_buckets(parse_buckets(buckets))
+            self._buckets = buckets
+
     def _on_test_start(self, environment: Environment, **_kw: Any) -> None:
-        """On the master (or only process): a new run id, so runs can be told apart in Prometheus."""
+        """A worker takes the master's buckets; the master (or only process) makes a new run id,
+        so runs can be told apart in Prometheus."""
         runner = environment.runner
-        if runner is None or isinstance(runner, WorkerRunner):
+        if isinstance(runner, WorkerRunner):
+            try:
+                self._apply_buckets(environment)
+            except Exception:
+                self._log_once("applying the master's --prometheus-buckets")
+            return
+        if runner is None:
             return
         try:
             locustfile = getattr(environment.parsed_options, "locustfile", None) or ""

@@ -1,6 +1,6 @@
 """Native core of locust_prometheus_exporter (Rust). Users import the package, not this module."""
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -15,7 +15,10 @@ class Timer:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool: ...
-    def __call__(self, func: _F) -> _F: ...
+    def __call__(self, func: _F) -> _F:
+        """Decorates ``func``: every call is timed (or tracked) with a timer of its own."""
+    def fresh(self) -> Timer:
+        """A new timer for the same metric."""
 
 class Counter:
     """A monotonically increasing value, exposed as ``<name>_total`` (a trailing ``_total`` is not doubled).
@@ -27,7 +30,7 @@ class Counter:
         self,
         name: str,
         documentation: str,
-        labelnames: Iterable[str] = (),
+        labelnames: Sequence[str] = (),
         namespace: str = "",
         subsystem: str = "",
         unit: str = "",
@@ -53,7 +56,7 @@ class Gauge:
         self,
         name: str,
         documentation: str,
-        labelnames: Iterable[str] = (),
+        labelnames: Sequence[str] = (),
         namespace: str = "",
         subsystem: str = "",
         unit: str = "",
@@ -85,11 +88,11 @@ class Histogram:
         self,
         name: str,
         documentation: str,
-        labelnames: Iterable[str] = (),
+        labelnames: Sequence[str] = (),
         namespace: str = "",
         subsystem: str = "",
         unit: str = "",
-        buckets: Iterable[float] | None = None,
+        buckets: Sequence[float] | None = None,
     ) -> None: ...
     def labels(self, *labelvalues: object, **labelkwargs: object) -> Histogram:
         """The child for these label values (converted with ``str()``)."""
@@ -105,10 +108,10 @@ class Histogram:
 class RequestListener:
     """Locust's metrics, and the callable registered on ``events.request``."""
 
-    def __init__(self, buckets: Iterable[float] | None = None, per_worker: bool = False) -> None: ...
+    def __init__(self, buckets: Sequence[float] | None = None, per_worker: bool = False) -> None: ...
     def __call__(self, **kwargs: Any) -> None:
         """Records one request event; never raises."""
-    def set_buckets(self, buckets: Iterable[float]) -> None:
+    def set_buckets(self, buckets: Sequence[float]) -> None:
         """Other buckets for ``locust_request_duration_seconds``; drops what it recorded so far."""
     @property
     def test_info(self) -> Gauge: ...

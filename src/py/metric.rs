@@ -6,7 +6,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyCFunction, PyDict, PyTuple};
+use pyo3::types::{PyDict, PyTuple};
 
 use crate::metrics::{check_buckets, global, Cell, Desc, Family, GaugeMode, Kind, Scalar, Series};
 
@@ -210,18 +210,22 @@ impl Timer {
         Ok(false)
     }
 
-    /// Used as a decorator: times (or tracks) every call of `func`.
-    fn __call__<'py>(slf: Bound<'py, Self>, func: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyCFunction>> {
-        let timer: Py<Timer> = slf.clone().unbind();
-        let func = func.unbind();
-        PyCFunction::new_closure(slf.py(), None, None, move |args, kwargs| {
-            let py = args.py();
-            let t = timer.get();
-            t.enter()?;
-            let result = func.call(py, args.clone(), kwargs);
-            t.exit()?;
-            result
-        })
+    /// Used as a decorator: times (or tracks) every call of `func`, each with a timer of its own.
+    /// The wrapper is a Python function (see `_decorate.py`), so it binds as a method and keeps
+    /// `func`'s name and attributes (Locust's `@task` weight among them).
+    fn __call__<'py>(slf: &Bound<'py, Self>, func: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let timed = py.import("locust_prometheus_exporter._decorate")?.getattr("timed")?;
+        timed.call1((func, slf.getattr("fresh")?))
+    }
+
+    /// A new timer for the same metric and action.
+    fn fresh(&self) -> Timer {
+        Timer {
+            metric: self.metric.clone(),
+            action: self.action,
+            started: Mutex::new(Vec::new()),
+        }
     }
 }
 
