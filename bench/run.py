@@ -211,8 +211,8 @@ def locust_run(name: str, variant: str, scraped: bool, target: str, duration: in
     }
 
 
-def end_to_end(quick: bool) -> str:
-    rounds, seconds = (1, 4) if quick else (3, 7)
+def end_to_end(quick: bool, rounds: int = 3) -> str:
+    rounds, seconds = (1, 4) if quick else (rounds, 7)
     variants = [("none", False), ("project", False), ("reference", False), ("project", True), ("reference", True)]
     # Interleaved rounds, medians: bursts of other work on the machine hit one round of a variant, not all of it.
     runs: dict[tuple[str, bool], list[dict[str, Any]]] = {v: [] for v in variants}
@@ -345,14 +345,29 @@ def reports() -> str:
     )
 
 
+SECTIONS = ("events", "end-to-end", "scrape", "memory", "reports")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs, for smoke-testing the benchmark itself")
-    quick = parser.parse_args().quick
-    nginx_binary()  # before minutes of work, not after
+    parser.add_argument("--rounds", type=int, default=3, help="end-to-end rounds per variant (more: less noise)")
+    parser.add_argument("--only", choices=SECTIONS, action="append", help="run only this section (repeatable)")
+    args = parser.parse_args()
+    quick = args.quick
+    chosen = args.only or list(SECTIONS)
+    if "end-to-end" in chosen:
+        nginx_binary()  # before minutes of work, not after
     load = os.getloadavg()[0]  # shown: other work on the machine skews every figure
     started = time.monotonic()
-    sections = [event_cost(quick), end_to_end(quick), scrape_cost(quick), memory(), reports()]
+    run = {
+        "events": lambda: event_cost(quick),
+        "end-to-end": lambda: end_to_end(quick, args.rounds),
+        "scrape": lambda: scrape_cost(quick),
+        "memory": memory,
+        "reports": reports,
+    }
+    sections = [run[name]() for name in SECTIONS if name in chosen]
     print(
         f"locust-prometheus-exporter {version('locust-prometheus-exporter')} vs prometheus_client"
         f" {version('prometheus_client')}; locust {version('locust')}, Python {platform.python_version()},"
