@@ -96,6 +96,7 @@ class _Wiring:
     def __init__(self, listener: _native.RequestListener) -> None:
         self.exporters: list[PrometheusExporter] = []
         self.init_seen = False
+        self._runner: Runner | None = None
         self._logged: set[str] = set()
         self._listener = listener
         self._buckets: str | None = None
@@ -114,7 +115,6 @@ class _Wiring:
         # `--processes` forks after the import: children start from zero, without the parent's server.
         os.register_at_fork(after_in_child=_native.after_fork_in_child)
         _count_waiting_users(listener.users_waiting)
-        self._runner: Runner | None = None
 
     def _log_once(self, what: str) -> None:
         if what not in self._logged:
