@@ -104,13 +104,13 @@ impl LocustMetrics {
             )?,
             users_running: family(
                 "locust_users_running",
-                "Users running now (the runner's user count)",
+                "Users running (the runner's user count, sampled every second)",
                 Kind::Gauge(user_gauges),
                 &[],
             )?,
             users_waiting: family(
                 "locust_users_waiting",
-                "Users sleeping in their wait_time now",
+                "Users sleeping in their wait_time (sampled every second)",
                 Kind::Gauge(user_gauges),
                 &[],
             )?,

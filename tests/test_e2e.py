@@ -38,6 +38,8 @@ def assert_exact(samples: Samples, locust_stats: dict[tuple[str, str], tuple[int
 def test_seed_locustfiles_run_unchanged_and_exact(run_locust, locustfile):
     run = run_locust(locustfile, users=6, rate=6, run_time=8)
     run.wait_until(lambda: total(run.scrape(), "locust_users_running") == 6, 30, "6 running users")
+    # between(1, 5): most of the time most users sleep.
+    run.wait_until(lambda: total(run.scrape(), "locust_users_waiting") >= 3, 10, "users sleeping in wait_time")
     mid = run.scrape()
     assert 0 <= total(mid, "locust_users_waiting") <= 6
     run.wait_stopped()

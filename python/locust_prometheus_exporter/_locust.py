@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import gevent
 import locust
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
-from locust.user.task import TaskSet
+from locust.user.task import LOCUST_STATE_WAITING
 
 from . import _native
 
@@ -102,6 +102,7 @@ class _Wiring:
         self._buckets: str | None = None
         self._users_total = listener.users_total
         self._users_running = listener.users_running
+        self._users_waiting = listener.users_waiting
         self._workers = listener.workers
         events = locust.events
         # The native listener is called by Locust directly: no Python frame per request.
@@ -114,7 +115,6 @@ class _Wiring:
         events.test_stop.add_listener(self._on_test_stop)
         # `--processes` forks after the import: children start from zero, without the parent's server.
         os.register_at_fork(after_in_child=_native.after_fork_in_child)
-        _count_waiting_users(listener.users_waiting)
 
     def _log_once(self, what: str) -> None:
         if what not in self._logged:
@@ -154,7 +154,10 @@ class _Wiring:
             for state in WORKER_STATES:
                 self._workers.labels(state).set(sum(1 for c in clients if c.state == state))
         elif runner is not None:
+            # Polled, not counted in each wait: a user's sleep costs Locust nothing extra.
+            users = [g.args[0] for g in list(runner.user_greenlets) if g.args]
             self._users_running.set(runner.user_count)
+            self._users_waiting.set(sum(1 for u in users if getattr(u, "_state", None) == LOCUST_STATE_WAITING))
 
     def _poll(self) -> None:
         while True:
@@ -230,21 +233,3 @@ def _count_spawned_users(runner: Runner, users_total: _native.Counter, users_run
         return new_users
 
     runner.spawn_users = spawn_users  # type: ignore[method-assign]
-
-
-def _count_waiting_users(users_waiting: _native.Gauge) -> None:
-    """Wraps ``TaskSet.wait`` (every user's ``wait_time`` sleep goes through it) to count sleeping users."""
-    original = TaskSet.wait
-    if getattr(original, "_lpe_counts_waiting", False):
-        return
-
-    @functools.wraps(original)
-    def wait(self: TaskSet) -> Any:
-        users_waiting.inc()
-        try:
-            return original(self)
-        finally:
-            users_waiting.dec()
-
-    wait._lpe_counts_waiting = True  # type: ignore[attr-defined]
-    TaskSet.wait = wait  # type: ignore[method-assign]
