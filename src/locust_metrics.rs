@@ -50,6 +50,9 @@ pub struct Request<'a> {
     pub request_length: f64,
 }
 
+/// The labels of the per-request families other than the request counter.
+const BY_REQUEST: [&str; 2] = ["method", "name"];
+
 fn labels(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
@@ -59,7 +62,7 @@ fn duration_desc(buckets: &[f64]) -> Result<Desc> {
         "locust_request_duration_seconds",
         "Request duration as Locust measures it (response_time)",
         Kind::Histogram(buckets.into()),
-        labels(&["method", "name"]),
+        labels(&BY_REQUEST),
     )
 }
 
@@ -75,7 +78,6 @@ impl LocustMetrics {
         let family = |name: &str, help: &str, kind: Kind, names: &[&str]| {
             registry.get_or_register(Desc::new(name, help, kind, labels(names))?)
         };
-        let by_request = ["method", "name"];
         Ok(LocustMetrics {
             requests: family(
                 "locust_requests",
@@ -88,13 +90,13 @@ impl LocustMetrics {
                 "locust_request_length_bytes",
                 "Request body bytes sent (headers are not counted)",
                 Kind::Counter,
-                &by_request,
+                &BY_REQUEST,
             )?,
             response_bytes: family(
                 "locust_response_length_bytes",
                 "Response bytes received (Locust's response_length)",
                 Kind::Counter,
-                &by_request,
+                &BY_REQUEST,
             )?,
             users_total: family(
                 "locust_users",

@@ -8,4 +8,4 @@ mod workers;
 
 pub use family::{check_buckets, push_series_key, series_key, Desc, Family, GaugeMode, Kind};
 pub use registry::{global, Collected, Registry};
-pub use series::{Cell, Scalar, Series, SeriesData, ValueData};
+pub use series::{now, Cell, Scalar, Series, SeriesData, ValueData};

@@ -41,7 +41,8 @@ pub struct Series {
     pub cell: Cell,
 }
 
-fn now() -> f64 {
+/// Unix time in seconds: gauges' update stamps and `set_to_current_time`.
+pub fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())

@@ -1,14 +1,14 @@
 //! `Counter`, `Gauge` and `Histogram` as prometheus_client users know them.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::metrics::{check_buckets, global, Cell, Desc, Family, GaugeMode, Kind, Scalar, Series};
+use crate::metrics::{check_buckets, global, now, Cell, Desc, Family, GaugeMode, Kind, Scalar, Series};
 
 /// prometheus_client's default histogram buckets (seconds).
 const DEFAULT_BUCKETS: [f64; 14] = [
@@ -351,11 +351,7 @@ metric_methods! {
     }
 
     fn set_to_current_time(&self) -> PyResult<()> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        self.set(now)
+        self.set(now())
     }
 
     fn track_inprogress(&self) -> PyResult<Timer> {
