@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: help system-deps venv install demo test test-rust test-python lint bench clean
+.PHONY: help system-deps venv install dev demo test test-rust test-python lint bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -25,6 +25,10 @@ venv: $(VENV)/.ready ## Virtualenv with the build and test tools
 install: venv ## Release build, installed with pip as users get it
 	rm -f python/locust_prometheus_exporter/_native*.so
 	$(PIP) install -q --force-reinstall --no-deps .
+
+dev: venv ## Debug build installed in place into .venv, for quick iteration (not for benchmarks)
+	rm -f python/locust_prometheus_exporter/_native*.so
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop -q
 
 demo: install ## Demo: local target, seed locustfile for ~30 s, a scrape printed mid-run
 	$(PY) examples/demo.py
