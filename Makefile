@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: help system-deps venv install dev demo test test-rust test-python lint bench clean
+.PHONY: help system-deps venv install dev dist demo test test-rust test-python lint bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,15 @@ bench: install ## Benchmark vs prometheus_client, ~3 min, not a test (BENCH_ARGS
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nginx; }
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+dist: venv ## Release wheel (abi3) and sdist in dist/, each pip-installed into a fresh venv and imported; twine check
+	rm -rf dist && $(VENV)/bin/maturin build --release --out dist -q && $(VENV)/bin/maturin sdist --out dist
+	$(PIP) install -q twine && $(VENV)/bin/twine check dist/*
+	for pkg in dist/*.whl dist/*.tar.gz; do \
+	  rm -rf dist/.venv-check && python3 -m venv dist/.venv-check && \
+	  dist/.venv-check/bin/pip install -q "$$pkg" && \
+	  dist/.venv-check/bin/python -c "import locust_prometheus_exporter as m; m.Counter('dist_check', 'x').inc(); print('$$pkg', 'imports, version', m.__version__)" || exit 1; \
+	done; rm -rf dist/.venv-check
 
 lint: ## rustfmt and clippy
 	cargo fmt --all -- --check

@@ -114,7 +114,9 @@ class _Wiring:
         events.test_start.add_listener(self._on_test_start)
         events.test_stop.add_listener(self._on_test_stop)
         # `--processes` forks after the import: children start from zero, without the parent's server.
-        os.register_at_fork(after_in_child=_native.after_fork_in_child)
+        # Windows has no fork (and no `os.register_at_fork`), so nothing to reset there.
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_native.after_fork_in_child)
 
     def _log_once(self, what: str) -> None:
         if what not in self._logged:
