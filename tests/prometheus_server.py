@@ -149,8 +149,9 @@ class PrometheusServer:
 @pytest.fixture
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[int], PrometheusServer]]:
     """A factory: ``start(scrape_port)`` runs a ready Prometheus scraping 127.0.0.1:scrape_port every second."""
+    # A missing binary fails: a skipped Prometheus test would leave the suite green with the claim untested.
     if shutil.which("prometheus") is None:
-        pytest.skip("the prometheus binary is not installed (Debian: apt-get install prometheus)")
+        pytest.fail("the prometheus binary is not installed: `make system-deps` (Debian: apt-get install prometheus)")
     servers: list[PrometheusServer] = []
 
     def start(scrape_port: int) -> PrometheusServer:
