@@ -108,14 +108,14 @@ def test_two_tests_in_one_master_process_stay_monotonic(run_locust):
     run: LocustRun = run_locust(BUSY, workers=2, autostart=False)
     web = f"http://127.0.0.1:{run.web_port}"
     run.wait_until(lambda: total(run.scrape(), "locust_workers", state="ready") == 2, 40, "2 ready workers")
-    results = []
+    results: list[tuple[Samples, dict]] = []
     for _ in range(2):
         form = f"user_count=4&spawn_rate=4&host={run.target}".encode()
         assert http_get(f"{web}/swarm", FORM, method="POST", data=form)[0] == 200
         run.wait_until(lambda: total(run.scrape(), "locust_users_running") == 4, 30, "4 users")
         time.sleep(2)
         assert http_get(f"{web}/stop", method="POST")[0] == 200
-        run.wait_stopped()
+        run.wait_stopped(since=results[-1][0] if results else None)
         results.append((run.scrape(), run.web_state()))
     (first, _), (second, locust_second) = results
     assert_monotonic(first, second)

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from conftest import EXAMPLES, LOCUSTFILES, Samples, total
+from conftest import EXAMPLES, LOCUSTFILES, Samples, requests_by_name, total
 
 SEED_PLAIN = EXAMPLES / "locustfile.py"
 SEED_CUSTOM = EXAMPLES / "locustfile_custom_metrics.py"
 
 # Body sizes served by examples/target.py, by request name suffix.
 RESPONSE_BYTES = {"/": 14, "/about/": 60, "/missing": 10, "/error": 6, "/echo": 123, "refused": 0, "caught": 60}
-
-
-def requests_by_name(samples: Samples) -> dict[tuple[str, str], tuple[float, float]]:
-    """(method, name) -> (requests, failures) from locust_requests_total."""
-    out: dict[tuple[str, str], tuple[float, float]] = {}
-    for (name, labels), v in samples.items():
-        if name != "locust_requests_total":
-            continue
-        ls = dict(labels)
-        req, fail = out.get((ls["method"], ls["name"]), (0.0, 0.0))
-        out[(ls["method"], ls["name"])] = (req + v, fail + (v if ls["exception"] else 0.0))
-    return out
 
 
 def assert_exact(samples: Samples, locust_stats: dict[tuple[str, str], tuple[int, int]]) -> None:
