@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import EXAMPLES, LOCUSTFILES, Samples, requests_by_name, total
+from conftest import EXAMPLES, LOCUSTFILES, Samples, http_get, requests_by_name, samples_of, total
 
 SEED_PLAIN = EXAMPLES / "locustfile.py"
 SEED_CUSTOM = EXAMPLES / "locustfile_custom_metrics.py"
@@ -51,6 +51,11 @@ def test_every_outcome_is_labelled_and_counted_exactly(run_locust):
     run = run_locust(LOCUSTFILES / "mixed.py", users=4, rate=4, run_time=6, extra=("--exit-code-on-error", "0"))
     run.wait_stopped()
     samples = run.scrape()
+    # `name[]` selects a histogram by any of its sample names: the whole family, and nothing else.
+    histogram = {k: v for k, v in samples.items() if k[0].startswith("locust_request_duration_seconds_")}
+    for sample_name in ("locust_request_duration_seconds_bucket", "locust_request_duration_seconds_count"):
+        status, _, body = http_get(f"http://127.0.0.1:{run.metrics_port}/metrics?name[]={sample_name}")
+        assert status == 200 and samples_of(body.decode()) == histogram, sample_name
     assert run.finish() == [0], run.output()
     stats = run.csv_stats()
     assert_exact(samples, stats)
