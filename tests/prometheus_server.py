@@ -25,8 +25,9 @@ import pytest
 if TYPE_CHECKING:
     from conftest import LocustRun
 
-#: Scrape (and rule evaluation) interval of the generated config, in seconds.
-SCRAPE_INTERVAL = 1
+#: Scrape (and rule evaluation) interval of the generated config, in seconds. A scrape's timeout is at most
+#: the interval: 2 s leaves a busy machine a margin that 1 s did not.
+SCRAPE_INTERVAL = 2
 
 
 def _free_port() -> int:
@@ -48,7 +49,11 @@ class PrometheusServer:
         self.target = f"127.0.0.1:{scrape_port}"
         workdir.mkdir(parents=True, exist_ok=True)
         config = {
-            "global": {"scrape_interval": f"{SCRAPE_INTERVAL}s", "evaluation_interval": f"{SCRAPE_INTERVAL}s"},
+            "global": {
+                "scrape_interval": f"{SCRAPE_INTERVAL}s",
+                "scrape_timeout": f"{SCRAPE_INTERVAL}s",
+                "evaluation_interval": f"{SCRAPE_INTERVAL}s",
+            },
             "scrape_configs": [{"job_name": "locust", "static_configs": [{"targets": [self.target]}]}],
         }
         # JSON is YAML: no YAML library needed.
@@ -135,6 +140,11 @@ class PrometheusServer:
             return [{"metric": {}, "value": data["result"]}]
         return data["result"]
 
+    def query_range(self, promql: str, start: float, end: float) -> list[dict[str, Any]]:
+        """Results of a range query from `start` to `end`, one point per scrape interval, as Grafana plots."""
+        data = self.api("query_range", query=promql, start=start, end=end, step=SCRAPE_INTERVAL)
+        return data["result"]
+
     def value(self, promql: str, at: float | None = None) -> float:
         """The single value of an instant query that must return exactly one sample."""
         result = self.query(promql, at)
@@ -144,6 +154,33 @@ class PrometheusServer:
     def targets(self) -> list[dict[str, Any]]:
         """The active targets, as /api/v1/targets describes them (health, lastError, lastScrape...)."""
         return self.api("targets", state="active")["activeTargets"]
+
+
+def increase_bounds(prom: PrometheusServer, selector: str, at: float, window: str = "5m") -> tuple[float, float, float]:
+    """(last, low, high) for the counters `selector` picks, in a `window` holding their whole life at `at`:
+    the sum of their last values (which a test compares with Locust's count), and bounds of the sum of
+    ``rate(selector[window])`` x window (Prometheus's estimate of their increase).
+
+    rate() cannot see what a series counted in its first sample (it appears with its first request, already
+    above 0), and extrapolates the increase it saw, last - first, beyond the first and last samples by at most
+    1.1 average sample intervals at each end (Prometheus's extrapolatedRate): with n samples,
+    seen <= estimate <= seen * (1 + 2.2 / (n - 1)). Every figure comes from Prometheus's own data.
+    """
+
+    def by_series(promql: str) -> dict[str, float]:
+        results = prom.query(promql, at)
+        return {
+            json.dumps({k: v for k, v in r["metric"].items() if k != "__name__"}, sort_keys=True): float(r["value"][1])
+            for r in results
+        }
+
+    last = by_series(selector)
+    first = by_series(f"min_over_time({selector}[{window}])")  # a counter's minimum is its first sample
+    samples = by_series(f"count_over_time({selector}[{window}])")
+    assert last and last.keys() == first.keys() == samples.keys(), (last, first, samples)
+    low = sum(last[k] - first[k] for k in last)
+    high = sum((last[k] - first[k]) * (1 + 2.2 / (samples[k] - 1)) for k in last if samples[k] > 1)
+    return sum(last.values()), low - 1e-9, high + 1e-9
 
 
 @pytest.fixture
@@ -178,8 +215,8 @@ def scrape_runs(run_locust: Callable[..., LocustRun], start: Callable[[int], Pro
     """Per (locustfile, run_locust kwargs): a Prometheus, then, once it scrapes, the locust run it scrapes.
 
     Prometheus scrapes only some seconds after it is ready (it batches target discovery). Started first, it
-    scrapes a request series within a second of its first request, so rate() misses few requests. The runs
-    start side by side.
+    scrapes a request series within a scrape interval of its first request, so rate() misses few requests.
+    The runs start side by side.
     """
     ports = [_free_port() for _ in runs]
     proms = [start(port) for port in ports]
