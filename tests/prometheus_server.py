@@ -8,6 +8,7 @@ it yields ``start(scrape_port) -> PrometheusServer`` and stops every server it s
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -44,8 +45,7 @@ class PrometheusServer:
     """One `prometheus` process on 127.0.0.1 with its own data dir, scraping one target as job "locust"."""
 
     def __init__(self, scrape_port: int, workdir: Path, binary: str = "prometheus") -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = ""  # known once it listens (wait_ready)
         self.target = f"127.0.0.1:{scrape_port}"
         workdir.mkdir(parents=True, exist_ok=True)
         config = {
@@ -64,14 +64,23 @@ class PrometheusServer:
             shutil.which(binary) or binary,
             f"--config.file={workdir / 'prometheus.yml'}",
             f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--web.listen-address=127.0.0.1:0",  # the port it picks is in its log
         ]
         self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT)
 
     # --- lifecycle
 
     def wait_ready(self, timeout: float = 30) -> None:
-        """Until /-/ready answers 200 (the TSDB is open and the config loaded)."""
+        """Until it listens, on the port its log names, and /-/ready answers 200 (the TSDB is open and the
+        config loaded)."""
+
+        def listening() -> bool:
+            found = re.search(r'msg="Listening on" address=(127\.0\.0\.1:\d+)', self.log.read_text(errors="replace"))
+            if found:
+                self.url = f"http://{found.group(1)}"
+            return found is not None
+
+        self.wait_until(listening, timeout, "Prometheus to listen")
 
         def ready() -> bool:
             with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
