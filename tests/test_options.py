@@ -7,10 +7,25 @@ import socket
 import subprocess
 import sys
 
-from conftest import EXAMPLES, LOCUSTFILES, SERVING, http_get, locust_cmd, requests_by_name, samples_of, total
+from conftest import (
+    EXAMPLES,
+    LOCUSTFILES,
+    SERVING,
+    Samples,
+    http_get,
+    locust_cmd,
+    requests_by_name,
+    samples_of,
+    total,
+)
 from test_e2e import assert_exact
 
 SEED_PLAIN = EXAMPLES / "locustfile.py"
+
+
+def bucket_bounds(samples: Samples) -> set[str]:
+    """The `le` values of locust_request_duration_seconds."""
+    return {dict(labels)["le"] for name, labels in samples if name == "locust_request_duration_seconds_bucket"}
 
 
 def plugin_path() -> str:
@@ -24,8 +39,7 @@ def test_options_from_environment_set_buckets_labels_and_test_info(run_locust):
     run.wait_stopped()
     samples = run.scrape()
     assert run.finish() == [0], run.output()
-    les = {dict(labels)["le"] for name, labels in samples if name == "locust_request_duration_seconds_bucket"}
-    assert les == {"0.5", "5.0", "+Inf"}
+    assert bucket_bounds(samples) == {"0.5", "5.0", "+Inf"}
     for _name, labels in samples:
         assert ("env", "ci") in labels and ("generator", "lg1") in labels
     [(name, labels)] = [k for k in samples if k[0] == "locust_test_info"]
@@ -103,12 +117,12 @@ def test_several_exporters_in_one_process_take_the_options_on_the_first(run_locu
 def test_locust_conf_keys_and_the_environment_beating_them(run_locust, tmp_path):
     """locust.conf in the working directory sets the options; the environment wins over it."""
     (tmp_path / "locust.conf").write_text("prometheus-buckets = 0.25, 2.5\nprometheus-labels = source=conf, conf=yes\n")
-    run = run_locust(LOCUSTFILES / "busy.py", users=2, rate=2, run_time=3, env={"LOCUST_PROMETHEUS_LABELS": "source=env"})
+    env = {"LOCUST_PROMETHEUS_LABELS": "source=env"}
+    run = run_locust(LOCUSTFILES / "busy.py", users=2, rate=2, run_time=3, env=env)
     run.wait_stopped()
     samples = run.scrape()
     assert run.finish() == [0], run.output()
-    les = {dict(labels)["le"] for name, labels in samples if name == "locust_request_duration_seconds_bucket"}
-    assert les == {"0.25", "2.5", "+Inf"}
+    assert bucket_bounds(samples) == {"0.25", "2.5", "+Inf"}
     for _name, labels in samples:
         assert ("source", "env") in labels and "conf" not in dict(labels), labels
 
@@ -167,7 +181,6 @@ def test_buckets_given_to_the_master_only_reach_the_workers(run_locust):
     run.wait_stopped()
     samples = run.scrape()
     assert run.finish() == [0, 0, 0], run.output()
-    les = {dict(labels)["le"] for name, labels in samples if name == "locust_request_duration_seconds_bucket"}
-    assert les == {"0.5", "5.0", "+Inf"}
+    assert bucket_bounds(samples) == {"0.5", "5.0", "+Inf"}
     assert_exact(samples, run.csv_stats())
     assert "left out" not in run.output()
