@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -78,6 +79,8 @@ def promtool_check(text: str) -> None:
     Exit 3 means lint findings only; those about user-chosen names (the seed's `my_custom_gauge`
     "should not include type") are the user's to fix, so only our `locust_` families must lint clean.
     """
+    if shutil.which("promtool") is None:
+        pytest.fail("promtool is not installed: `make system-deps` (Debian: apt-get install prometheus)")
     r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
     findings = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
     ours = [line for line in findings if line.startswith("locust_")]
