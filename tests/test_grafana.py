@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from conftest import EXAMPLES
 from prometheus_server import (  # noqa: F401  (fixture)
     PrometheusServer,
@@ -205,9 +206,9 @@ def test_every_panel_query_returns_data(run_locust, prometheus, tmp_path):  # no
     assert http_error == "HTTPError"
     # The failure ratio: 100 % for the failing user's requests, 0 % for the others, overall between the bounds.
     ratio = panel(d, "Failure ratio by method and name")["targets"]
-    assert evaluate(prom, ratio[0], bound, at) == {
-        f"{method} {name}": (100.0 if f else 0.0) for (method, name), (_, f) in stats.items()
-    }
+    assert evaluate(prom, ratio[0], bound, at) == pytest.approx(
+        {f"{method} {name}": (100.0 if f else 0.0) for (method, name), (_, f) in stats.items()}
+    )
     _, failed_low, failed_high = increase_bounds(prom, failed, at)
     _, every_low, every_high = increase_bounds(prom, every, at)
     [overall] = evaluate(prom, ratio[1], bound, at).values()
