@@ -6,6 +6,8 @@ import csv
 import gzip
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,9 +18,9 @@ import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
-from locust.runners import WORKER_REPORT_INTERVAL
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
@@ -31,6 +33,26 @@ import target as target_server  # noqa: E402  (examples/target.py)
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A skipped test fails the run: every test here can run on a machine set up by `make system-deps`,
+    and a skip would leave the suite green with its claim untested."""
+    if _skipped and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _skipped:
+        terminalreporter.write_line(f"FAILED: {len(_skipped)} skipped, which this suite counts as failures", red=True)
 
 
 def free_port() -> int:
@@ -57,6 +79,8 @@ def promtool_check(text: str) -> None:
     Exit 3 means lint findings only; those about user-chosen names (the seed's `my_custom_gauge`
     "should not include type") are the user's to fix, so only our `locust_` families must lint clean.
     """
+    if shutil.which("promtool") is None:
+        pytest.fail("promtool is not installed: `make system-deps` (Debian: apt-get install prometheus)")
     r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
     findings = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
     ours = [line for line in findings if line.startswith("locust_")]
@@ -107,17 +131,51 @@ def target():
     server.shutdown()
 
 
+def requests_by_name(samples: Samples) -> dict[tuple[str, str], tuple[float, float]]:
+    """(method, name) -> (requests, failures) from locust_requests_total."""
+    out: dict[tuple[str, str], tuple[float, float]] = {}
+    for (name, labels), v in samples.items():
+        if name != "locust_requests_total":
+            continue
+        ls = dict(labels)
+        req, fail = out.get((ls["method"], ls["name"]), (0.0, 0.0))
+        out[(ls["method"], ls["name"])] = (req + v, fail + (v if ls["exception"] else 0.0))
+    return out
+
+
+#: The exporter's log line once it serves, with the port it bound (the runs ask for port 0).
+SERVING = re.compile(r"Prometheus metrics on http://[^ ]+:(\d+)/metrics")
+
+
 @dataclass
 class LocustRun:
     """A locust test (one process, a master with workers, or --processes) run to its end."""
 
-    metrics_port: int
+    _metrics_port: int | None
     web_port: int
     csv_prefix: Path
     target: str
     distributed: bool = False
     procs: list[subprocess.Popen] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
+
+    @property
+    def metrics_port(self) -> int:
+        """The port the master's exporter bound, read from its log (waits until it serves)."""
+        if self._metrics_port is None:
+
+            def bound() -> bool:
+                found = SERVING.search(self.logs[0].read_text(errors="replace"))
+                self._metrics_port = int(found.group(1)) if found else None
+                return found is not None
+
+            self.wait_until(bound, 60, "the exporter to serve")
+        assert self._metrics_port is not None
+        return self._metrics_port
+
+    @metrics_port.setter
+    def metrics_port(self, port: int) -> None:
+        self._metrics_port = port
 
     def scrape(self, openmetrics: bool = False) -> Samples:
         return scrape(self.metrics_port, openmetrics)
@@ -139,13 +197,33 @@ class LocustRun:
             time.sleep(0.2)
         raise AssertionError(f"timed out waiting for {what}\n{self.output()}")
 
-    def wait_stopped(self, timeout: float = 60) -> None:
-        """Until Locust's own state says the test stopped, and, in distributed mode, one more report
-        interval: workers do not report on stop, their periodic report (every 3 s) carries the last requests
-        to the master, for Locust's statistics and the exporter alike."""
-        self.wait_until(lambda: self.web_state()["state"] == "stopped", timeout, "the test to stop")
-        if self.distributed:
-            time.sleep(WORKER_REPORT_INTERVAL + 1.0)
+    def wait_stopped(self, timeout: float = 60, since: Samples | None = None) -> None:
+        """Until Locust's own state says the test stopped and every process's last requests are counted.
+
+        A worker's stop does not report; its next periodic report (every 3 s) carries its last requests to
+        the master, for Locust's statistics and the exporter alike, and with them its users gauge at 0. So:
+        until no user runs by the scrape, and the scrape's requests and failures equal Locust's own (those
+        since the scrape `since`, when Locust's statistics were reset after it).
+        """
+        before = requests_by_name(since or {})
+
+        def counted() -> bool:
+            state = self.web_state()
+            samples = self.scrape()
+            locust = {
+                (row["method"], row["name"]): (float(row["num_requests"]), float(row["num_failures"]))
+                for row in state["stats"]
+                if row["name"] != "Aggregated" and row["num_requests"]
+            }
+            now = requests_by_name(samples)
+            grown = {k: (r - before.get(k, (0, 0))[0], f - before.get(k, (0, 0))[1]) for k, (r, f) in now.items()}
+            return (
+                state["state"] == "stopped"
+                and total(samples, "locust_users_running") == 0
+                and {k: v for k, v in grown.items() if v[0]} == locust
+            )
+
+        self.wait_until(counted, timeout, "the test to stop and its requests to be counted")
 
     def finish(self, timeout: float = 60) -> list[int]:
         """Waits for every process to exit by itself; returns their exit codes."""
@@ -189,6 +267,8 @@ def run_locust(tmp_path, target):
 
     `workers=N` starts a master and N `--worker` processes (each with `worker_args`; the master expects
     `expect_workers`, default N); `processes=N` uses `--processes N`.
+    The exporter listens on 127.0.0.1 port 0: `metrics_port` reads the port it bound from the master's log,
+    so no other process can take it between a port being chosen and bound.
     The caller waits with `wait_stopped()`, scrapes, then `finish()`es.
     """
     runs: list[LocustRun] = []
@@ -208,12 +288,12 @@ def run_locust(tmp_path, target):
         extra: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
     ) -> LocustRun:
-        run = LocustRun(free_port(), free_port(), tmp_path / f"run{len(runs)}", target, bool(workers or processes))
+        run = LocustRun(None, free_port(), tmp_path / f"run{len(runs)}", target, bool(workers or processes))
         runs.append(run)
         common = ("--loglevel", "INFO")
         master_args = [
             "-H", target, "--web-host", "127.0.0.1", "--web-port", str(run.web_port),
-            "--prometheus-host", "127.0.0.1", "--prometheus-port", str(run.metrics_port),
+            "--prometheus-host", "127.0.0.1", "--prometheus-port", "0",
             "--csv", str(run.csv_prefix), *common, *extra,
         ]  # fmt: skip
         if autostart:

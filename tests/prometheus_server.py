@@ -8,6 +8,7 @@ it yields ``start(scrape_port) -> PrometheusServer`` and stops every server it s
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -25,8 +26,9 @@ import pytest
 if TYPE_CHECKING:
     from conftest import LocustRun
 
-#: Scrape (and rule evaluation) interval of the generated config, in seconds.
-SCRAPE_INTERVAL = 1
+#: Scrape (and rule evaluation) interval of the generated config, in seconds. A scrape's timeout is at most
+#: the interval: 2 s leaves a busy machine a margin that 1 s did not.
+SCRAPE_INTERVAL = 2
 
 
 def _free_port() -> int:
@@ -43,12 +45,15 @@ class PrometheusServer:
     """One `prometheus` process on 127.0.0.1 with its own data dir, scraping one target as job "locust"."""
 
     def __init__(self, scrape_port: int, workdir: Path, binary: str = "prometheus") -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = ""  # known once it listens (wait_ready)
         self.target = f"127.0.0.1:{scrape_port}"
         workdir.mkdir(parents=True, exist_ok=True)
         config = {
-            "global": {"scrape_interval": f"{SCRAPE_INTERVAL}s", "evaluation_interval": f"{SCRAPE_INTERVAL}s"},
+            "global": {
+                "scrape_interval": f"{SCRAPE_INTERVAL}s",
+                "scrape_timeout": f"{SCRAPE_INTERVAL}s",
+                "evaluation_interval": f"{SCRAPE_INTERVAL}s",
+            },
             "scrape_configs": [{"job_name": "locust", "static_configs": [{"targets": [self.target]}]}],
         }
         # JSON is YAML: no YAML library needed.
@@ -59,14 +64,23 @@ class PrometheusServer:
             shutil.which(binary) or binary,
             f"--config.file={workdir / 'prometheus.yml'}",
             f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--web.listen-address=127.0.0.1:0",  # the port it picks is in its log
         ]
         self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT)
 
     # --- lifecycle
 
     def wait_ready(self, timeout: float = 30) -> None:
-        """Until /-/ready answers 200 (the TSDB is open and the config loaded)."""
+        """Until it listens, on the port its log names, and /-/ready answers 200 (the TSDB is open and the
+        config loaded)."""
+
+        def listening() -> bool:
+            found = re.search(r'msg="Listening on" address=(127\.0\.0\.1:\d+)', self.log.read_text(errors="replace"))
+            if found:
+                self.url = f"http://{found.group(1)}"
+            return found is not None
+
+        self.wait_until(listening, timeout, "Prometheus to listen")
 
         def ready() -> bool:
             with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
@@ -135,6 +149,11 @@ class PrometheusServer:
             return [{"metric": {}, "value": data["result"]}]
         return data["result"]
 
+    def query_range(self, promql: str, start: float, end: float) -> list[dict[str, Any]]:
+        """Results of a range query from `start` to `end`, one point per scrape interval, as Grafana plots."""
+        data = self.api("query_range", query=promql, start=start, end=end, step=SCRAPE_INTERVAL)
+        return data["result"]
+
     def value(self, promql: str, at: float | None = None) -> float:
         """The single value of an instant query that must return exactly one sample."""
         result = self.query(promql, at)
@@ -146,11 +165,39 @@ class PrometheusServer:
         return self.api("targets", state="active")["activeTargets"]
 
 
+def increase_bounds(prom: PrometheusServer, selector: str, at: float, window: str = "5m") -> tuple[float, float, float]:
+    """(last, low, high) for the counters `selector` picks, in a `window` holding their whole life at `at`:
+    the sum of their last values (which a test compares with Locust's count), and bounds of the sum of
+    ``rate(selector[window])`` x window (Prometheus's estimate of their increase).
+
+    rate() cannot see what a series counted in its first sample (it appears with its first request, already
+    above 0), and extrapolates the increase it saw, last - first, beyond the first and last samples by at most
+    1.1 average sample intervals at each end (Prometheus's extrapolatedRate): with n samples,
+    seen <= estimate <= seen * (1 + 2.2 / (n - 1)). Every figure comes from Prometheus's own data.
+    """
+
+    def by_series(promql: str) -> dict[str, float]:
+        results = prom.query(promql, at)
+        return {
+            json.dumps({k: v for k, v in r["metric"].items() if k != "__name__"}, sort_keys=True): float(r["value"][1])
+            for r in results
+        }
+
+    last = by_series(selector)
+    first = by_series(f"min_over_time({selector}[{window}])")  # a counter's minimum is its first sample
+    samples = by_series(f"count_over_time({selector}[{window}])")
+    assert last and last.keys() == first.keys() == samples.keys(), (last, first, samples)
+    low = sum(last[k] - first[k] for k in last)
+    high = sum((last[k] - first[k]) * (1 + 2.2 / (samples[k] - 1)) for k in last if samples[k] > 1)
+    return sum(last.values()), low - 1e-9, high + 1e-9
+
+
 @pytest.fixture
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[int], PrometheusServer]]:
     """A factory: ``start(scrape_port)`` runs a ready Prometheus scraping 127.0.0.1:scrape_port every second."""
+    # A missing binary fails: a skipped Prometheus test would leave the suite green with the claim untested.
     if shutil.which("prometheus") is None:
-        pytest.skip("the prometheus binary is not installed (Debian: apt-get install prometheus)")
+        pytest.fail("the prometheus binary is not installed: `make system-deps` (Debian: apt-get install prometheus)")
     servers: list[PrometheusServer] = []
 
     def start(scrape_port: int) -> PrometheusServer:
@@ -177,8 +224,8 @@ def scrape_runs(run_locust: Callable[..., LocustRun], start: Callable[[int], Pro
     """Per (locustfile, run_locust kwargs): a Prometheus, then, once it scrapes, the locust run it scrapes.
 
     Prometheus scrapes only some seconds after it is ready (it batches target discovery). Started first, it
-    scrapes a request series within a second of its first request, so rate() misses few requests. The runs
-    start side by side.
+    scrapes a request series within a scrape interval of its first request, so rate() misses few requests.
+    The runs start side by side.
     """
     ports = [_free_port() for _ in runs]
     proms = [start(port) for port in ports]

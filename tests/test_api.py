@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import subprocess
+import sys
+import time
 
 import pytest
 from conftest import promtool_check, samples_of, total
@@ -11,6 +15,8 @@ from conftest import promtool_check, samples_of, total
 from locust_prometheus_exporter import Counter, Gauge, Histogram, _native
 
 _ids = itertools.count()
+#: Seconds spent inside a timer.
+HELD = 0.02
 
 
 def unique(prefix: str = "m") -> str:
@@ -101,7 +107,7 @@ def test_timers_and_inprogress_as_context_managers_and_decorators():
     h_name, g_name, t_name = unique("h"), unique("g"), unique("t")
     h = Histogram(h_name, "h")
     with h.time():
-        pass
+        time.sleep(HELD)
     g = Gauge(g_name, "g")
 
     @g.track_inprogress()
@@ -111,11 +117,13 @@ def test_timers_and_inprogress_as_context_managers_and_decorators():
     assert inside(7) == (7, 1)
     timed = Gauge(t_name, "t")
     with timed.time():
-        pass
+        time.sleep(HELD)
     s = rendered()
     assert total(s, f"{h_name}_count") == 1
+    # The timers measure the time spent inside: at least the sleep, and far less than a second.
+    assert HELD <= total(s, f"{h_name}_sum") < 1
     assert total(s, g_name) == 0
-    assert 0 <= total(s, t_name) < 1
+    assert HELD <= total(s, t_name) < 1
 
 
 @pytest.mark.parametrize("name", ["", "1abc", "a-b", "a b", "é", "__reserved"])
@@ -155,9 +163,12 @@ def test_duplicates_and_derived_name_clashes_raise_and_keep_the_first():
 
 def test_failed_constructor_leaves_the_name_free():
     name = unique()
+    before = _native.render()
     with pytest.raises(ValueError):
         Counter(name, "h", ["bad-label"])
+    assert _native.render() == before
     Counter(name, "h").inc()
+    assert total(rendered(), f"{name}_total") == 1
 
 
 @pytest.mark.parametrize("amount", [-1, math.nan, math.inf])
@@ -205,11 +216,12 @@ def test_label_value_whose_str_raises_propagates_and_records_nothing():
     c = Counter(name, "h", ["a"])
     with pytest.raises(TypeError, match="no str"):
         c.labels(Bad())
-    assert total(rendered(), f"{name}_total") == 0
+    assert not [key for key in rendered() if key[0] == f"{name}_total"]
 
 
 def test_label_value_whose_str_updates_the_same_metric_does_not_deadlock():
-    c = Counter(unique(), "h", ["a"])
+    name = unique()
+    c = Counter(name, "h", ["a"])
 
     class Reentrant:
         def __str__(self):
@@ -217,6 +229,9 @@ def test_label_value_whose_str_updates_the_same_metric_does_not_deadlock():
             return "outer"
 
     c.labels(Reentrant()).inc()
+    s = rendered()
+    assert total(s, f"{name}_total", a="inner") == 1
+    assert total(s, f"{name}_total", a="outer") == 1
 
 
 @pytest.mark.parametrize("buckets", [[1, 0.5], [1, 1], [math.nan], [], [math.inf]])
@@ -231,17 +246,64 @@ def test_histogram_rejects_nan_observation():
         h.observe(math.nan)
 
 
+MODES = ("all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum", "mostrecent", "livemostrecent")
+
+# Run in processes of their own, as Locust's worker and master are: each has its own registry.
+WORKER = """
+import sys
+from locust_prometheus_exporter import Gauge, _native
+for mode in sys.argv[2:]:
+    Gauge(f"mode_{mode}", "h", multiprocess_mode=mode).set(float(sys.argv[1]))
+sys.stdout.write(_native.take_report().hex())
+"""
+MASTER = """
+import json, sys
+from locust_prometheus_exporter import Gauge, _native
+reports, live, modes = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3:]
+for mode in modes:
+    Gauge(f"mode_{mode}", "h", multiprocess_mode=mode)  # defined, never set, as on a master
+for worker, blob in reports:
+    _native.apply_report(worker, bytes.fromhex(blob))
+_native.set_live_workers(live)
+sys.stdout.write(_native.render().decode())
+"""
+
+
+def python(script: str, *args: str) -> str:
+    r = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
 def test_gauge_multiprocess_mode_is_validated():
     with pytest.raises(ValueError, match="multiprocess_mode"):
         Gauge(unique(), "h", multiprocess_mode="average")
-    for mode in ("all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum", "mostrecent", "livemostrecent"):
-        Gauge(unique(), "h", multiprocess_mode=mode)
+
+
+def test_gauge_multiprocess_modes_combine_the_workers_reports():
+    """Two worker processes report a gauge in every mode; a master process merges their reports."""
+    values = {"w1": 7.0, "w2": 2.0}
+    # w1 sets its value first; the master gets w2's report first, so `mostrecent` goes by time, not arrival.
+    reports = {worker: python(WORKER, str(value), *MODES) for worker, value in values.items()}
+    arrival = json.dumps([("w2", reports["w2"]), ("w1", reports["w1"])])
+    pick = {"sum": sum, "max": max, "min": min, "mostrecent": lambda vs: vs[-1]}
+    # Each live mode differs from its plain mode when one worker or the other is missing.
+    for live in (["w1", "w2"], ["w2"], ["w1"]):
+        samples = samples_of(python(MASTER, arrival, json.dumps(live), *MODES))
+        for mode in MODES:
+            workers = [w for w in values if w in live or not mode.startswith("live")]
+            got = {dict(labels).get("worker"): v for (n, labels), v in samples.items() if n == f"mode_{mode}"}
+            if mode.endswith("all"):
+                assert got == {w: values[w] for w in workers}, (mode, live, got)
+            else:
+                assert got == {None: pick[mode.removeprefix("live")]([values[w] for w in workers])}, (mode, live, got)
 
 
 def test_namespace_subsystem_unit_build_the_name():
-    c = Counter("sent", "h", namespace="app", subsystem="net", unit="bytes")
+    namespace = unique("app")
+    c = Counter("sent", "h", namespace=namespace, subsystem="net", unit="bytes")
     c.inc()
-    assert total(rendered(), "app_net_sent_bytes_total") == 1
+    assert total(rendered(), f"{namespace}_net_sent_bytes_total") == 1
 
 
 def test_timer_decorator_binds_as_a_method_and_keeps_attributes():
@@ -290,8 +352,9 @@ def test_remove_and_clear():
 
 
 def test_counter_unit_goes_before_total_and_worker_is_reserved_in_all_mode():
-    Counter("sent_total", "h", namespace="unit", unit="bytes").inc()
-    assert total(rendered(), "unit_sent_bytes_total") == 1
+    namespace = unique("unit")
+    Counter("sent_total", "h", namespace=namespace, unit="bytes").inc()
+    assert total(rendered(), f"{namespace}_sent_bytes_total") == 1
     with pytest.raises(ValueError, match="reserved"):
         Gauge(unique(), "h", ["worker"], multiprocess_mode="all")
     Gauge(unique(), "h", ["worker"], multiprocess_mode="max")

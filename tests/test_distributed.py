@@ -81,7 +81,11 @@ def test_worker_killed_mid_run_loses_nothing_reported(run_locust):
     run = run_locust(BUSY, users=4, rate=4, run_time=16, workers=2, extra=("--exit-code-on-error", "0"))
     run.wait_until(lambda: total(run.scrape(), "locust_users_running") == 4, 40, "4 users on the master")
     run.wait_until(lambda: total(run.scrape(), "locust_requests_total") > 50, 20, "traffic")
+    # Both workers' values are in (their index + 1): 1 and 2.
+    run.wait_until(lambda: total(run.scrape(), "busy_index_sum") == 3, 10, "both workers' gauges")
     history = [run.scrape()]
+    indexes = {dict(labels)["worker"]: v for (n, labels), v in history[0].items() if n == "busy_index_all"}
+    assert sorted(indexes.values()) == [1, 2], indexes
     run.procs[1].send_signal(signal.SIGKILL)
     run.procs[1].wait()
 
@@ -93,6 +97,15 @@ def test_worker_killed_mid_run_loses_nothing_reported(run_locust):
     # The killed worker's users and gauge values drop out; the survivor's remain.
     run.wait_until(lambda: total(run.scrape(), "locust_users_running") == 2, 10, "users of the survivor only")
     assert total(run.scrape(), "busy_users") == 2
+    # The modes without `live` keep the killed worker's last value; `mostrecent` is the survivor's, which
+    # keeps setting it.
+    samples = run.scrape()
+    [alive] = [dict(labels)["worker"] for (n, labels) in samples if n == "busy_users_per_worker"]  # liveall
+    survivor = indexes[alive]
+    assert total(samples, "busy_index_livemin") == survivor
+    assert [total(samples, f"busy_index_{mode}") for mode in ("sum", "max", "min")] == [3, 2, 1]
+    assert {dict(labels)["worker"]: v for (n, labels), v in samples.items() if n == "busy_index_all"} == indexes
+    run.wait_until(lambda: total(run.scrape(), "busy_index_mostrecent") == survivor, 10, "the survivor's report")
     run.wait_stopped()
     history.append(run.scrape())
     for before, after in zip(history, history[1:]):
@@ -108,14 +121,14 @@ def test_two_tests_in_one_master_process_stay_monotonic(run_locust):
     run: LocustRun = run_locust(BUSY, workers=2, autostart=False)
     web = f"http://127.0.0.1:{run.web_port}"
     run.wait_until(lambda: total(run.scrape(), "locust_workers", state="ready") == 2, 40, "2 ready workers")
-    results = []
+    results: list[tuple[Samples, dict]] = []
     for _ in range(2):
         form = f"user_count=4&spawn_rate=4&host={run.target}".encode()
         assert http_get(f"{web}/swarm", FORM, method="POST", data=form)[0] == 200
         run.wait_until(lambda: total(run.scrape(), "locust_users_running") == 4, 30, "4 users")
         time.sleep(2)
         assert http_get(f"{web}/stop", method="POST")[0] == 200
-        run.wait_stopped()
+        run.wait_stopped(since=results[-1][0] if results else None)
         results.append((run.scrape(), run.web_state()))
     (first, _), (second, locust_second) = results
     assert_monotonic(first, second)
@@ -127,4 +140,11 @@ def test_two_tests_in_one_master_process_stay_monotonic(run_locust):
         grew = total(second, "locust_requests_total", **labels) - total(first, "locust_requests_total", **labels)
         assert grew == row["num_requests"]
     assert total(second, "locust_users_total") == 8
+    # One locust_test_info series at a time, with a new run id for each test.
+    run_ids = []
+    for samples in (first, second):
+        [(labels, value)] = [(dict(ls), v) for (n, ls), v in samples.items() if n == "locust_test_info"]
+        assert value == 1 and labels["target_users"] == "4", labels
+        run_ids.append(labels["run_id"])
+    assert run_ids[0] != run_ids[1] and all(run_ids), run_ids
 

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from conftest import EXAMPLES, LOCUSTFILES, Samples, total
+from conftest import EXAMPLES, LOCUSTFILES, Samples, http_get, requests_by_name, samples_of, total
 
 SEED_PLAIN = EXAMPLES / "locustfile.py"
 SEED_CUSTOM = EXAMPLES / "locustfile_custom_metrics.py"
 
 # Body sizes served by examples/target.py, by request name suffix.
 RESPONSE_BYTES = {"/": 14, "/about/": 60, "/missing": 10, "/error": 6, "/echo": 123, "refused": 0, "caught": 60}
-
-
-def requests_by_name(samples: Samples) -> dict[tuple[str, str], tuple[float, float]]:
-    """(method, name) -> (requests, failures) from locust_requests_total."""
-    out: dict[tuple[str, str], tuple[float, float]] = {}
-    for (name, labels), v in samples.items():
-        if name != "locust_requests_total":
-            continue
-        ls = dict(labels)
-        req, fail = out.get((ls["method"], ls["name"]), (0.0, 0.0))
-        out[(ls["method"], ls["name"])] = (req + v, fail + (v if ls["exception"] else 0.0))
-    return out
 
 
 def assert_exact(samples: Samples, locust_stats: dict[tuple[str, str], tuple[int, int]]) -> None:
@@ -63,6 +51,11 @@ def test_every_outcome_is_labelled_and_counted_exactly(run_locust):
     run = run_locust(LOCUSTFILES / "mixed.py", users=4, rate=4, run_time=6, extra=("--exit-code-on-error", "0"))
     run.wait_stopped()
     samples = run.scrape()
+    # `name[]` selects a histogram by any of its sample names: the whole family, and nothing else.
+    histogram = {k: v for k, v in samples.items() if k[0].startswith("locust_request_duration_seconds_")}
+    for sample_name in ("locust_request_duration_seconds_bucket", "locust_request_duration_seconds_count"):
+        status, _, body = http_get(f"http://127.0.0.1:{run.metrics_port}/metrics?name[]={sample_name}")
+        assert status == 200 and samples_of(body.decode()) == histogram, sample_name
     assert run.finish() == [0], run.output()
     stats = run.csv_stats()
     assert_exact(samples, stats)

@@ -1,5 +1,5 @@
-"""The example Grafana dashboard: importable as is, and every query of every panel returns data from a real
-Prometheus that scraped a real distributed locust run."""
+"""The example Grafana dashboard: importable as is, every query of every panel returns data from a real
+Prometheus that scraped a real distributed locust run, and some panels agree with Locust's own statistics."""
 
 from __future__ import annotations
 
@@ -10,8 +10,15 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from conftest import EXAMPLES
-from prometheus_server import PrometheusServer, final_scrape, prometheus, scrape_runs  # noqa: F401  (fixture)
+from prometheus_server import (  # noqa: F401  (fixture)
+    PrometheusServer,
+    final_scrape,
+    increase_bounds,
+    prometheus,
+    scrape_runs,
+)
 
 DASHBOARD = EXAMPLES / "grafana" / "locust-dashboard.json"
 DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
@@ -21,12 +28,15 @@ DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
 BUILTINS = {"__rate_interval": "1m", "__interval": "1s", "__range": "1m"}
 VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(\w+)")
 
-# The seed custom-metrics locustfile, imported unchanged, plus users whose requests fail, so that the
-# failures panel has data too.
+# The seed custom-metrics locustfile (a counter and a gauge), imported unchanged, plus users whose requests
+# fail, so that the failure panels have data too, and time them with a custom histogram; they also post a body.
 LOCUSTFILE = """
 from locust import HttpUser, constant, task
 
+from locust_prometheus_exporter import Histogram
 from locustfile_custom_metrics import WebsiteUser, exporter  # noqa: F401  (examples/, on PYTHONPATH)
+
+missing_seconds = Histogram("my_missing_seconds", "Time of a failing request")
 
 
 class FailingUser(HttpUser):
@@ -34,7 +44,9 @@ class FailingUser(HttpUser):
 
     @task
     def missing(self):
-        self.client.get("/missing")  # 404: an HTTPError failure
+        with missing_seconds.time():
+            self.client.get("/missing")  # 404: an HTTPError failure
+        self.client.post("/echo", data=b"x" * 10)  # request bytes for the bytes panel
 """
 
 
@@ -110,12 +122,29 @@ def variable_values(prom: PrometheusServer, variable: dict[str, Any], bound: dic
     if variable.get("regex"):
         pattern = re.fullmatch(r"/(.*)/\w*", variable["regex"])
         assert pattern, variable["regex"]
-        values = [v for v in values if re.search(pattern.group(1), v)]
+        # As Grafana: the values the regex matches, or, when it has a group, what the group captures.
+        matches = [m for m in map(re.compile(pattern.group(1)).search, values) if m]
+        values = [m.group(1) if m.groups() else m.group(0) for m in matches]
     return values
 
 
 def has_data(result: list[dict[str, Any]]) -> bool:
-    return any(math.isfinite(float(r["value"][1])) for r in result)
+    """Some point of some series is a finite number other than 0 (a panel of zeros shows nothing)."""
+    return any(math.isfinite(float(v)) and float(v) != 0 for r in result for _, v in r["values"])
+
+
+def panel(dashboard: dict[str, Any], title: str) -> dict[str, Any]:
+    return next(p for p in all_panels(dashboard) if p["title"] == title)
+
+
+def evaluate(prom: PrometheusServer, target: dict[str, Any], bound: dict[str, str], at: float) -> dict[str, float]:
+    """A panel query at `at`, with $__rate_interval spanning the whole run: legend -> value."""
+    query = substitute(target["expr"], {**bound, "__rate_interval": "5m"})
+    legend = target["legendFormat"]
+    return {
+        re.sub(r"\{\{(\w+)\}\}", lambda m: r["metric"].get(m.group(1), ""), legend): float(r["value"][1])
+        for r in prom.query(query, at)
+    }
 
 
 def test_every_panel_query_returns_data(run_locust, prometheus, tmp_path):  # noqa: F811
@@ -124,7 +153,7 @@ def test_every_panel_query_returns_data(run_locust, prometheus, tmp_path):  # no
     pythonpath = os.pathsep.join(filter(None, [str(EXAMPLES), os.environ.get("PYTHONPATH")]))
     # A master with 2 workers, so that locust_workers (served by a master only) has data.
     [scraped] = scrape_runs(run_locust, prometheus, (locustfile, dict(
-        users=10, rate=10, run_time=15, workers=2, autoquit=6, env={"PYTHONPATH": pythonpath},
+        users=10, rate=10, run_time=15, workers=2, autoquit=15, env={"PYTHONPATH": pythonpath},
         extra=("--exit-code-on-error", "0"),  # the failures are wanted
     )))  # fmt: skip
     at = final_scrape(scraped)
@@ -140,23 +169,49 @@ def test_every_panel_query_returns_data(run_locust, prometheus, tmp_path):  # no
         # A multi-value variable outside a repeat reads as Grafana's regex of all values, (a|b).
         bound[v["name"]] = "locust" if v["name"] == "job" else f"({'|'.join(map(re.escape, options[v['name']]))})"
     assert "locust" in options["job"]
-    # The custom metrics of the seed file, and nothing of the exporter's or Prometheus's own.
-    assert sorted(options["custom_metric"]) == ["my_custom_counter_total", "my_custom_gauge"]
+    # The custom metrics of the locustfile by kind, and nothing of the exporter's or Prometheus's own.
+    assert options["custom_counter"] == ["my_custom_counter_total"]
+    assert options["custom_gauge"] == ["my_custom_gauge"]
+    assert options["custom_histogram"] == ["my_missing_seconds"]
 
     checked = 0
-    for panel in all_panels(d):
-        if panel["type"] == "row":
+    for p in all_panels(d):
+        if p["type"] == "row":
             continue
         # A repeated panel is one panel per value of its variable.
-        repeat = panel.get("repeat")
+        repeat = p.get("repeat")
         clones = [{**bound, repeat: value} for value in options[repeat]] if repeat else [bound]
-        for target in panel["targets"]:
-            results = []
+        for target in p["targets"]:
+            # Each query, over the run as Grafana plots it, has data for each value of the repeated variable.
             for values in clones:
-                query = substitute(target["expr"], values)
-                results.append(prom.query(query, at))  # raises on any query error
-            # Each query returns data, for at least one value of the repeated variable (a counter's rate has
-            # no data for a gauge).
-            assert any(has_data(r) for r in results), (panel["title"], target["expr"], results)
+                result = prom.query_range(substitute(target["expr"], values), at - 300, at)  # raises on errors
+                assert has_data(result), (p["title"], target["expr"], values, result)
             checked += 1
-    assert checked >= 12
+    assert checked >= 19
+
+    # Some panels against Locust's own statistics.
+    stats = scraped.run.csv_stats()
+    requests = sum(r for r, _ in stats.values())
+    failures = stats[("GET", "/missing")][1]
+    assert failures == stats[("GET", "/missing")][0] > 0 and failures == sum(f for _, f in stats.values())
+    # Requests/s and failures/s, times the window: Prometheus's estimate of the run's requests and failures.
+    every, failed = 'locust_requests_total{job="locust"}', 'locust_requests_total{job="locust", exception!=""}'
+    for title, selector, count in (("Requests/s by name and status", every, requests),
+                                   ("Failures/s by exception", failed, failures)):  # fmt: skip
+        last, low, high = increase_bounds(prom, selector, at)
+        assert last == count, (title, last, count)
+        estimate = sum(evaluate(prom, panel(d, title)["targets"][0], bound, at).values()) * 300
+        assert low <= estimate <= high, (title, low, estimate, high)
+    [http_error] = evaluate(prom, panel(d, "Failures/s by exception")["targets"][0], bound, at)
+    assert http_error == "HTTPError"
+    # The failure ratio: 100 % for the failing user's requests, 0 % for the others, overall between the bounds.
+    ratio = panel(d, "Failure ratio by method and name")["targets"]
+    assert evaluate(prom, ratio[0], bound, at) == pytest.approx(
+        {f"{method} {name}": (100.0 if f else 0.0) for (method, name), (_, f) in stats.items()}
+    )
+    _, failed_low, failed_high = increase_bounds(prom, failed, at)
+    _, every_low, every_high = increase_bounds(prom, every, at)
+    [overall] = evaluate(prom, ratio[1], bound, at).values()
+    assert 100 * failed_low / every_high <= overall <= 100 * failed_high / every_low, overall
+    # Two workers, whatever their state.
+    assert sum(evaluate(prom, panel(d, "Workers by state")["targets"][0], bound, at).values()) == 2

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
 
-from conftest import EXAMPLES, LOCUSTFILES, locust_cmd, total
+from conftest import (
+    EXAMPLES,
+    LOCUSTFILES,
+    SERVING,
+    Samples,
+    http_get,
+    locust_cmd,
+    requests_by_name,
+    samples_of,
+    total,
+)
 from test_e2e import assert_exact
 
 SEED_PLAIN = EXAMPLES / "locustfile.py"
+
+
+def bucket_bounds(samples: Samples) -> set[str]:
+    """The `le` values of locust_request_duration_seconds."""
+    return {dict(labels)["le"] for name, labels in samples if name == "locust_request_duration_seconds_bucket"}
 
 
 def plugin_path() -> str:
@@ -23,8 +39,7 @@ def test_options_from_environment_set_buckets_labels_and_test_info(run_locust):
     run.wait_stopped()
     samples = run.scrape()
     assert run.finish() == [0], run.output()
-    les = {dict(labels)["le"] for name, labels in samples if name == "locust_request_duration_seconds_bucket"}
-    assert les == {"0.5", "5.0", "+Inf"}
+    assert bucket_bounds(samples) == {"0.5", "5.0", "+Inf"}
     for _name, labels in samples:
         assert ("env", "ci") in labels and ("generator", "lg1") in labels
     [(name, labels)] = [k for k in samples if k[0] == "locust_test_info"]
@@ -34,12 +49,26 @@ def test_options_from_environment_set_buckets_labels_and_test_info(run_locust):
     assert samples[(name, labels)] == 1
 
 
+#: A locustfile without an exporter, with a custom counter.
+PLAIN = """
+from locust import HttpUser, constant, task
+from locust_prometheus_exporter import Counter, PrometheusExporter
+
+tasks = Counter("plain_tasks", "Tasks run")
+
+class U(HttpUser):
+    wait_time = constant(0.1)
+
+    @task
+    def t(self):
+        self.client.get("/")
+        tasks.inc()
+"""
+
+
 def test_plugin_enables_the_exporter_without_code(run_locust, tmp_path):
     plain = tmp_path / "plain.py"
-    plain.write_text(
-        "from locust import HttpUser, constant, task\n\n"
-        "class U(HttpUser):\n    wait_time = constant(0.1)\n\n    @task\n    def t(self):\n        self.client.get('/')\n"
-    )
+    plain.write_text(PLAIN)
     run = run_locust(f"{plain},{plugin_path()}", users=2, rate=2, run_time=3)  # type: ignore[arg-type]
     run.wait_stopped()
     samples = run.scrape()
@@ -47,11 +76,76 @@ def test_plugin_enables_the_exporter_without_code(run_locust, tmp_path):
     assert total(samples, "locust_requests_total", name="/") == run.csv_stats()[("GET", "/")][0]
 
 
+def listening(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        return s.connect_ex((host, port)) == 0
+
+
 def test_plugin_adds_no_second_exporter(run_locust):
-    run = run_locust(f"{SEED_PLAIN},{plugin_path()}", users=1, rate=1, run_time=2)  # type: ignore[arg-type]
+    """The seed makes an exporter; the plugin, loaded after it, would make one on its default port 9091."""
+    busy_before = listening("127.0.0.1", 9091)
+    run = run_locust(f"{SEED_PLAIN},{plugin_path()}", users=1, rate=1, run_time=3)  # type: ignore[arg-type]
+    run.scrape()  # the exporter serves: every exporter of the process was started by now
+    during = listening("127.0.0.1", 9091)
     run.wait_stopped()
-    assert total(run.scrape(), "locust_users_total") == 1
     assert run.finish() == [0], run.output()
+    assert len(SERVING.findall(run.output())) == 1, run.output()
+    # Only meaningful when nothing else held 9091 before (another exporter there would have failed to bind).
+    assert busy_before or not during
+
+
+def test_several_exporters_in_one_process_take_the_options_on_the_first(run_locust, tmp_path):
+    """Both exporters serve every metric; `--prometheus-host`/`--prometheus-port` move only the first made."""
+    locustfile = tmp_path / "two.py"
+    locustfile.write_text(PLAIN + "first = PrometheusExporter('::1', 0)\nsecond = PrometheusExporter('::1', 0)\n")
+    run = run_locust(locustfile, users=2, rate=2, run_time=3)
+    run.wait_stopped()
+    # Both, in the order they were made: the first on the options' host, the second on its own.
+    served = re.findall(r"Prometheus metrics on http://(\S+):(\d+)/metrics", run.output())
+    assert [host for host, _ in served] == ["127.0.0.1", "::1"], served
+    first = run.scrape()
+    _, _, body = http_get(f"http://[::1]:{served[1][1]}/metrics")
+    second = samples_of(body.decode())
+    assert run.finish() == [0], run.output()
+    assert requests_by_name(first) == requests_by_name(second) == {
+        k: (float(r), float(f)) for k, (r, f) in run.csv_stats().items()
+    }
+    assert total(first, "plain_tasks_total") == total(second, "plain_tasks_total") > 0
+
+
+def test_locust_conf_keys_and_the_environment_beating_them(run_locust, tmp_path):
+    """locust.conf in the working directory sets the options; the environment wins over it."""
+    (tmp_path / "locust.conf").write_text("prometheus-buckets = 0.25, 2.5\nprometheus-labels = source=conf, conf=yes\n")
+    env = {"LOCUST_PROMETHEUS_LABELS": "source=env"}
+    run = run_locust(LOCUSTFILES / "busy.py", users=2, rate=2, run_time=3, env=env)
+    run.wait_stopped()
+    samples = run.scrape()
+    assert run.finish() == [0], run.output()
+    assert bucket_bounds(samples) == {"0.25", "2.5", "+Inf"}
+    for _name, labels in samples:
+        assert ("source", "env") in labels and "conf" not in dict(labels), labels
+
+
+def test_locust_stats_resets_leave_the_counters_alone(run_locust):
+    """`--reset-stats` (after spawning) and the web UI's reset (mid-run) clear Locust's statistics only."""
+    run = run_locust(LOCUSTFILES / "busy.py", users=4, rate=2, run_time=8, extra=("--reset-stats",))
+    run.wait_until(lambda: total(run.scrape(), "locust_users_running") == 4, 30, "4 users")
+    run.wait_until(lambda: total(run.scrape(), "locust_requests_total") > 50, 20, "traffic")
+    before = run.scrape()
+    status, _, _ = http_get(f"http://127.0.0.1:{run.web_port}/stats/reset", method="POST")
+    assert status == 200
+    after = run.scrape()
+    assert all(after[key] >= value for key, value in before.items() if key[0] == "locust_requests_total")
+    run.wait_until(lambda: run.web_state()["state"] == "stopped", 30, "the test to stop")
+    final = run.scrape()
+    assert run.finish() == [0], run.output()
+    # Every request is counted, as the locustfile's own counter (incremented after each one) says;
+    # Locust's statistics hold only those after the last reset.
+    counted = total(final, "locust_requests_total")
+    assert counted == total(final, "busy_tasks_total")
+    locust = sum(r for r, _ in run.csv_stats().values())
+    assert total(before, "locust_requests_total") <= counted - locust, (before, counted, locust)
 
 
 def test_bind_failure_stops_locust_with_a_clear_error(target, tmp_path):
@@ -87,7 +181,6 @@ def test_buckets_given_to_the_master_only_reach_the_workers(run_locust):
     run.wait_stopped()
     samples = run.scrape()
     assert run.finish() == [0, 0, 0], run.output()
-    les = {dict(labels)["le"] for name, labels in samples if name == "locust_request_duration_seconds_bucket"}
-    assert les == {"0.5", "5.0", "+Inf"}
+    assert bucket_bounds(samples) == {"0.5", "5.0", "+Inf"}
     assert_exact(samples, run.csv_stats())
     assert "left out" not in run.output()
