@@ -9,6 +9,8 @@ use crate::metrics::{Collected, Desc, Kind, Registry, SeriesData, ValueData};
 pub enum Format {
     Text,
     OpenMetrics,
+    /// Length-delimited `MetricFamily` messages: the only one with native histograms.
+    Protobuf,
 }
 
 impl Format {
@@ -16,6 +18,7 @@ impl Format {
         match self {
             Format::Text => "text/plain; version=0.0.4; charset=utf-8",
             Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Protobuf => crate::protobuf_exposition::CONTENT_TYPE,
         }
     }
 }
@@ -124,8 +127,8 @@ fn write_family(
     constant: &[(String, String)],
 ) {
     let (type_name, header_name) = match (&desc.kind, format) {
-        (Kind::Counter, Format::Text) => ("counter", format!("{}_total", desc.name)),
         (Kind::Counter, Format::OpenMetrics) => ("counter", desc.name.clone()),
+        (Kind::Counter, _) => ("counter", format!("{}_total", desc.name)),
         (Kind::Gauge(_), _) => ("gauge", desc.name.clone()),
         (Kind::Histogram(_), _) => ("histogram", desc.name.clone()),
     };
@@ -155,7 +158,7 @@ fn write_family(
                 write_sample(out, &desc.name, "", &labels, None, Value::Float(*value))
             }
             // Another bucket layout cannot be rendered with these `le`s (the master refuses such reports).
-            (Kind::Histogram(_), ValueData::Histogram { counts, sum }) if counts.len() == les.len() => {
+            (Kind::Histogram(_), ValueData::Histogram { counts, sum, .. }) if counts.len() == les.len() => {
                 let mut cumulative = 0u64;
                 for (count, le) in counts.iter().zip(&les) {
                     cumulative += count;
@@ -177,13 +180,10 @@ pub fn render(collected: &Collected, format: Format, only: &[String], constant: 
     // Sized like the previous scrape's, so a large page is not copied over and over as it grows.
     let mut out = String::with_capacity(LAST_SIZE.load(Ordering::Relaxed).max(4096));
     for (desc, series) in collected {
-        if !only.is_empty() && !desc.exposed_names().iter().any(|n| only.contains(n)) {
+        if !selected(desc, only) {
             continue;
         }
-        let mut label_names = desc.label_names.clone();
-        if series.first().is_some_and(|s| s.labels.len() > label_names.len()) {
-            label_names.push("worker".to_string());
-        }
+        let label_names = family_label_names(desc, series);
         write_family(&mut out, desc, series, format, &label_names, constant);
     }
     if format == Format::OpenMetrics {
@@ -195,9 +195,31 @@ pub fn render(collected: &Collected, format: Format, only: &[String], constant: 
 
 static LAST_SIZE: AtomicUsize = AtomicUsize::new(0);
 
+/// Whether `only` (empty: everything) names any of the family's sample names.
+pub fn selected(desc: &Desc, only: &[String]) -> bool {
+    only.is_empty() || desc.exposed_names().iter().any(|n| only.contains(n))
+}
+
+/// The family's label names, and `worker` when its series carry one more value (per-worker gauges).
+pub fn family_label_names(desc: &Desc, series: &[SeriesData]) -> Vec<String> {
+    let mut label_names = desc.label_names.clone();
+    if series.first().is_some_and(|s| s.labels.len() > label_names.len()) {
+        label_names.push("worker".to_string());
+    }
+    label_names
+}
+
 /// What a scrape of `registry` gets: its families merged with the workers', and its constant labels.
 pub fn scrape(registry: &Registry, format: Format, only: &[String]) -> String {
     render(&registry.collect(), format, only, &registry.const_labels())
+}
+
+/// The body of a scrape in any format, the binary one included.
+pub fn scrape_body(registry: &Registry, format: Format, only: &[String]) -> Vec<u8> {
+    match format {
+        Format::Protobuf => crate::protobuf_exposition::scrape(registry, only),
+        _ => scrape(registry, format, only).into_bytes(),
+    }
 }
 
 #[cfg(test)]
@@ -258,6 +280,7 @@ mod tests {
             value: ValueData::Histogram {
                 counts: vec![1, 2, 3],
                 sum: 9.5,
+                native: None,
             },
         }];
         assert_eq!(

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::errors::Result;
-use crate::metrics::{push_series_key, series_key, Cell, Desc, Family, GaugeMode, Kind, Registry, Series};
+use crate::metrics::{
+    push_series_key, series_key, Cell, Desc, Family, GaugeMode, Kind, NativeConfig, Registry, Series,
+};
 
 /// Request duration buckets in seconds, from 1 ms to 60 s: load-test latencies, not RPC ones.
 pub const DEFAULT_BUCKETS: [f64; 18] = [
@@ -64,6 +66,7 @@ fn duration_desc(buckets: &[f64]) -> Result<Desc> {
         Kind::Histogram(buckets.into()),
         labels(&BY_REQUEST),
     )
+    .map(|desc| desc.with_native(NativeConfig::default()))
 }
 
 impl LocustMetrics {
@@ -217,13 +220,23 @@ mod tests {
         let find = |name: &str| find_in(&got, name);
         assert_eq!(find("locust_requests").len(), 2);
         let [SeriesData {
-            value: ValueData::Histogram { counts, sum },
+            value:
+                ValueData::Histogram {
+                    counts,
+                    sum,
+                    native: Some(native),
+                },
             ..
         }] = &find("locust_request_duration_seconds")[..]
         else {
             panic!()
         };
         assert_eq!(counts.iter().sum::<u64>(), 1, "None response time is not observed");
+        assert_eq!(
+            (native.count, native.positive.len()),
+            (1, 1),
+            "native buckets beside the classic"
+        );
         assert!((sum - 0.012).abs() < 1e-12);
         let [SeriesData {
             value: ValueData::Scalar { value, .. },

@@ -57,7 +57,7 @@ pub fn encode(families: &Collected) -> Vec<u8> {
                     put_f64(&mut out, *value);
                     put_f64(&mut out, *updated);
                 }
-                (_, ValueData::Histogram { counts, sum }) => {
+                (_, ValueData::Histogram { counts, sum, .. }) => {
                     counts.iter().for_each(|c| put_uint(&mut out, *c));
                     put_f64(&mut out, *sum);
                 }
@@ -151,6 +151,7 @@ pub fn decode(buf: &[u8]) -> Result<Collected> {
                 Kind::Histogram(_) => ValueData::Histogram {
                     counts: (0..=bounds.len()).map(|_| r.uint()).collect::<Result<_>>()?,
                     sum: r.f64()?,
+                    native: None,
                 },
             };
             series.push(SeriesData { labels, value });
@@ -199,6 +200,7 @@ mod tests {
                     value: ValueData::Histogram {
                         counts: vec![1, 300, 0],
                         sum: 42.0,
+                        native: None,
                     },
                 }],
             ),

@@ -12,7 +12,7 @@ use flate2::Compression;
 use tiny_http::{Header, Method, Request, Response};
 
 use crate::errors::{no_panic, ExporterError, Result};
-use crate::exposition::{scrape, Format};
+use crate::exposition::{scrape_body, Format};
 use crate::metrics::global;
 
 const HANDLER_THREADS: usize = 2;
@@ -161,7 +161,7 @@ fn ranges(value: &str) -> impl Iterator<Item = (String, f64, Vec<(String, String
     })
 }
 
-/// OpenMetrics 1.0.0 when the client prefers it by q-value, text 0.0.4 otherwise.
+/// OpenMetrics 1.0.0 or protobuf when the client prefers it by q-value, text 0.0.4 otherwise.
 pub fn negotiate_format(accept: &str) -> Format {
     let mut best = (Format::Text, 0.0);
     for (range, q, params) in ranges(accept) {
@@ -169,6 +169,7 @@ pub fn negotiate_format(accept: &str) -> Format {
         let format = match (range.as_str(), version) {
             ("application/openmetrics-text", None | Some("1.0.0") | Some("0.0.1")) => Format::OpenMetrics,
             ("text/plain" | "text/*" | "*/*", _) => Format::Text,
+            (range, _) if crate::protobuf_exposition::is_protobuf_range(range, &params) => Format::Protobuf,
             _ => continue,
         };
         if q > best.1 || (q == best.1 && q > 0.0 && format == Format::OpenMetrics) {
@@ -247,7 +248,7 @@ fn respond(request: Request) {
         }
         (true, true) => {
             let format = negotiate_format(request_header(&request, "Accept"));
-            let body = scrape(global(), format, &selected_names(request.url())).into_bytes();
+            let body = scrape_body(global(), format, &selected_names(request.url()));
             let gzip = accepts_gzip(request_header(&request, "Accept-Encoding"));
             let compressed = if gzip { gzip_bytes(&body) } else { None };
             let response = match compressed {
@@ -296,6 +297,15 @@ mod tests {
             Format::Text
         );
         assert_eq!(negotiate_format("application/openmetrics-text;q=0"), Format::Text);
+        // What Prometheus sends once native histograms are enabled.
+        let with_protobuf = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;\
+            encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        assert_eq!(negotiate_format(with_protobuf), Format::Protobuf);
+        assert_eq!(
+            negotiate_format("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;q=0.9"),
+            Format::Text,
+            "not delimited"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use super::names::{check_label_names, check_metric_name};
+use super::native_histogram::NativeConfig;
 use super::series::Series;
 use crate::errors::{ExporterError, Result};
 
@@ -73,13 +74,24 @@ pub enum Kind {
     Histogram(Arc<[f64]>),
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Desc {
     /// Base name: a counter's samples add `_total`, a histogram's `_bucket`, `_sum`, `_count`.
     pub name: String,
     pub help: String,
     pub kind: Kind,
     pub label_names: Vec<String>,
+    /// A histogram's native buckets, kept beside the classic ones.
+    pub native: Option<NativeConfig>,
+}
+
+/// The native layout is left out: it is this process's own resolution, and a family reported
+/// by a worker with another one (or none) still merges by its classic buckets.
+impl PartialEq for Desc {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.name, &self.help, &self.kind, &self.label_names)
+            == (&other.name, &other.help, &other.kind, &other.label_names)
+    }
 }
 
 impl Desc {
@@ -101,7 +113,16 @@ impl Desc {
             help: help.to_string(),
             kind,
             label_names,
+            native: None,
         })
+    }
+
+    /// The same histogram with native buckets too.
+    pub fn with_native(self, config: NativeConfig) -> Self {
+        Desc {
+            native: Some(config),
+            ..self
+        }
     }
 
     /// Every sample name the family may expose; two families clash when these meet.
@@ -189,7 +210,7 @@ impl Family {
         let mut map = self.series.write();
         let series = map.entry(key).or_insert_with(|| {
             Arc::new(match &self.desc.kind {
-                Kind::Histogram(bounds) => Series::histogram(labels, bounds.clone()),
+                Kind::Histogram(bounds) => Series::histogram(labels, bounds.clone(), self.desc.native),
                 _ => Series::scalar(labels),
             })
         });

@@ -8,6 +8,6 @@ mod series;
 mod workers;
 
 pub use family::{check_buckets, push_series_key, series_key, Desc, Family, GaugeMode, Kind};
-pub use native_histogram::{NativeConfig, NativeHistogram, NativeSnapshot};
+pub use native_histogram::{NativeConfig, NativeSnapshot};
 pub use registry::{global, Collected, Registry};
 pub use series::{now, Cell, Scalar, Series, SeriesData, ValueData};

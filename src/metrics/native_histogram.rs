@@ -221,31 +221,6 @@ impl NativeSnapshot {
         }
         (spans, deltas)
     }
-
-    /// The `q` quantile as Prometheus' `histogram_quantile` estimates it from native buckets
-    /// (linear within the bucket, as Prometheus 2.42 does): used to check the accuracy.
-    pub fn quantile(&self, q: f64) -> f64 {
-        let mut buckets: Vec<(f64, f64, u64)> = Vec::new();
-        for (&k, &n) in self.negative.iter().rev() {
-            buckets.push((-upper_bound(k, self.schema), -upper_bound(k - 1, self.schema), n));
-        }
-        if self.zero_count > 0 {
-            buckets.push((-self.zero_threshold, self.zero_threshold, self.zero_count));
-        }
-        for (&k, &n) in &self.positive {
-            buckets.push((upper_bound(k - 1, self.schema), upper_bound(k, self.schema), n));
-        }
-        let total: u64 = buckets.iter().map(|b| b.2).sum();
-        let rank = q * total as f64;
-        let mut seen = 0.0;
-        for (lower, upper, n) in &buckets {
-            if seen + *n as f64 >= rank {
-                return lower + (upper - lower) * ((rank - seen) / *n as f64);
-            }
-            seen += *n as f64;
-        }
-        f64::NAN
-    }
 }
 
 /// A live native histogram. One uncontended mutex per series, held for a map increment:
@@ -298,6 +273,8 @@ mod tests {
             (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
         }
     }
+
+    type Shape = fn(&mut Rng) -> f64;
 
     fn observed(config: NativeConfig, values: &[f64]) -> NativeSnapshot {
         let h = NativeHistogram::new(config);
@@ -419,6 +396,31 @@ mod tests {
         assert_eq!(NativeSnapshot::spans_and_deltas(&BTreeMap::new()), (vec![], vec![]));
     }
 
+    /// The `q` quantile as Prometheus' `histogram_quantile` estimates it from native buckets
+    /// (linear within the bucket, as Prometheus 2.42 does): used to check the accuracy.
+    fn quantile(s: &NativeSnapshot, q: f64) -> f64 {
+        let mut buckets: Vec<(f64, f64, u64)> = Vec::new();
+        for (&k, &n) in s.negative.iter().rev() {
+            buckets.push((-upper_bound(k, s.schema), -upper_bound(k - 1, s.schema), n));
+        }
+        if s.zero_count > 0 {
+            buckets.push((-s.zero_threshold, s.zero_threshold, s.zero_count));
+        }
+        for (&k, &n) in &s.positive {
+            buckets.push((upper_bound(k - 1, s.schema), upper_bound(k, s.schema), n));
+        }
+        let total: u64 = buckets.iter().map(|b| b.2).sum();
+        let rank = q * total as f64;
+        let mut seen = 0.0;
+        for (lower, upper, n) in &buckets {
+            if seen + *n as f64 >= rank {
+                return lower + (upper - lower) * ((rank - seen) / *n as f64);
+            }
+            seen += *n as f64;
+        }
+        f64::NAN
+    }
+
     /// The exact `q` quantile of sorted values, as `numpy.percentile`'s linear method.
     fn exact(sorted: &[f64], q: f64) -> f64 {
         let pos = q * (sorted.len() - 1) as f64;
@@ -430,19 +432,13 @@ mod tests {
     fn quantiles_are_within_the_bucket_width_of_the_exact_ones() {
         // Latency-like shapes: log-normal around 100 ms, a wide log-normal, and a bimodal mix.
         let mut rng = Rng(1);
-        let shapes: [(&str, Box<dyn Fn(&mut Rng) -> f64>); 3] = [
-            (
-                "lognormal",
-                Box::new(|r: &mut Rng| (0.1f64.ln() + 0.5 * r.normal()).exp()),
-            ),
-            ("wide", Box::new(|r: &mut Rng| (0.05f64.ln() + 1.5 * r.normal()).exp())),
-            (
-                "bimodal",
-                Box::new(|r: &mut Rng| {
-                    let centre = if r.uniform() < 0.8 { 0.02 } else { 0.8 };
-                    centre * (0.2 * r.normal()).exp()
-                }),
-            ),
+        let shapes: [(&str, Shape); 3] = [
+            ("lognormal", |r| (0.1f64.ln() + 0.5 * r.normal()).exp()),
+            ("wide", |r| (0.05f64.ln() + 1.5 * r.normal()).exp()),
+            ("bimodal", |r| {
+                let centre = if r.uniform() < 0.8 { 0.02 } else { 0.8 };
+                centre * (0.2 * r.normal()).exp()
+            }),
         ];
         let base_factor = (1.0f64 / 8.0).exp2();
         for (name, draw) in &shapes {
@@ -451,7 +447,7 @@ mod tests {
             assert_eq!(s.schema, DEFAULT_SCHEMA, "{name}: within the bucket limit");
             values.sort_by(f64::total_cmp);
             for q in [0.5, 0.9, 0.95, 0.99] {
-                let (want, got) = (exact(&values, q), s.quantile(q));
+                let (want, got) = (exact(&values, q), quantile(&s, q));
                 let error = got / want - 1.0;
                 // Never outside the exact value's bucket, and in practice far closer.
                 assert!(

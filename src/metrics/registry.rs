@@ -225,6 +225,7 @@ mod tests {
                 _ => ValueData::Histogram {
                     counts: vec![1, 1, 1],
                     sum: 3.0,
+                    native: None,
                 },
             };
             (d.clone(), vec![SeriesData { labels: vec![], value }])

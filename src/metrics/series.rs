@@ -5,13 +5,20 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::core::{Atomic, AtomicF64};
 
+use super::native_histogram::{NativeConfig, NativeHistogram, NativeSnapshot};
+
 /// A plain copy of a series' value: what a scrape renders and what a worker reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ValueData {
     /// Counter or gauge; `updated` is the wall-clock time of the last write (for `mostrecent`).
     Scalar { value: f64, updated: f64 },
-    /// Histogram: per-bucket (not cumulative) counts, the last one being `+Inf`, and the sum.
-    Histogram { counts: Vec<u64>, sum: f64 },
+    /// Histogram: per-bucket (not cumulative) counts, the last one being `+Inf`, and the sum;
+    /// with the native buckets too when the family has them.
+    Histogram {
+        counts: Vec<u64>,
+        sum: f64,
+        native: Option<Box<NativeSnapshot>>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +36,7 @@ pub struct Histogram {
     bounds: std::sync::Arc<[f64]>,
     counts: Box<[AtomicU64]>,
     sum: AtomicF64,
+    native: Option<NativeHistogram>,
 }
 
 pub enum Cell {
@@ -72,12 +80,13 @@ impl Scalar {
 }
 
 impl Histogram {
-    fn new(bounds: std::sync::Arc<[f64]>) -> Self {
+    fn new(bounds: std::sync::Arc<[f64]>, native: Option<NativeConfig>) -> Self {
         let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
         Histogram {
             bounds,
             counts,
             sum: AtomicF64::new(0.0),
+            native: native.map(NativeHistogram::new),
         }
     }
     /// Counts `v` in the first bucket whose upper bound is >= `v` (Prometheus `le` semantics).
@@ -85,6 +94,9 @@ impl Histogram {
         let i = self.bounds.partition_point(|b| *b < v);
         self.counts[i].fetch_add(1, Ordering::Relaxed);
         self.sum.inc_by(v);
+        if let Some(native) = &self.native {
+            native.observe(v);
+        }
     }
 }
 
@@ -95,10 +107,10 @@ impl Series {
             cell: Cell::Scalar(Scalar::new()),
         }
     }
-    pub fn histogram(labels: Box<[String]>, bounds: std::sync::Arc<[f64]>) -> Self {
+    pub fn histogram(labels: Box<[String]>, bounds: std::sync::Arc<[f64]>, native: Option<NativeConfig>) -> Self {
         Series {
             labels,
-            cell: Cell::Histogram(Histogram::new(bounds)),
+            cell: Cell::Histogram(Histogram::new(bounds, native)),
         }
     }
 
@@ -111,6 +123,7 @@ impl Series {
             Cell::Histogram(h) => ValueData::Histogram {
                 counts: h.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
                 sum: h.sum.get(),
+                native: h.native.as_ref().map(|n| Box::new(n.snapshot())),
             },
         }
     }
@@ -132,6 +145,9 @@ impl Series {
             Cell::Histogram(h) => {
                 h.counts.iter().for_each(|c| c.store(0, Ordering::Relaxed));
                 h.sum.set(0.0);
+                if let Some(native) = &h.native {
+                    native.reset();
+                }
             }
         }
     }
@@ -143,21 +159,28 @@ mod tests {
 
     #[test]
     fn histogram_le_semantics() {
-        let s = Series::histogram(Box::new([]), vec![0.1, 1.0].into());
+        let s = Series::histogram(Box::new([]), vec![0.1, 1.0].into(), Some(NativeConfig::default()));
         let Cell::Histogram(h) = &s.cell else { unreachable!() };
         for v in [0.05, 0.1, 0.5, 1.0, 2.0, f64::INFINITY] {
             h.observe(v);
         }
-        let ValueData::Histogram { counts, .. } = s.value() else {
+        let ValueData::Histogram {
+            counts,
+            native: Some(native),
+            ..
+        } = s.value()
+        else {
             unreachable!()
         };
         assert_eq!(counts, vec![2, 2, 2]);
+        assert_eq!(native.count, 6, "the native buckets see every observation too");
         s.reset();
         assert_eq!(
             s.value(),
             ValueData::Histogram {
                 counts: vec![0, 0, 0],
-                sum: 0.0
+                sum: 0.0,
+                native: Some(Box::new(NativeSnapshot::empty(&NativeConfig::default()))),
             }
         );
     }

@@ -42,9 +42,13 @@ fn accumulate(served: &mut ValueData, last: &ValueData, new: &ValueData) {
             *value += if n >= l { n - l } else { *n };
         }
         (
-            ValueData::Histogram { counts, sum },
-            ValueData::Histogram { counts: lc, sum: ls },
-            ValueData::Histogram { counts: nc, sum: ns },
+            ValueData::Histogram { counts, sum, .. },
+            ValueData::Histogram {
+                counts: lc, sum: ls, ..
+            },
+            ValueData::Histogram {
+                counts: nc, sum: ns, ..
+            },
         ) if counts.len() == nc.len() && lc.len() == nc.len() => {
             let reset = nc.iter().zip(lc).any(|(n, l)| n < l);
             for ((c, n), l) in counts.iter_mut().zip(nc).zip(lc) {
@@ -157,11 +161,21 @@ impl Merged {
         match (&mut *self, v) {
             (Merged::Empty | Merged::Unset(_), _) => *self = Merged::Value(v.clone()),
             (Merged::Value(ValueData::Scalar { value, .. }), ValueData::Scalar { value: x, .. }) => *value += x,
-            (Merged::Value(ValueData::Histogram { counts, sum }), ValueData::Histogram { counts: c, sum: s })
-                if counts.len() == c.len() =>
-            {
+            (
+                Merged::Value(ValueData::Histogram { counts, sum, native }),
+                ValueData::Histogram {
+                    counts: c,
+                    sum: s,
+                    native: n,
+                },
+            ) if counts.len() == c.len() => {
                 counts.iter_mut().zip(c).for_each(|(a, b)| *a += b);
                 *sum += s;
+                // Native buckets merge exactly, but only if every process has them.
+                match (native.as_deref_mut(), n) {
+                    (Some(mine), Some(theirs)) => mine.merge(theirs),
+                    _ => *native = None,
+                }
             }
             // Bucket layouts that disagree cannot be summed; the first one seen stays.
             _ => {}
@@ -280,7 +294,11 @@ mod tests {
         let d = desc(Kind::Histogram([1.0].into()));
         let h = |c: Vec<u64>, sum| SeriesData {
             labels: vec!["x".into()],
-            value: ValueData::Histogram { counts: c, sum },
+            value: ValueData::Histogram {
+                counts: c,
+                sum,
+                native: None,
+            },
         };
         let mut w = Workers::default();
         w.apply("a", vec![(d.clone(), vec![h(vec![1, 0], 0.5)])]);

@@ -8,7 +8,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::metrics::{check_buckets, global, now, Cell, Desc, Family, GaugeMode, Kind, Scalar, Series};
+use crate::metrics::{check_buckets, global, now, Cell, Desc, Family, GaugeMode, Kind, NativeConfig, Scalar, Series};
 
 /// prometheus_client's default histogram buckets (seconds).
 const DEFAULT_BUCKETS: [f64; 14] = [
@@ -60,6 +60,7 @@ impl Metric {
         subsystem: &str,
         unit: &str,
         kind: Kind,
+        native: Option<NativeConfig>,
     ) -> PyResult<Self> {
         let desc = Desc::new(
             &full_name(name, namespace, subsystem, unit, &kind),
@@ -67,6 +68,10 @@ impl Metric {
             kind,
             labelnames,
         )?;
+        let desc = match native {
+            Some(config) => desc.with_native(config),
+            None => desc,
+        };
         Ok(Metric::new(global().register(desc)?))
     }
 
@@ -292,6 +297,7 @@ metric_methods! {
                 subsystem,
                 unit,
                 Kind::Counter,
+                None,
             )?,
         })
     }
@@ -329,7 +335,7 @@ metric_methods! {
     ) -> PyResult<Self> {
         let kind = Kind::Gauge(GaugeMode::parse(multiprocess_mode)?);
         Ok(Gauge {
-            metric: Metric::register(name, documentation, labelnames, namespace, subsystem, unit, kind)?,
+            metric: Metric::register(name, documentation, labelnames, namespace, subsystem, unit, kind, None)?,
         })
     }
 
@@ -382,7 +388,12 @@ pub fn parse_buckets(buckets: Option<Vec<f64>>, default: &[f64]) -> PyResult<Vec
 metric_methods! {
     Histogram,
     #[new]
-    #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", buckets=None))]
+    /// `native=True` adds Prometheus native buckets of `native_schema` (-4 to 8, 3 by default).
+    #[pyo3(signature = (
+        name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", buckets=None,
+        native=false, native_schema=None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         name: &str,
         documentation: &str,
@@ -391,10 +402,17 @@ metric_methods! {
         subsystem: &str,
         unit: &str,
         buckets: Option<Vec<f64>>,
+        native: bool,
+        native_schema: Option<i32>,
     ) -> PyResult<Self> {
         let kind = Kind::Histogram(parse_buckets(buckets, &DEFAULT_BUCKETS)?.into());
+        let native = match (native, native_schema) {
+            (false, Some(_)) => return Err(PyValueError::new_err("native_schema needs native=True")),
+            (false, None) => None,
+            (true, schema) => Some(NativeConfig::with_schema(schema.unwrap_or(NativeConfig::default().schema))?),
+        };
         Ok(Histogram {
-            metric: Metric::register(name, documentation, labelnames, namespace, subsystem, unit, kind)?,
+            metric: Metric::register(name, documentation, labelnames, namespace, subsystem, unit, kind, native)?,
         })
     }
 
