@@ -1,7 +1,7 @@
 """A small local target for the demo and the tests: answers on 127.0.0.1 only.
 
 Routes: ``/`` and ``/about/`` (200), ``/missing`` (404), ``/error`` (500), ``/slow`` (200 after 50 ms),
-``/redirect`` (302 to ``/``); ``POST /echo`` answers with the body it got.
+``/redirect`` (302 to ``/``), ``/sleep?ms=N`` (200 after N ms); ``POST /echo`` answers with the body it got.
 
     python examples/target.py [--port 8000]
 """
@@ -25,13 +25,24 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(body)
+            try:
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client left (a load test stopping mid-request): nothing to answer
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         path = self.path.split("?")[0]
         if path == "/slow":
             time.sleep(0.05)
-        if path in PAGES:
+        if path == "/sleep":
+            # Spread latencies on demand; a bad or missing `ms` sleeps not at all.
+            query = dict(p.partition("=")[::2] for p in self.path.partition("?")[2].split("&"))
+            try:
+                time.sleep(min(max(float(query.get("ms", "0")), 0.0), 10_000.0) / 1000)
+            except ValueError:
+                pass
+            self._send(200, b"slept\n")
+        elif path in PAGES:
             self._send(200, PAGES[path])
         elif path == "/redirect":
             self._send(302, b"", {"Location": "/"})

@@ -44,7 +44,13 @@ class PrometheusError(AssertionError):
 class PrometheusServer:
     """One `prometheus` process on 127.0.0.1 with its own data dir, scraping one target as job "locust"."""
 
-    def __init__(self, scrape_port: int, workdir: Path, binary: str = "prometheus") -> None:
+    def __init__(
+        self,
+        scrape_port: int,
+        workdir: Path,
+        binary: str = "prometheus",
+        flags: tuple[str, ...] = (),
+    ) -> None:
         self.url = ""  # known once it listens (wait_ready)
         self.target = f"127.0.0.1:{scrape_port}"
         workdir.mkdir(parents=True, exist_ok=True)
@@ -65,6 +71,7 @@ class PrometheusServer:
             f"--config.file={workdir / 'prometheus.yml'}",
             f"--storage.tsdb.path={workdir / 'data'}",
             "--web.listen-address=127.0.0.1:0",  # the port it picks is in its log
+            *flags,
         ]
         self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT)
 
@@ -193,15 +200,16 @@ def increase_bounds(prom: PrometheusServer, selector: str, at: float, window: st
 
 
 @pytest.fixture
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[int], PrometheusServer]]:
-    """A factory: ``start(scrape_port)`` runs a ready Prometheus scraping 127.0.0.1:scrape_port every second."""
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., PrometheusServer]]:
+    """A factory: ``start(scrape_port)`` runs a ready Prometheus scraping 127.0.0.1:scrape_port every second
+    (with ``flags``, if given, on its command line)."""
     # A missing binary fails: a skipped Prometheus test would leave the suite green with the claim untested.
     if shutil.which("prometheus") is None:
         pytest.fail("the prometheus binary is not installed: `make system-deps` (Debian: apt-get install prometheus)")
     servers: list[PrometheusServer] = []
 
-    def start(scrape_port: int) -> PrometheusServer:
-        server = PrometheusServer(scrape_port, tmp_path_factory.mktemp("prometheus"))
+    def start(scrape_port: int, **options: Any) -> PrometheusServer:
+        server = PrometheusServer(scrape_port, tmp_path_factory.mktemp("prometheus"), **options)
         servers.append(server)
         server.wait_ready()
         return server

@@ -240,6 +240,29 @@ def test_bad_buckets_raise(buckets):
         Histogram(unique(), "h", buckets=buckets)
 
 
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"native": True, "native_schema": 9}, "schema 9"),
+        ({"native": True, "native_schema": -5}, "schema -5"),
+        ({"native_schema": 2}, "needs native=True"),
+    ],
+)
+def test_bad_native_options_raise_and_register_nothing(kwargs, error):
+    name = unique()
+    with pytest.raises(ValueError, match=error):
+        Histogram(name, "h", **kwargs)
+    Histogram(name, "h", native=True, native_schema=-4)
+
+
+def test_native_histogram_keeps_the_classic_samples():
+    name = unique()
+    h = Histogram(name, "h", buckets=[1.0], native=True)
+    h.observe(0.5)
+    s = rendered()
+    assert total(s, f"{name}_bucket", le="1.0") == total(s, f"{name}_count") == 1
+
+
 def test_histogram_rejects_nan_observation():
     h = Histogram(unique(), "h")
     with pytest.raises(ValueError, match="NaN"):

@@ -1,0 +1,93 @@
+"""Native histograms through a real Prometheus 2.42 with the feature on, beside one without it.
+
+Prometheus 2.42 keeps only the native form of a histogram it scrapes as such (`scrape_classic_histograms`
+came later), so the classic buckets are checked on the other server, which scrapes the text format.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from conftest import free_port
+from prometheus_server import PrometheusServer, ScrapedRun, final_scrape, prometheus  # noqa: F401  (fixture)
+
+SPREAD = Path(__file__).parent / "locustfiles" / "spread.py"
+SLEEP = 'name="/sleep"'
+QUANTILES = (0.5, 0.95, 0.99)
+
+
+def exact_quantile(sorted_values: list[float], q: float) -> float:
+    """Linear interpolation between the closest ranks (numpy's default)."""
+    pos = q * (len(sorted_values) - 1)
+    i = int(pos)
+    upper = sorted_values[min(i + 1, len(sorted_values) - 1)]
+    return sorted_values[i] + (upper - sorted_values[i]) * (pos - i)
+
+
+def native_buckets(prom: PrometheusServer, promql: str, at: float) -> list[tuple[float, float, float]]:
+    """(lower, upper, count) of the one native histogram `promql` selects, as Prometheus' API gives them."""
+    [result] = prom.query(promql, at)
+    assert "histogram" in result, f"{promql} is not a native histogram: {result}"
+    return [(float(lo), float(hi), float(n)) for _, lo, hi, n in result["histogram"][1]["buckets"]]
+
+
+def assert_buckets_exact(buckets: list[tuple[float, float, float]], values: list[float]) -> None:
+    """Every bucket holds exactly the raw values in (lower, upper], and together they hold them all."""
+    for lower, upper, count in buckets:
+        assert count == sum(lower < v <= upper for v in values), (lower, upper, count)
+    assert sum(b[2] for b in buckets) == len(values)
+
+
+def test_native_quantiles_within_5_percent_and_classic_queries_unchanged(run_locust, prometheus, tmp_path):
+    port = free_port()
+    native = prometheus(port, flags=("--enable-feature=native-histograms",))
+    plain = prometheus(port)
+    for prom in (native, plain):
+        prom.wait_until(
+            lambda prom=prom: any(not t["lastScrape"].startswith("0001-") for t in prom.targets()), 30, "a scrape"
+        )
+    times_file = tmp_path / "times.txt"
+    run = run_locust(
+        SPREAD, users=30, rate=30, run_time=12, autoquit=30,
+        extra=("--prometheus-port", str(port)), env={"SPREAD_TIMES": str(times_file)},
+    )  # fmt: skip
+    run.metrics_port = port
+    at = final_scrape(ScrapedRun(run, native))
+    plain_at = final_scrape(ScrapedRun(run, plain))
+    deadline = time.monotonic() + 10
+    while not times_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    seconds = sorted(float(line) / 1000 for line in times_file.read_text().split())
+    assert len(seconds) >= 1000, len(seconds)
+
+    # The native histogram as Prometheus stored it: exact, bucket by bucket, at schema 3 (2^(1/8) apart).
+    buckets = native_buckets(native, f"locust_request_duration_seconds{{{SLEEP}}}", at)
+    assert_buckets_exact(buckets, seconds)
+    assert all(abs(hi / lo - 2 ** (1 / 8)) < 1e-9 for lo, hi, _ in buckets), buckets
+    # A custom one at schema 0 (powers of two).
+    coarse = native_buckets(native, "spread_coarse_seconds", at)
+    assert_buckets_exact(coarse, seconds)
+    assert all(abs(hi / lo - 2) < 1e-9 for lo, hi, _ in coarse), coarse
+
+    classic_query = "histogram_quantile({q}, sum by (le) (locust_request_duration_seconds_bucket{{{s}}}))"
+    rows = []
+    for q in QUANTILES:
+        exact = exact_quantile(seconds, q)
+        got = native.value(f"histogram_quantile({q}, sum(locust_request_duration_seconds{{{SLEEP}}}))", at)
+        classic = plain.value(classic_query.format(q=q, s=SLEEP), plain_at)
+        rows.append((q, exact, got, classic))
+        assert abs(got / exact - 1) <= 0.05, (q, got, exact)
+    print("\nquantile  exact ms  native ms (error)  classic ms (error)")
+    for q, exact, got, classic in rows:
+        print(
+            f"p{q * 100:<7g} {exact * 1e3:9.2f} {got * 1e3:9.2f} ({got / exact - 1:+6.1%})"
+            f" {classic * 1e3:9.2f} ({classic / exact - 1:+6.1%})"
+        )
+    # The classic buckets, as the text exposition serves them, count the same requests.
+    classic_series = plain.query(f"locust_request_duration_seconds_bucket{{{SLEEP}}}", plain_at)
+    by_le = {r["metric"]["le"]: float(r["value"][1]) for r in classic_series}
+    assert by_le["+Inf"] == len(seconds)
+    assert by_le["0.1"] == sum(v <= 0.1 for v in seconds)
+    assert not plain.query(f"locust_request_duration_seconds{{{SLEEP}}}", plain_at), "no native series without it"
+    run.finish()
