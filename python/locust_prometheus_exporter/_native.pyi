@@ -82,7 +82,11 @@ class Gauge:
         """Sets the gauge to the duration in seconds of a block or decorated function."""
 
 class Histogram:
-    """Observations counted in buckets (upper bounds in increasing order; ``+Inf`` is implied)."""
+    """Observations counted in buckets (upper bounds in increasing order; ``+Inf`` is implied).
+
+    ``native=True`` adds Prometheus native buckets (exponential, of ``native_schema`` from -4 to 8, 3 by
+    default) beside the classic ones, served in the protobuf format to a Prometheus that asks for it.
+    """
 
     def __init__(
         self,
@@ -93,6 +97,8 @@ class Histogram:
         subsystem: str = "",
         unit: str = "",
         buckets: Sequence[float] | None = None,
+        native: bool = False,
+        native_schema: int | None = None,
     ) -> None: ...
     def labels(self, *labelvalues: object, **labelkwargs: object) -> Histogram:
         """The child for these label values (converted with ``str()``)."""
