@@ -94,12 +94,17 @@ def event_cost(quick: bool) -> str:
     ratio = added["reference"] / added["project"]
     cost = added["project"]
     rows = [[VARIANTS[v], f"{us[v]:.2f}", "" if v == "none" else f"{added[v]:.2f}"] for v in VARIANTS]
+    log("cost per observation: classic and native buckets")
+    observe = worker("observe", "--rounds", "30" if quick else "300", "--repeats", repeats, cpu=LOCUST_CPU)
+    classic, native = observe["classic"] * 1e6, observe["native"] * 1e6
     return "\n".join(
         [
             "1. Cost per request event: locust.events.request.fire() with Locust's own stats listener,",
             "   10 names x 3 statuses (GET/POST, HttpUser-like responses); best of the repeats, on one core",
             table(["variant", "us/event", "added us/event"], rows),
             f"  ratio (c)/(b) of the added cost: {ratio:.1f}x",
+            f"  of which native buckets (in (b), on the duration histogram): Histogram.observe() of spread values"
+            f" {classic:.3f} us classic, {native:.3f} us with native=True: {native - classic:+.3f} us",
             f"  target: added cost <= 1 us per event     {verdict(cost <= 1.0)} ({cost:.2f} us)",
             f"  target: >= 10x below the reference       {verdict(ratio >= 10)} ({ratio:.1f}x)",
         ]

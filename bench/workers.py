@@ -7,6 +7,7 @@ Each command prints one JSON line with its figures:
     python bench/workers.py scrape  {project,reference} --sizes 100,1000,10000 --scrapes K [--cpus 0,1] [--idle S]
     python bench/workers.py memory  {project,reference} --combos N
     python bench/workers.py report  --combos N
+    python bench/workers.py observe --rounds R --repeats K
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
+import random
 import statistics
 import sys
 import time
@@ -124,6 +127,27 @@ def cmd_events(args: argparse.Namespace) -> dict[str, Any]:
         per_event.append((time.perf_counter() - start) / (args.rounds * len(events)))
     # The minimum is the run least disturbed by the rest of the machine.
     return {"seconds_per_event": min(per_event)}
+
+
+def cmd_observe(args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds per Histogram.observe() of spread values, with classic buckets only and with native ones too:
+    the difference is what the native buckets add to each request event."""
+    from locust_prometheus_exporter import Histogram
+
+    rng = random.Random(1)
+    values = [rng.lognormvariate(math.log(0.1), 1.0) for _ in range(1000)]
+    result = {}
+    for native in (False, True):
+        observe = Histogram(f"bench_observe_{int(native)}", "bench", native=native).observe
+        best = math.inf
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            for _ in range(args.rounds):
+                for v in values:
+                    observe(v)
+            best = min(best, (time.perf_counter() - start) / (args.rounds * len(values)))
+        result["native" if native else "classic"] = best
+    return result
 
 
 class LoopMonitor:
@@ -244,8 +268,17 @@ def main() -> None:
     p.add_argument("--combos", type=int, default=10000)
     p = sub.add_parser("report")
     p.add_argument("--combos", type=int, default=1000)
+    p = sub.add_parser("observe")
+    p.add_argument("--rounds", type=int, default=300)
+    p.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
-    command = {"events": cmd_events, "scrape": cmd_scrape, "memory": cmd_memory, "report": cmd_report}
+    command = {
+        "events": cmd_events,
+        "scrape": cmd_scrape,
+        "memory": cmd_memory,
+        "report": cmd_report,
+        "observe": cmd_observe,
+    }
     print(json.dumps(command[args.command](args)), flush=True)
 
 
