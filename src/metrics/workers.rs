@@ -42,12 +42,16 @@ fn accumulate(served: &mut ValueData, last: &ValueData, new: &ValueData) {
             *value += if n >= l { n - l } else { *n };
         }
         (
-            ValueData::Histogram { counts, sum, .. },
+            ValueData::Histogram { counts, sum, native },
             ValueData::Histogram {
-                counts: lc, sum: ls, ..
+                counts: lc,
+                sum: ls,
+                native: ln,
             },
             ValueData::Histogram {
-                counts: nc, sum: ns, ..
+                counts: nc,
+                sum: ns,
+                native: nn,
             },
         ) if counts.len() == nc.len() && lc.len() == nc.len() => {
             let reset = nc.iter().zip(lc).any(|(n, l)| n < l);
@@ -55,6 +59,17 @@ fn accumulate(served: &mut ValueData, last: &ValueData, new: &ValueData) {
                 *c += if reset { *n } else { n - l };
             }
             *sum += if reset { *ns } else { ns - ls };
+            let total: u64 = counts.iter().sum();
+            *native = match (native.take(), ln, nn) {
+                (Some(mut served), Some(last), Some(new)) => {
+                    served.merge(&if reset { (**new).clone() } else { new.minus(last) });
+                    Some(served)
+                }
+                // Native buckets missed (a master started late) come back with a full report, which
+                // is taken when it accounts for every classic count served.
+                (None, _, Some(new)) if new.count == total => Some(new.clone()),
+                _ => None,
+            };
         }
         (served, _, new) => *served = new.clone(),
     }
@@ -68,14 +83,19 @@ impl Workers {
         for (desc, series) in families {
             let stored = worker.families.entry(desc.name).or_default();
             for s in series {
-                let value = s.value.clone();
-                match stored.get_mut(&series_key(&s.labels)) {
+                let key = series_key(&s.labels);
+                let value = s.value.cumulative_after(stored.get(&key).map(|r| &r.last));
+                match stored.get_mut(&key) {
                     Some(r) if matches!(desc.kind, Kind::Counter | Kind::Histogram(_)) => {
                         accumulate(&mut r.served.value, &r.last, &value);
                         r.last = value;
                     }
                     _ => {
-                        stored.insert(series_key(&s.labels), Reported { served: s, last: value });
+                        let served = SeriesData {
+                            labels: s.labels,
+                            value: value.clone(),
+                        };
+                        stored.insert(key, Reported { served, last: value });
                     }
                 }
             }

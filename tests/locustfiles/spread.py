@@ -1,7 +1,8 @@
 """Log-normal latencies from examples/target.py's /sleep, with a test listener that keeps every raw response time.
 
-The times (ms, as Locust measured them) are written at the test's stop to the file named by SPREAD_TIMES, one per
-line. Each is also observed by a custom native histogram of schema 0, in seconds.
+The times (ms, as Locust measured them) are written at the test's stop, one per line, to a file per process: the
+SPREAD_TIMES path with the process id appended. Each is also observed by a custom native histogram of schema 0,
+in seconds.
 """
 
 import math
@@ -28,7 +29,7 @@ def keep(response_time, **_kwargs):
 
 @events.test_stop.add_listener
 def write(**_kwargs):
-    with open(os.environ["SPREAD_TIMES"], "w") as f:
+    with open(f"{os.environ['SPREAD_TIMES']}.{os.getpid()}", "w") as f:
         f.write("".join(f"{t!r}\n" for t in times))
 
 
