@@ -185,15 +185,20 @@ impl NativeSnapshot {
         self.zero_threshold = threshold;
     }
 
-    /// Adds `other` in: exact at the lower of the two schemas and the wider of the two zero buckets.
-    pub fn merge(&mut self, other: &NativeSnapshot) {
-        let mut other = other.clone();
+    /// Brings both to the lower of their schemas and the wider of their zero buckets, exactly.
+    fn align(&mut self, other: &mut NativeSnapshot) {
         let schema = self.schema.min(other.schema);
         self.reduce_to(schema);
         other.reduce_to(schema);
         let threshold = self.zero_threshold.max(other.zero_threshold);
         self.widen_zero_bucket(threshold);
         other.widen_zero_bucket(threshold);
+    }
+
+    /// Adds `other` in: exact at the lower of the two schemas and the wider of the two zero buckets.
+    pub fn merge(&mut self, other: &NativeSnapshot) {
+        let mut other = other.clone();
+        self.align(&mut other);
         for (mine, theirs) in [
             (&mut self.positive, other.positive),
             (&mut self.negative, other.negative),
@@ -211,12 +216,7 @@ impl NativeSnapshot {
     /// grew, at the lower of the two schemas (the histogram may have lowered its resolution since).
     pub fn minus(&self, earlier: &NativeSnapshot) -> NativeSnapshot {
         let (mut now, mut then) = (self.clone(), earlier.clone());
-        let schema = now.schema.min(then.schema);
-        now.reduce_to(schema);
-        then.reduce_to(schema);
-        let threshold = now.zero_threshold.max(then.zero_threshold);
-        now.widen_zero_bucket(threshold);
-        then.widen_zero_bucket(threshold);
+        now.align(&mut then);
         for (buckets, before) in [(&mut now.positive, &then.positive), (&mut now.negative, &then.negative)] {
             buckets.retain(|key, n| {
                 *n = n.saturating_sub(before.get(key).copied().unwrap_or(0));
