@@ -120,6 +120,49 @@ def test_metrics_endpoint_formats_and_headers(exporter):
     assert scrape(exporter.address[1])[("http_test_counter_total", ())] == 3
 
 
+PROTOBUF = "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
+
+
+def delimited_messages(body: bytes) -> list[bytes]:
+    """Splits a body of varint-length-prefixed messages; fails unless the prefixes tile it exactly."""
+    messages, i = [], 0
+    while i < len(body):
+        length = shift = 0
+        while True:
+            byte = body[i]
+            i += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        messages.append(body[i : i + length])
+        i += length
+    assert i == len(body)
+    return messages
+
+
+def test_protobuf_when_the_scraper_prefers_it(exporter):
+    Counter("proto_test_counter", "h").inc()
+    # What Prometheus sends once native histograms are enabled.
+    accept = (
+        "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,"
+        "text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+    )
+    only = url(exporter, "/metrics?name[]=proto_test_counter_total")
+    _, headers, body = http_get(only, {"Accept": accept})
+    assert headers["Content-Type"] == PROTOBUF
+    [family] = delimited_messages(body)
+    assert family.startswith(b"\n\x18proto_test_counter_total"), family  # field 1, the name, with `_total`
+    _, headers, zipped = http_get(only, {"Accept": accept, "Accept-Encoding": "gzip"})
+    assert headers["Content-Encoding"] == "gzip" and gzip.decompress(zipped) == body
+    everything = delimited_messages(http_get(url(exporter), {"Accept": accept})[2])
+    assert len(everything) > 1
+    # Preferred by a lower q-value, or not delimited: text.
+    protobuf = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily"
+    for other in (f"{protobuf};encoding=delimited;q=0.2,text/plain;q=0.5", protobuf):
+        assert http_get(only, {"Accept": other})[1]["Content-Type"] == TEXT
+
+
 def test_name_filter_head_index_404_405(exporter):
     Counter("filtered_a", "h").inc()
     Counter("filtered_b", "h").inc()
