@@ -81,6 +81,10 @@ def test_native_quantiles_within_5_percent_and_classic_queries_unchanged(run_loc
     seconds = sorted(float(line) / 1000 for text in texts for line in text.split())
     assert len(seconds) >= 1000, len(seconds)
 
+    # Counters and gauges come through the protobuf exposition as through the text one.
+    for prom, when in ((native, at), (plain, plain_at)):
+        assert prom.value(f'sum(locust_requests_total{{method="GET", {SLEEP}}})', when) == len(seconds)
+        assert prom.value("locust_users_running", when) == 0
     # The native histogram as Prometheus stored it: exact, bucket by bucket, at schema 3 (2^(1/8) apart).
     buckets = native_buckets(native, f"locust_request_duration_seconds{{{SLEEP}}}", at)
     assert_buckets_exact(buckets, seconds)
