@@ -1,31 +1,61 @@
-//! The HTTP server: native threads that answer `/metrics` from Rust-owned state, never touching Python.
+//! The HTTP server: one native thread running a single-threaded tokio runtime, answering `/metrics`
+//! from Rust-owned state; it never touches Python. Renders run on a small blocking pool beside it.
 
+mod conn;
+mod stats;
+
+use std::collections::HashSet;
+use std::convert::Infallible;
 use std::io::Write;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use tiny_http::{Header, Method, Request, Response};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, VARY};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::errors::{no_panic, ExporterError, Result};
+pub use conn::Limits;
+use conn::{Close, Conn, Reply, Watched};
+use stats::{Dropped, Stats};
+
+use crate::errors::{ExporterError, Result};
 use crate::exposition::{scrape, Format};
+use crate::fork;
 use crate::metrics::global;
-
-const HANDLER_THREADS: usize = 2;
-const POLL: Duration = Duration::from_millis(200);
 
 const INDEX: &str = "<!doctype html>\n<html><head><title>Locust Prometheus exporter</title></head>\n\
 <body><h1>Locust Prometheus exporter</h1><p><a href=\"metrics\">Metrics</a></p></body></html>\n";
 
+/// After a failed `accept()`, the pause before the next one: doubled while failures go on.
+const ACCEPT_PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
+
+/// Waits this long for renders under way when the server stops.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
 pub struct ServerHandle {
-    server: Arc<tiny_http::Server>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    stop: oneshot::Sender<()>,
+    thread: JoinHandle<()>,
     addr: SocketAddr,
+}
+
+/// What every connection of one server shares.
+struct Shared {
+    limits: Limits,
+    stats: Stats,
+    addr: SocketAddr,
+}
+
+fn internal(e: impl std::fmt::Display) -> ExporterError {
+    ExporterError::Internal(e.to_string())
 }
 
 fn bind(host: &str, port: u16) -> Result<TcpListener> {
@@ -50,95 +80,137 @@ fn bind(host: &str, port: u16) -> Result<TcpListener> {
 }
 
 impl ServerHandle {
-    /// Binds now (so errors reach the caller) and serves from background threads.
-    pub fn start(host: &str, port: u16) -> Result<Self> {
+    /// Binds now (so errors reach the caller) and serves from a background thread.
+    pub fn start(host: &str, port: u16, limits: Limits) -> Result<Self> {
         let listener = bind(host, port)?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| ExporterError::Internal(e.to_string()))?;
-        let server = Arc::new(
-            tiny_http::Server::from_listener(listener, None).map_err(|e| ExporterError::Internal(e.to_string()))?,
-        );
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        for i in 0..HANDLER_THREADS {
-            let (server, stop) = (server.clone(), stop.clone());
-            let thread = std::thread::Builder::new()
-                .name(format!("lpe-http-{i}"))
-                .spawn(move || serve(&server, &stop))
-                .map_err(|e| ExporterError::Internal(e.to_string()))?;
-            threads.push(thread);
-        }
-        Ok(ServerHandle {
-            server,
-            stop,
-            threads,
+        listener.set_nonblocking(true).map_err(internal)?;
+        let addr = listener.local_addr().map_err(internal)?;
+        let shared = Arc::new(Shared {
+            limits,
+            stats: Stats::register(global())?,
             addr,
-        })
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(limits.renders)
+            .thread_name("lpe-render")
+            .build()
+            .map_err(internal)?;
+        let listener = {
+            let _entered = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).map_err(internal)?
+        };
+        let (stop, stopped) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("lpe-http".into())
+            .spawn(move || {
+                // The listener is dropped, and the port free, when `accept_loop` returns.
+                runtime.block_on(accept_loop(listener, stopped, shared));
+                runtime.shutdown_timeout(STOP_GRACE);
+            })
+            .map_err(internal)?;
+        Ok(ServerHandle { stop, thread, addr })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Stops the handler threads and closes the socket, so the port can be bound again.
+    /// Stops serving; returns once the server thread is gone, and with it the listening socket.
     pub fn shutdown(self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for _ in &self.threads {
-            self.server.unblock();
-        }
-        for t in self.threads {
-            let _ = t.join();
-        }
-        // The last handle: tiny_http wakes its accept thread, which closes the socket on its way out.
-        drop(self.server);
-        wait_until_closed(self.addr);
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
     }
 }
 
-/// tiny_http does not join its accept thread; wait (briefly) until the port refuses connections,
-/// so that the caller may bind it again at once.
-fn wait_until_closed(addr: SocketAddr) {
-    let probe = match addr.ip() {
-        ip if ip.is_unspecified() && addr.is_ipv4() => SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port())),
-        ip if ip.is_unspecified() => SocketAddr::from((Ipv6Addr::LOCALHOST, addr.port())),
-        _ => addr,
+async fn accept_loop(listener: tokio::net::TcpListener, mut stopped: oneshot::Receiver<()>, shared: Arc<Shared>) {
+    let open = Arc::new(Semaphore::new(shared.limits.connections));
+    let mut pause = ACCEPT_PAUSE.0;
+    let mut logged = HashSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                pause = ACCEPT_PAUSE.0;
+                match open.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let _ = stream.set_nodelay(true);
+                        tokio::spawn(serve(stream, shared.clone(), permit));
+                    }
+                    // Dropping the stream closes it.
+                    Err(_) => shared.stats.dropped(Dropped::Limit),
+                }
+            }
+            Err(e) => {
+                shared.stats.dropped(Dropped::AcceptError);
+                if logged.insert(e.raw_os_error().unwrap_or(-1)) {
+                    log_accept_error(shared.addr, &e);
+                }
+                // The failed connection stays queued: without a pause the loop would spin on it.
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(ACCEPT_PAUSE.1);
+            }
+        }
+    }
+}
+
+/// Once per kind of error and server: the server thread does not call into Python's logging.
+fn log_accept_error(addr: SocketAddr, e: &std::io::Error) {
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    let advice = match e.raw_os_error() {
+        Some(EMFILE) => " The process is out of file descriptors: raise `ulimit -n`.",
+        Some(ENFILE) => " The system is out of file descriptors.",
+        _ => "",
     };
-    for _ in 0..200 {
-        if TcpStream::connect_timeout(&probe, POLL).is_err() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    eprintln!(
+        "locust-prometheus-exporter: accepting a connection on {addr} failed: {e}.{advice} \
+         Retrying every second at most; this error is logged once."
+    );
+}
+
+async fn serve<IO>(io: IO, shared: Arc<Shared>, _permit: OwnedSemaphorePermit)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = Arc::new(Conn::new());
+    let io = TokioIo::new(Watched { io, conn: conn.clone() });
+    let service = {
+        let (shared, conn) = (shared.clone(), conn.clone());
+        service_fn(move |request| respond(request, shared.clone(), conn.clone()))
+    };
+    let mut builder = http1::Builder::new();
+    builder.max_header_size(shared.limits.header_bytes);
+    let stats = &shared.stats;
+    tokio::select! {
+        served = builder.serve_connection(io, service) => match served {
+            // hyper answered the request itself before closing.
+            Err(e) if e.is_parse_too_large() => {
+                stats.response(431);
+                stats.dropped(Dropped::TooLarge);
+            }
+            Err(e) if e.is_parse() => {
+                stats.response(400);
+                stats.dropped(Dropped::Malformed);
+            }
+            _ => {}
+        },
+        why = conn.watchdog(&shared.limits) => match why {
+            Close::Idle => {}
+            Close::HeadTimeout => stats.dropped(Dropped::HeadTimeout),
+            Close::WriteTimeout => stats.dropped(Dropped::WriteTimeout),
+        },
     }
 }
 
-fn serve(server: &tiny_http::Server, stop: &AtomicBool) {
-    while !stop.load(Ordering::SeqCst) {
-        if let Ok(Some(request)) = server.recv_timeout(POLL) {
-            // A panic here drops the request, which tiny_http answers with a 500; the thread lives on.
-            let _ = no_panic(|| {
-                respond(request);
-                Ok(())
-            });
-        }
-    }
-}
-
-/// Adds a header; only our own ASCII constants reach here, so parsing does not fail.
-fn with_header<R: std::io::Read>(response: Response<R>, name: &str, value: &str) -> Response<R> {
-    match Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-        Ok(h) => response.with_header(h),
-        Err(()) => response,
-    }
-}
-
-fn request_header<'a>(request: &'a Request, name: &'static str) -> &'a str {
-    request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv(name))
-        .map(|h| h.value.as_str())
-        .unwrap_or("")
+fn request_header(request: &Request<Incoming>, name: hyper::header::HeaderName) -> &str {
+    request.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
 /// The media ranges of an `Accept`-like header with their q-values.
@@ -192,79 +264,79 @@ pub fn accepts_gzip(accept_encoding: &str) -> bool {
 }
 
 /// The `name[]` values of a query string, percent-decoded.
-fn selected_names(url: &str) -> Vec<String> {
-    let Some((_, query)) = url.split_once('?') else {
-        return Vec::new();
-    };
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .filter(|(k, _)| matches!(*k, "name[]" | "name%5B%5D" | "name%5b%5d"))
-        .map(|(_, v)| percent_decode(v))
+fn selected_names(query: &str) -> Vec<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k == "name[]")
+        .map(|(_, v)| v.into_owned())
         .collect()
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
+/// Renders (and compresses) off the server's thread; at most `Limits::renders` at once, the rest queue.
+async fn render(format: Format, names: Vec<String>, gzip: bool) -> Option<(Vec<u8>, bool)> {
+    tokio::task::spawn_blocking(move || {
+        let body = {
+            let _pass = fork::enter();
+            scrape(global(), format, &names).into_bytes()
+        };
+        match gzip.then(|| gzip_bytes(&body)).flatten() {
+            Some(z) => (z, true),
+            None => (body, false),
         }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+    .ok()
 }
 
-fn respond(request: Request) {
-    let path = request.url().split('?').next().unwrap_or("");
+async fn respond(
+    request: Request<Incoming>,
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+) -> std::result::Result<Response<Reply>, Infallible> {
+    conn.request_started();
+    let path = request.uri().path();
     let known = matches!(path, "/" | "/metrics");
-    let method_ok = matches!(request.method(), Method::Get | Method::Head);
-    let response = match (known, method_ok) {
-        (false, _) => Response::from_string("Not Found\n").with_status_code(404),
-        (true, false) => with_header(
-            Response::from_string("Method Not Allowed\n").with_status_code(405),
-            "Allow",
-            "GET, HEAD",
-        ),
-        (true, true) if path == "/" => {
-            with_header(Response::from_string(INDEX), "Content-Type", "text/html; charset=utf-8")
-        }
-        (true, true) => {
-            let format = negotiate_format(request_header(&request, "Accept"));
-            let body = scrape(global(), format, &selected_names(request.url())).into_bytes();
-            let gzip = accepts_gzip(request_header(&request, "Accept-Encoding"));
-            let compressed = if gzip { gzip_bytes(&body) } else { None };
-            let response = match compressed {
-                Some(z) => with_header(Response::from_data(z), "Content-Encoding", "gzip"),
-                None => Response::from_data(body),
-            }
-            // The length is known: send it, rather than tiny_http's chunked encoding for large bodies.
-            .with_chunked_threshold(usize::MAX);
-            with_header(
-                with_header(response, "Content-Type", format.content_type()),
-                "Vary",
-                "Accept, Accept-Encoding",
+    let method_ok = matches!(*request.method(), Method::GET | Method::HEAD);
+    let mut headers = Vec::new();
+    let (status, body) = match (known, method_ok) {
+        (false, _) => (StatusCode::NOT_FOUND, Bytes::from_static(b"Not Found\n")),
+        (true, false) => {
+            headers.push((ALLOW, HeaderValue::from_static("GET, HEAD")));
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                Bytes::from_static(b"Method Not Allowed\n"),
             )
         }
+        (true, true) if path == "/" => {
+            headers.push((CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")));
+            (StatusCode::OK, Bytes::from_static(INDEX.as_bytes()))
+        }
+        (true, true) => {
+            let format = negotiate_format(request_header(&request, ACCEPT));
+            let gzip = accepts_gzip(request_header(&request, ACCEPT_ENCODING));
+            let names = selected_names(request.uri().query().unwrap_or(""));
+            match render(format, names, gzip).await {
+                Some((body, gzipped)) => {
+                    headers.push((CONTENT_TYPE, HeaderValue::from_static(format.content_type())));
+                    headers.push((VARY, HeaderValue::from_static("Accept, Accept-Encoding")));
+                    if gzipped {
+                        headers.push((CONTENT_ENCODING, HeaderValue::from_static("gzip")));
+                    }
+                    (StatusCode::OK, Bytes::from(body))
+                }
+                // The render panicked; the server goes on.
+                None => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Bytes::from_static(b"Internal Server Error\n"),
+                ),
+            }
+        }
     };
-    // The client may have gone; nothing to do about it.
-    let _ = request.respond(response);
+    shared.stats.response(status.as_u16());
+    // The length is known: hyper sends it as Content-Length (for HEAD too, without the body).
+    let mut response = Response::new(Reply::new(body, conn));
+    *response.status_mut() = status;
+    response.headers_mut().extend(headers);
+    Ok(response)
 }
 
 fn gzip_bytes(body: &[u8]) -> Option<Vec<u8>> {
@@ -310,11 +382,8 @@ mod tests {
 
     #[test]
     fn name_selection() {
-        assert_eq!(
-            selected_names("/metrics?name[]=a_total&name%5B%5D=b&x=1"),
-            vec!["a_total", "b"]
-        );
-        assert_eq!(selected_names("/metrics?name[]=%61+b%"), vec!["a b%"]);
-        assert!(selected_names("/metrics").is_empty());
+        assert_eq!(selected_names("name[]=a_total&name%5B%5D=b&x=1"), vec!["a_total", "b"]);
+        assert_eq!(selected_names("name[]=%61+b%"), vec!["a b%"]);
+        assert!(selected_names("").is_empty());
     }
 }

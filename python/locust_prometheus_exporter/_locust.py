@@ -114,7 +114,13 @@ class _Wiring:
         events.test_start.add_listener(self._on_test_start)
         events.test_stop.add_listener(self._on_test_stop)
         # `--processes` forks after the import: children start from zero, without the parent's server.
-        os.register_at_fork(after_in_child=_native.after_fork_in_child)
+        # Around any fork, the server's renders pause so that no registry lock is held by a thread
+        # the child does not have.
+        os.register_at_fork(
+            before=_native.before_fork,
+            after_in_parent=_native.after_fork_in_parent,
+            after_in_child=_native.after_fork_in_child,
+        )
 
     def _log_once(self, what: str) -> None:
         if what not in self._logged:
