@@ -4,11 +4,12 @@
 mod conn;
 mod stats;
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::oneshot;
 
 pub use conn::Limits;
 use conn::{Close, Conn, Reply, Watched};
@@ -124,7 +125,9 @@ impl ServerHandle {
 }
 
 async fn accept_loop(listener: tokio::net::TcpListener, mut stopped: oneshot::Receiver<()>, shared: Arc<Shared>) {
-    let open = Arc::new(Semaphore::new(shared.limits.connections));
+    let open = Arc::new(AtomicUsize::new(0));
+    // Every connection accepted, oldest first: the candidates to make room at the limit.
+    let mut accepted_conns: VecDeque<Weak<Conn>> = VecDeque::new();
     let mut pause = ACCEPT_PAUSE.0;
     let mut logged = HashSet::new();
     loop {
@@ -135,14 +138,20 @@ async fn accept_loop(listener: tokio::net::TcpListener, mut stopped: oneshot::Re
         match accepted {
             Ok((stream, _)) => {
                 pause = ACCEPT_PAUSE.0;
-                match open.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        let _ = stream.set_nodelay(true);
-                        tokio::spawn(serve(stream, shared.clone(), permit));
+                if open.load(Ordering::Relaxed) >= shared.limits.connections {
+                    shared.stats.dropped(Dropped::Limit);
+                    if !make_room(&mut accepted_conns) {
+                        // Every connection is answering a request: this one is closed by dropping it.
+                        continue;
                     }
-                    // Dropping the stream closes it.
-                    Err(_) => shared.stats.dropped(Dropped::Limit),
                 }
+                let conn = Arc::new(Conn::new());
+                if accepted_conns.len() >= 2 * shared.limits.connections {
+                    accepted_conns.retain(|c| c.strong_count() > 0);
+                }
+                accepted_conns.push_back(Arc::downgrade(&conn));
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve(stream, conn, shared.clone(), Open::new(open.clone())));
             }
             Err(e) => {
                 shared.stats.dropped(Dropped::AcceptError);
@@ -157,6 +166,34 @@ async fn accept_loop(listener: tokio::net::TcpListener, mut stopped: oneshot::Re
                 pause = (pause * 2).min(ACCEPT_PAUSE.1);
             }
         }
+    }
+}
+
+/// Evicts the oldest connection not answering a request; false if there is none.
+fn make_room(conns: &mut VecDeque<Weak<Conn>>) -> bool {
+    let victim = conns.iter().position(|c| c.upgrade().is_some_and(|c| c.evictable()));
+    match victim.and_then(|i| conns.remove(i)).and_then(|c| c.upgrade()) {
+        Some(conn) => {
+            conn.evict();
+            true
+        }
+        None => false,
+    }
+}
+
+/// One open connection, counted while its task lives.
+struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    fn new(count: Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Open(count)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -175,11 +212,10 @@ fn log_accept_error(addr: SocketAddr, e: &std::io::Error) {
     );
 }
 
-async fn serve<IO>(io: IO, shared: Arc<Shared>, _permit: OwnedSemaphorePermit)
+async fn serve<IO>(io: IO, conn: Arc<Conn>, shared: Arc<Shared>, _open: Open)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = Arc::new(Conn::new());
     let io = TokioIo::new(Watched { io, conn: conn.clone() });
     let service = {
         let (shared, conn) = (shared.clone(), conn.clone());
@@ -202,7 +238,8 @@ where
             _ => {}
         },
         why = conn.watchdog(&shared.limits) => match why {
-            Close::Idle => {}
+            // Counted as `limit` when it happened.
+            Close::Idle | Close::Evicted => {}
             Close::HeadTimeout => stats.dropped(Dropped::HeadTimeout),
             Close::WriteTimeout => stats.dropped(Dropped::WriteTimeout),
         },
@@ -348,6 +385,147 @@ fn gzip_bytes(body: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
+    use std::net::TcpStream;
+    use std::time::Instant;
+
+    use crate::metrics::{Desc, Kind};
+
+    const SHORT: Limits = Limits {
+        head: Duration::from_millis(300),
+        idle: Duration::from_millis(600),
+        write_stall: Duration::from_millis(400),
+        connections: 2,
+        ..Limits::DEFAULT
+    };
+
+    fn connect(server: &ServerHandle) -> TcpStream {
+        let stream = TcpStream::connect(server.addr()).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream
+    }
+
+    /// Reads one response head and its `Content-Length` body; the head as text.
+    fn response(stream: &mut TcpStream) -> String {
+        let mut head = Vec::new();
+        let mut byte = [0u8];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(stream.read(&mut byte).unwrap(), 1, "closed before a response");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map_or(0, |n| n.parse().unwrap());
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).unwrap();
+        head
+    }
+
+    /// How long until the server closes the connection (reading and dropping what it sends).
+    fn time_to_close(stream: &mut TcpStream) -> Duration {
+        let start = Instant::now();
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).unwrap() > 0 {}
+        start.elapsed()
+    }
+
+    #[test]
+    fn slow_heads_and_idle_keep_alive_are_closed() {
+        let server = ServerHandle::start("127.0.0.1", 0, SHORT).unwrap();
+        let mut half = connect(&server);
+        half.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").unwrap();
+        let took = time_to_close(&mut half);
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+
+        let mut kept = connect(&server);
+        for _ in 0..3 {
+            kept.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            assert!(response(&mut kept).starts_with("HTTP/1.1 200"));
+        }
+        // Idle for longer than `head` but less than `idle`: still open.
+        std::thread::sleep(Duration::from_millis(400));
+        kept.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert!(response(&mut kept).starts_with("HTTP/1.1 404"));
+        let took = time_to_close(&mut kept);
+        assert!(
+            took >= Duration::from_millis(550) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        server.shutdown();
+    }
+
+    #[test]
+    fn at_the_limit_the_oldest_waiting_connection_makes_room() {
+        let server = ServerHandle::start(
+            "127.0.0.1",
+            0,
+            Limits {
+                head: Duration::from_secs(30),
+                ..SHORT
+            },
+        )
+        .unwrap();
+        let mut slow: Vec<TcpStream> = (0..2).map(|_| connect(&server)).collect();
+        for s in &mut slow {
+            s.write_all(b"GET /").unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let mut scrape = connect(&server);
+        scrape.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert!(response(&mut scrape).starts_with("HTTP/1.1 200"));
+        assert!(
+            time_to_close(&mut slow[0]) < Duration::from_secs(1),
+            "the oldest was not evicted"
+        );
+        server.shutdown();
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_is_dropped() {
+        // A body far larger than what the socket buffers hold.
+        let family = global()
+            .get_or_register(Desc::new("rust_test_big", "h", Kind::Counter, vec!["l".into()]).unwrap())
+            .unwrap();
+        let long = "x".repeat(200);
+        for i in 0..60_000 {
+            family.child(&[format!("{long}{i}")]).unwrap();
+        }
+        let server = ServerHandle::start("127.0.0.1", 0, SHORT).unwrap();
+        let mut stalled = connect(&server);
+        stalled.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(1_500));
+        let start = Instant::now();
+        let mut received = Vec::new();
+        let mut sink = [0u8; 65536];
+        loop {
+            match stalled.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&sink[..n]),
+            }
+        }
+        assert!(received.starts_with(b"HTTP/1.1 200"));
+        let received = received.len();
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "still open after the stall limit"
+        );
+        assert!(received < 60_000 * 200, "the whole body was sent: {received} bytes");
+        server.shutdown();
+    }
+
+    #[test]
+    fn shutdown_frees_the_port() {
+        let server = ServerHandle::start("127.0.0.1", 0, Limits::DEFAULT).unwrap();
+        let addr = server.addr();
+        let _open = connect(&server);
+        server.shutdown();
+        assert!(std::net::TcpListener::bind(addr).is_ok());
+    }
 
     const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
         version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";

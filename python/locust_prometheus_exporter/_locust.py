@@ -9,6 +9,7 @@ import functools
 import logging
 import os
 import secrets
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -128,6 +129,16 @@ class _Wiring:
             logger.exception("locust-prometheus-exporter: %s failed (logged once)", what)
 
     def _on_init(self, environment: Environment, runner: Runner | None = None, **_kw: Any) -> None:
+        """A configuration the exporter cannot serve stops Locust (exit code 1) with one line, not the
+        traceback Locust prints for a failing handler: the test would run with nobody able to scrape it."""
+        try:
+            self._init(environment, runner)
+        except (OSError, ValueError) as e:
+            message = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            logger.error("locust-prometheus-exporter: %s", message)
+            sys.exit(1)
+
+    def _init(self, environment: Environment, runner: Runner | None) -> None:
         self.init_seen = True
         self._runner = runner
         if runner is not None and not isinstance(runner, MasterRunner):
@@ -145,7 +156,6 @@ class _Wiring:
         port = getattr(options, "prometheus_port", None)
         for i, exporter in enumerate(self.exporters):
             # The options address the first exporter; any other keeps the address it was given.
-            # An OSError here makes Locust exit with code 1 instead of running a test nobody can scrape.
             if i == 0:
                 exporter.serve(host, port)
             else:

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use hyper::body::{Body, Bytes, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 
 /// What the server tolerates from its clients; see the README's limits table.
 #[derive(Clone, Copy, Debug)]
@@ -18,7 +19,8 @@ pub struct Limits {
     pub head: Duration,
     /// Request line and headers.
     pub header_bytes: usize,
-    /// Open connections; further ones are closed at once.
+    /// Open connections. A new one beyond takes the place of the oldest that is not answering a
+    /// request (slow or idle clients), or is closed at once when all are.
     pub connections: usize,
     /// A keep-alive connection waiting for its next request.
     pub idle: Duration,
@@ -48,6 +50,7 @@ impl Limits {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Close {
     Idle,
+    Evicted,
     HeadTimeout,
     WriteTimeout,
 }
@@ -75,6 +78,8 @@ pub struct Conn {
     busy: AtomicBool,
     /// A request was answered: waiting now is keep-alive idleness, not a slow head.
     served: AtomicBool,
+    /// Told to close, to make room for a new connection.
+    evicted: Notify,
 }
 
 impl Conn {
@@ -85,7 +90,17 @@ impl Conn {
             blocked_since: AtomicU64::new(0),
             busy: AtomicBool::new(false),
             served: AtomicBool::new(false),
+            evicted: Notify::new(),
         }
+    }
+
+    /// Whether it may be closed for a newcomer: it is not answering a request.
+    pub fn evictable(&self) -> bool {
+        !self.busy.load(Ordering::Relaxed)
+    }
+
+    pub fn evict(&self) {
+        self.evicted.notify_one();
     }
 
     pub fn request_started(&self) {
@@ -144,6 +159,13 @@ impl Conn {
 
     /// Returns when the connection is to be closed, and why.
     pub async fn watchdog(&self, limits: &Limits) -> Close {
+        tokio::select! {
+            why = self.deadlines(limits) => why,
+            _ = self.evicted.notified() => Close::Evicted,
+        }
+    }
+
+    async fn deadlines(&self, limits: &Limits) -> Close {
         loop {
             let now = now_ms();
             match self.check(now, limits) {
