@@ -231,6 +231,8 @@ where
                 stats.response(431);
                 stats.dropped(Dropped::TooLarge);
             }
+            // An HTTP/2 preface gets no answer from hyper.
+            Err(e) if e.is_parse_version_h2() => stats.dropped(Dropped::Malformed),
             Err(e) if e.is_parse() => {
                 stats.response(400);
                 stats.dropped(Dropped::Malformed);
