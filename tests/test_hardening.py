@@ -407,3 +407,11 @@ def test_locust_at_a_low_descriptor_limit_keeps_its_endpoint(target, tmp_path):
     output = log.read_text()
     assert "Too many open files" in output, "the run never ran out of descriptors: the test proves nothing"
     assert total(after, "locust_users_total") == 300
+
+
+def test_ipv6_loopback():
+    """IPv6 as IPv4 (tests bind loopback only: `0.0.0.0` and `::` go through the same code)."""
+    with PrometheusExporter("::1", 0) as e:
+        assert e.address is not None and e.address[0] == "::1"
+        status, headers, body = http_get(f"http://[::1]:{e.address[1]}/metrics")
+    assert status == 200 and int(headers["Content-Length"]) == len(body)
