@@ -16,7 +16,7 @@ import time
 import warnings
 
 import pytest
-from conftest import free_port, http_get, locust_cmd, samples_of, total
+from conftest import EXAMPLES, free_port, http_get, locust_cmd, samples_of, total
 
 from locust_prometheus_exporter import Counter, PrometheusExporter, _native
 
@@ -311,8 +311,7 @@ def test_forks_during_scrapes_leave_the_child_able_to_record_and_render(port):
 
 def quick_locust(*args: str) -> subprocess.CompletedProcess:
     """A headless Locust run that should stop at init: no request is ever sent to its (closed) target."""
-    locustfile = os.path.join(os.path.dirname(__file__), "..", "examples", "locustfile.py")
-    cmd = locust_cmd(locustfile, "--headless", "-u", "1", "-t", "5s", "-H", "http://127.0.0.1:9", *args)  # type: ignore[arg-type]
+    cmd = locust_cmd(EXAMPLES / "locustfile.py", "--headless", "-u", "1", "-t", "5s", "-H", "http://127.0.0.1:9", *args)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
 
@@ -373,7 +372,7 @@ def test_locust_at_a_low_descriptor_limit_keeps_its_endpoint(target, tmp_path):
     port, web_port = free_port(), free_port()
     cmd = locust_cmd(locustfile, "-H", target, "--autostart", "--autoquit", "6", "-t", "8s", "-u", "300", "-r", "300",
                      "--web-host", "127.0.0.1", "--web-port", str(web_port),
-                     "--prometheus-host", "127.0.0.1", "--prometheus-port", str(port))  # type: ignore[arg-type]  # fmt: skip
+                     "--prometheus-host", "127.0.0.1", "--prometheus-port", str(port))  # fmt: skip
     log = tmp_path / "locust.log"
 
     def low_limit():
