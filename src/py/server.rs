@@ -60,6 +60,16 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// Dropped unclosed: the parent's server stops (its thread is not waited for). In a forked child
+    /// the handle is left alone: signalling it would touch the parent's runtime, whose threads are gone.
+    fn drop(&mut self) {
+        if self.generation != FORK_GENERATION.load(Ordering::SeqCst) {
+            std::mem::forget(self.handle.get_mut().take());
+        }
+    }
+}
+
 /// The exposition of every metric, as a scrape would get it.
 #[pyfunction]
 #[pyo3(signature = (openmetrics=false, names=Vec::new()))]
