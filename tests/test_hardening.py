@@ -322,23 +322,23 @@ def taken_port():
     return s
 
 
-@pytest.mark.parametrize("case", ["port busy", "foreign address", "privileged port", "bad labels", "bad buckets"])
+@pytest.mark.parametrize("case", ["port-busy", "foreign-address", "privileged-port", "bad-labels", "bad-buckets"])
 def test_configuration_errors_stop_locust_with_one_line(case):
-    if case == "privileged port" and os.geteuid() == 0:
+    if case == "privileged-port" and os.geteuid() == 0:
         pytest.skip("root may bind any port")
     with taken_port() as taken:
         busy = str(taken.getsockname()[1])
         args, expected = {
-            "port busy": (("--prometheus-host", "127.0.0.1", "--prometheus-port", busy),
+            "port-busy": (("--prometheus-host", "127.0.0.1", "--prometheus-port", busy),
                           f"cannot listen on 127.0.0.1:{busy}: Address already in use"),
             # An address of no interface here (TEST-NET-1): refused locally, as an unknown name would be,
             # without asking a name server.
-            "foreign address": (("--prometheus-host", "192.0.2.1", "--prometheus-port", busy),
+            "foreign-address": (("--prometheus-host", "192.0.2.1", "--prometheus-port", busy),
                                 f"cannot listen on 192.0.2.1:{busy}: Cannot assign requested address"),
-            "privileged port": (("--prometheus-host", "127.0.0.1", "--prometheus-port", "80"),
+            "privileged-port": (("--prometheus-host", "127.0.0.1", "--prometheus-port", "80"),
                                 "cannot listen on 127.0.0.1:80: Permission denied"),
-            "bad labels": (("--prometheus-port", "0", "--prometheus-labels", "env"), "expected name=value"),
-            "bad buckets": (("--prometheus-port", "0", "--prometheus-buckets", "1,x"), "--prometheus-buckets"),
+            "bad-labels": (("--prometheus-port", "0", "--prometheus-labels", "env"), "expected name=value"),
+            "bad-buckets": (("--prometheus-port", "0", "--prometheus-buckets", "1,x"), "--prometheus-buckets"),
         }[case]  # fmt: skip
         r = quick_locust(*args)
     assert r.returncode == 1, r.stderr
