@@ -27,7 +27,7 @@ pub enum ExporterError {
     InvalidReport(&'static str),
     #[error("worker report left out for families defined differently on the master: {0:?}")]
     ReportMismatch(Vec<String>),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {source}; choose another port with --prometheus-port (or another address with --prometheus-host)")]
     Bind { addr: String, source: std::io::Error },
     #[error("internal error: {0}")]
     Internal(String),

@@ -2,6 +2,7 @@
 
 mod errors;
 mod exposition;
+mod fork;
 mod locust_metrics;
 mod metrics;
 mod py;
@@ -16,7 +17,8 @@ mod _native {
     use crate::py::metric::{Counter, Gauge, Histogram, Timer};
     #[pymodule_export]
     use crate::py::server::{
-        after_fork_in_child, apply_report, render, set_const_labels, set_live_workers, take_report, Server,
+        after_fork_in_child, after_fork_in_parent, apply_report, before_fork, render, set_const_labels,
+        set_live_workers, take_report, Server,
     };
 
     use pyo3::prelude::*;

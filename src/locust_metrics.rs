@@ -177,7 +177,7 @@ impl LocustMetrics {
     }
 }
 
-fn add(series: &Series, v: f64) {
+pub(crate) fn add(series: &Series, v: f64) {
     if let Cell::Scalar(s) = &series.cell {
         s.add(v);
     }

@@ -9,6 +9,7 @@ import functools
 import logging
 import os
 import secrets
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -114,9 +115,14 @@ class _Wiring:
         events.test_start.add_listener(self._on_test_start)
         events.test_stop.add_listener(self._on_test_stop)
         # `--processes` forks after the import: children start from zero, without the parent's server.
-        # Windows has no fork (and no `os.register_at_fork`), so nothing to reset there.
+        # Around any fork, the server's renders pause so that no registry lock is held by a thread
+        # the child does not have. Windows has no fork (and no `os.register_at_fork`).
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_native.after_fork_in_child)
+            os.register_at_fork(
+                before=_native.before_fork,
+                after_in_parent=_native.after_fork_in_parent,
+                after_in_child=_native.after_fork_in_child,
+            )
 
     def _log_once(self, what: str) -> None:
         if what not in self._logged:
@@ -124,6 +130,16 @@ class _Wiring:
             logger.exception("locust-prometheus-exporter: %s failed (logged once)", what)
 
     def _on_init(self, environment: Environment, runner: Runner | None = None, **_kw: Any) -> None:
+        """A configuration the exporter cannot serve stops Locust (exit code 1) with one line, not the
+        traceback Locust prints for a failing handler: the test would run with nobody able to scrape it."""
+        try:
+            self._init(environment, runner)
+        except (OSError, ValueError) as e:
+            message = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            logger.error("locust-prometheus-exporter: %s", message)
+            sys.exit(1)
+
+    def _init(self, environment: Environment, runner: Runner | None) -> None:
         self.init_seen = True
         self._runner = runner
         if runner is not None and not isinstance(runner, MasterRunner):
@@ -141,7 +157,6 @@ class _Wiring:
         port = getattr(options, "prometheus_port", None)
         for i, exporter in enumerate(self.exporters):
             # The options address the first exporter; any other keeps the address it was given.
-            # An OSError here makes Locust exit with code 1 instead of running a test nobody can scrape.
             if i == 0:
                 exporter.serve(host, port)
             else:

@@ -125,7 +125,7 @@ class RequestListener:
     def workers(self) -> Gauge: ...
 
 class Server:
-    """A ``/metrics`` HTTP server on native threads; binds when constructed (``OSError`` on failure)."""
+    """A ``/metrics`` HTTP server on a native thread; binds when constructed (``OSError`` on failure)."""
 
     host: str
     port: int
@@ -149,6 +149,12 @@ def set_const_labels(labels: list[tuple[str, str]]) -> None:
 
 def set_live_workers(client_ids: list[str]) -> None:
     """On the master: the workers Locust has not marked missing."""
+
+def before_fork() -> None:
+    """Before a fork: waits until no native thread is inside the registry (renders under way end)."""
+
+def after_fork_in_parent() -> None:
+    """After a fork, in the parent: lets renders go on."""
 
 def after_fork_in_child() -> None:
     """In a forked child: zero every value and forget the parent's server."""
