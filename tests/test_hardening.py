@@ -309,9 +309,12 @@ def test_forks_during_scrapes_leave_the_child_able_to_record_and_render(port):
     assert len(scrapes) > 100 and set(scrapes) == {200}
 
 
-def quick_locust(*args: str) -> subprocess.CompletedProcess:
-    """A headless Locust run that should stop at init: no request is ever sent to its (closed) target."""
+def quick_locust(*args: str, unprivileged: bool = False) -> subprocess.CompletedProcess:
+    """A headless Locust run that should stop at init: no request is ever sent to its (closed) target.
+    `unprivileged` takes away the right to bind ports below 1024, which root has, with util-linux's setpriv."""
     cmd = locust_cmd(EXAMPLES / "locustfile.py", "--headless", "-u", "1", "-t", "5s", "-H", "http://127.0.0.1:9", *args)
+    if unprivileged and os.geteuid() == 0:
+        cmd = ["setpriv", "--bounding-set", "-net_bind_service", "--inh-caps", "-net_bind_service", *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
 
@@ -324,8 +327,6 @@ def taken_port():
 
 @pytest.mark.parametrize("case", ["port-busy", "foreign-address", "privileged-port", "bad-labels", "bad-buckets"])
 def test_configuration_errors_stop_locust_with_one_line(case):
-    if case == "privileged-port" and os.geteuid() == 0:
-        pytest.skip("root may bind any port")
     with taken_port() as taken:
         busy = str(taken.getsockname()[1])
         args, expected = {
@@ -340,7 +341,7 @@ def test_configuration_errors_stop_locust_with_one_line(case):
             "bad-labels": (("--prometheus-port", "0", "--prometheus-labels", "env"), "expected name=value"),
             "bad-buckets": (("--prometheus-port", "0", "--prometheus-buckets", "1,x"), "--prometheus-buckets"),
         }[case]  # fmt: skip
-        r = quick_locust(*args)
+        r = quick_locust(*args, unprivileged=case == "privileged-port")
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr
     ours = [line for line in r.stderr.splitlines() if "locust-prometheus-exporter" in line]
