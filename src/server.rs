@@ -14,6 +14,7 @@ use tiny_http::{Header, Method, Request, Response};
 use crate::errors::{no_panic, ExporterError, Result};
 use crate::exposition::{scrape, Format};
 use crate::metrics::global;
+use crate::scrape_log::scrape_log;
 
 const HANDLER_THREADS: usize = 2;
 const POLL: Duration = Duration::from_millis(200);
@@ -235,6 +236,9 @@ fn respond(request: Request) {
     let path = request.url().split('?').next().unwrap_or("");
     let known = matches!(path, "/" | "/metrics");
     let method_ok = matches!(request.method(), Method::Get | Method::Head);
+    // A full scrape (not HEAD, not a selection) is what the end of a run waits for.
+    let full_scrape = (path == "/metrics" && *request.method() == Method::Get && selected_names(request.url()).is_empty())
+        .then(|| scrape_log().start());
     let response = match (known, method_ok) {
         (false, _) => Response::from_string("Not Found\n").with_status_code(404),
         (true, false) => with_header(
@@ -264,7 +268,11 @@ fn respond(request: Request) {
         }
     };
     // The client may have gone; nothing to do about it.
-    let _ = request.respond(response);
+    if request.respond(response).is_ok() {
+        if let Some(started) = full_scrape {
+            scrape_log().answered(started);
+        }
+    }
 }
 
 fn gzip_bytes(body: &[u8]) -> Option<Vec<u8>> {

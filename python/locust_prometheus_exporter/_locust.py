@@ -17,7 +17,7 @@ import locust
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 from locust.user.task import LOCUST_STATE_WAITING
 
-from . import _native
+from . import _end_of_run, _native
 
 if TYPE_CHECKING:
     from locust.env import Environment
@@ -113,6 +113,7 @@ class _Wiring:
         events.worker_report.add_listener(self._on_worker_report)
         events.test_start.add_listener(self._on_test_start)
         events.test_stop.add_listener(self._on_test_stop)
+        _end_of_run.install(events)  # the final scrape at quit
         # `--processes` forks after the import: children start from zero, without the parent's server.
         os.register_at_fork(after_in_child=_native.after_fork_in_child)
 
