@@ -29,6 +29,8 @@ pub enum ExporterError {
     ReportMismatch(Vec<String>),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
+    #[error("{0}")]
+    InvalidPushConfig(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -4,6 +4,7 @@ mod errors;
 mod exposition;
 mod locust_metrics;
 mod metrics;
+mod push;
 mod py;
 mod report;
 mod scrape_log;
@@ -12,7 +13,7 @@ mod server;
 #[pyo3::pymodule(gil_used = false)]
 mod _native {
     #[pymodule_export]
-    use crate::py::end_of_run::{scrape_mark, scrapes_seen, wait_for_scrape};
+    use crate::py::end_of_run::{scrape_mark, scrapes_seen, wait_for_scrape, PyPusher};
     #[pymodule_export]
     use crate::py::listener::RequestListener;
     #[pymodule_export]

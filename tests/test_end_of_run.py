@@ -81,7 +81,7 @@ def test_linger_bounds_the_wait_and_a_second_ctrl_c_skips_it(run_locust):
     master.send_signal(signal.SIGINT)
     assert run.finish(timeout=30) == [0], run.output()
     assert time.monotonic() - interrupted < 10
-    assert "Final scrape skipped (Ctrl-C)" in run.output()
+    assert "Final scrape and pushes skipped (Ctrl-C)" in run.output()
 
 
 def test_bad_linger_stops_locust_at_init(run_locust):
