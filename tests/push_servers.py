@@ -3,9 +3,12 @@ receiving remote write) and `prometheus-pushgateway`, each on 127.0.0.1 at a fre
 
 from __future__ import annotations
 
+import http.server
 import json
 import shutil
+import ssl
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -60,7 +63,8 @@ class Pushgateway:
         self.log = workdir / "pushgateway.log"
         self._log_file = open(self.log, "w")
         binary = shutil.which("prometheus-pushgateway") or "prometheus-pushgateway"
-        cmd = [binary, f"--web.listen-address=127.0.0.1:{self.port}"]
+        # Debian's default persistence file is shared by every Pushgateway of the machine.
+        cmd = [binary, f"--web.listen-address=127.0.0.1:{self.port}", f"--persistence.file={workdir / 'pushgateway.data'}"]
         self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT)
 
     def metrics(self) -> dict:
@@ -109,3 +113,70 @@ def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushgatewa
             time.sleep(0.1)
     yield gateway
     gateway.stop()
+
+
+class Recorder(http.server.ThreadingHTTPServer):
+    """An HTTP(S) server on 127.0.0.1 that records each POST/PUT (method, path, headers by lowercase name, body size) and answers with
+    the next of `statuses` (then 204): a receiver whose answers the test chooses, on a real socket."""
+
+    def __init__(self, statuses: list[int], tls: tuple[Path, Path] | None = None) -> None:
+        self.requests: list[tuple[str, str, dict[str, str], int]] = []
+        self.statuses = list(statuses)
+        super().__init__(("127.0.0.1", 0), _RecorderHandler)
+        scheme = "http"
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.socket = context.wrap_socket(self.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+class _RecorderHandler(http.server.BaseHTTPRequestHandler):
+    server: Recorder
+
+    def _record(self) -> None:
+        size = len(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        self.server.requests.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, size))
+        status = self.server.statuses.pop(0) if self.server.statuses else 204
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_POST = do_PUT = _record
+
+    def log_message(self, *_args) -> None:
+        pass
+
+
+@pytest.fixture
+def recorder() -> Iterator:
+    """``start(statuses, tls=(cert, key)) -> Recorder``; shut down at the end."""
+    servers: list[Recorder] = []
+
+    def start(statuses: list[int], tls: tuple[Path, Path] | None = None) -> Recorder:
+        servers.append(Recorder(statuses, tls))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def make_ca_and_server_cert(workdir: Path) -> tuple[Path, Path, Path]:
+    """With openssl: a CA, and a certificate for 127.0.0.1 it signed; returns (ca.pem, server.pem, server.key)."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    ca, ca_key, cert, key, csr = (workdir / n for n in ("ca.pem", "ca.key", "server.pem", "server.key", "server.csr"))
+    ext = workdir / "server.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+    for cmd in (
+        ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=end-of-run test CA",
+         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"],
+        ["req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "2",
+         "-extfile", ext],
+    ):  # fmt: skip
+        subprocess.run(["openssl", *map(str, cmd)], check=True, capture_output=True, timeout=30)
+    return ca, cert, key
