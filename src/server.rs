@@ -237,8 +237,9 @@ fn respond(request: Request) {
     let known = matches!(path, "/" | "/metrics");
     let method_ok = matches!(request.method(), Method::Get | Method::Head);
     // A full scrape (not HEAD, not a selection) is what the end of a run waits for.
-    let full_scrape = (path == "/metrics" && *request.method() == Method::Get && selected_names(request.url()).is_empty())
-        .then(|| scrape_log().start());
+    let full_scrape =
+        (path == "/metrics" && *request.method() == Method::Get && selected_names(request.url()).is_empty())
+            .then(|| scrape_log().start());
     let response = match (known, method_ok) {
         (false, _) => Response::from_string("Not Found\n").with_status_code(404),
         (true, false) => with_header(

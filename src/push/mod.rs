@@ -122,7 +122,9 @@ pub struct Pusher {
 /// Checks a push URL: `http` or `https`, with a host.
 pub fn check_url(url: &str) -> Result<Uri> {
     let bad = |why: &str| ExporterError::InvalidPushConfig(format!("invalid push URL {url:?}: {why}"));
-    let uri: Uri = url.parse().map_err(|e: ureq::http::uri::InvalidUri| bad(&e.to_string()))?;
+    let uri: Uri = url
+        .parse()
+        .map_err(|e: ureq::http::uri::InvalidUri| bad(&e.to_string()))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
         _ => return Err(bad("the scheme must be http or https")),
@@ -283,7 +285,8 @@ impl Shared {
             if s.kinds_logged.insert(kind) {
                 let name = self.config.protocol.name();
                 let url = &self.config.url;
-                s.messages.push(format!("{name} to {url} failed: {message} (logged once per kind)"));
+                s.messages
+                    .push(format!("{name} to {url} failed: {message} (logged once per kind)"));
             }
             let wake_at = Instant::now() + backoff;
             if !retry || s.stop || give_up.is_some_and(|g| wake_at >= g) {
@@ -347,7 +350,14 @@ mod tests {
     fn urls() {
         assert!(check_url("http://127.0.0.1:9090/api/v1/write").is_ok());
         assert!(check_url("https://example.com/push").is_ok());
-        for bad in ["", "127.0.0.1:9090", "ftp://host/x", "http://", "http:// bad host/", "not a url"] {
+        for bad in [
+            "",
+            "127.0.0.1:9090",
+            "ftp://host/x",
+            "http://",
+            "http:// bad host/",
+            "not a url",
+        ] {
             assert!(check_url(bad).is_err(), "{bad}");
         }
     }

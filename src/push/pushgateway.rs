@@ -19,7 +19,10 @@ pub fn group_url(base: &str, grouping: &[(String, String)]) -> String {
             url.push_str(&format!("/{name}/{value}"));
         } else {
             let encoded = base64::engine::general_purpose::URL_SAFE.encode(value);
-            url.push_str(&format!("/{name}@base64/{}", if encoded.is_empty() { "=" } else { &encoded }));
+            url.push_str(&format!(
+                "/{name}@base64/{}",
+                if encoded.is_empty() { "=" } else { &encoded }
+            ));
         }
     }
     url

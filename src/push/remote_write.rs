@@ -153,8 +153,14 @@ mod tests {
         assert_eq!(parse_line("up 1.0"), Some(("up".into(), vec![], 1.0)));
         let (name, labels, value) = parse_line(r#"x_bucket{a="q\"u\\o\nte",le="+Inf"} 3"#).unwrap();
         assert_eq!((name.as_str(), value), ("x_bucket", 3.0));
-        assert_eq!(labels, vec![("a".into(), "q\"u\\o\nte".into()), ("le".into(), "+Inf".into())]);
-        assert_eq!(parse_line(r#"g{a="},{"} -Inf"#).unwrap().1, vec![("a".into(), "},{".into())]);
+        assert_eq!(
+            labels,
+            vec![("a".into(), "q\"u\\o\nte".into()), ("le".into(), "+Inf".into())]
+        );
+        assert_eq!(
+            parse_line(r#"g{a="},{"} -Inf"#).unwrap().1,
+            vec![("a".into(), "},{".into())]
+        );
         assert!(parse_line("g NaN").unwrap().2.is_nan());
         assert_eq!(parse_line(r#"g{} 2.5e-7"#).unwrap().2, 2.5e-7);
         assert_eq!(parse_line(r#"g{a="unterminated} 1"#), None);
@@ -175,7 +181,13 @@ mod tests {
                 ("method", "GET")
             ]
         );
-        assert_eq!(ts[0].samples, vec![Sample { value: 5.0, timestamp: 1234 }]);
+        assert_eq!(
+            ts[0].samples,
+            vec![Sample {
+                value: 5.0,
+                timestamp: 1234
+            }]
+        );
     }
 
     #[test]
