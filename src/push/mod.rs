@@ -266,8 +266,10 @@ impl Shared {
         }
     }
 
-    /// Sends one fresh batch, retrying with backoff until `give_up` (or until stopped).
+    /// Sends one fresh batch, retrying with backoff until `give_up` (or until stopped). A regular push
+    /// also gives up when the final push is asked for: that one carries fresher values.
     fn push(&self, give_up: Option<Instant>) {
+        let superseded = |s: &State| s.stop || (give_up.is_some() && s.final_requested);
         let batch = self.batch();
         let mut backoff = FIRST_BACKOFF;
         loop {
@@ -289,13 +291,15 @@ impl Shared {
                     .push(format!("{name} to {url} failed: {message} (logged once per kind)"));
             }
             let wake_at = Instant::now() + backoff;
-            if !retry || s.stop || give_up.is_some_and(|g| wake_at >= g) {
+            let retrying = retry && give_up.is_none_or(|g| wake_at < g);
+            if retrying {
+                while !superseded(&s) && Instant::now() < wake_at {
+                    let _ = self.wake.wait_until(&mut s, wake_at);
+                }
+            }
+            if !retrying || superseded(&s) {
                 s.stats.dropped_samples += batch.samples;
                 return;
-            }
-            // Sleeps, but wakes for stop (the final push may wait the whole backoff: it is being retried).
-            while !s.stop && Instant::now() < wake_at {
-                let _ = self.wake.wait_until(&mut s, wake_at);
             }
             drop(s);
             backoff = (backoff * 2).min(self.config.interval.max(FIRST_BACKOFF));
