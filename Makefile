@@ -9,10 +9,12 @@ PIP := $(VENV)/bin/pip
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-system-deps: ## Debian packages the tests use (promtool and prometheus, curl)
-	@command -v promtool >/dev/null && command -v curl >/dev/null || { \
+system-deps: ## Debian packages the tests use (promtool and prometheus, prometheus-pushgateway, curl, openssl)
+	@command -v promtool >/dev/null && command -v curl >/dev/null && command -v prometheus-pushgateway >/dev/null \
+	  && command -v openssl >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus curl; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus \
+	    prometheus-pushgateway curl openssl; }
 
 $(VENV)/.ready: pyproject.toml
 	python3 -m venv $(VENV)
