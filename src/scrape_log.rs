@@ -53,7 +53,8 @@ impl ScrapeLog {
         self.answered.notify_all();
     }
 
-    /// How many scrapes started, and the mean interval between their starts (`None` below two).
+    /// How many scrapes started, and the scrape interval as seen: the mean interval between their
+    /// starts, or with a single scrape the time since it (the interval is at least that long).
     pub fn seen(&self) -> (u64, Option<Duration>) {
         let s = self.state.lock();
         let interval = match (s.first_start, s.last_start) {
@@ -61,6 +62,7 @@ impl ScrapeLog {
                 let gaps = u32::try_from(s.started - 1).unwrap_or(u32::MAX);
                 Some(last.duration_since(first) / gaps)
             }
+            (_, Some(last)) => Some(last.elapsed()),
             _ => None,
         };
         (s.started, interval)
@@ -119,8 +121,10 @@ mod tests {
         let log = ScrapeLog::new();
         assert_eq!(log.seen(), (0, None));
         let a = log.start();
-        assert_eq!(log.seen(), (1, None));
         std::thread::sleep(Duration::from_millis(20));
+        let (n, since) = log.seen();
+        assert_eq!(n, 1);
+        assert!(since.is_some_and(|i| i >= Duration::from_millis(20)), "{since:?}");
         log.answered(a);
         let _ = log.start();
         let (n, interval) = log.seen();

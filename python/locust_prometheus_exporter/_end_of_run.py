@@ -186,7 +186,7 @@ class _EndOfRun:
     def _linger_for(self, interval: float | None) -> float:
         if self._linger is not None:
             return self._linger
-        return min(2 * interval, LINGER_CAP) if interval is not None else LINGER_CAP
+        return min(2 * interval, LINGER_CAP) if interval is not None else 0.0
 
     def _wait_for_scrape(self, mark: int, started: float) -> None:
         scrapes, interval = _native.scrapes_seen()
@@ -202,7 +202,10 @@ class _EndOfRun:
             logger.warning("No final scrape of /metrics within %.1f s: Prometheus misses what came after its last", waited)
 
     def _finish_pushes(self, started: float) -> None:
-        deadline = started + self._linger_for(self._push_interval)
+        linger = self._linger_for(self._push_interval)
+        if linger == 0:
+            return
+        deadline = started + linger
         for pusher in self._pushers:
             if not _wait_natively(pusher.wait_final, deadline):
                 logger.warning("The final push by %s did not end within --prometheus-linger", pusher)

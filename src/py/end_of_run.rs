@@ -14,7 +14,8 @@ pub fn scrape_mark() -> u64 {
     to_nanos(Instant::now())
 }
 
-/// `(scrapes started, mean seconds between their starts or None)` since the process started.
+/// `(scrapes started, the scrape interval seen in seconds or None)` since the process started
+/// (the mean interval between scrapes; with a single scrape, the time since it).
 #[pyfunction]
 pub fn scrapes_seen() -> (u64, Option<f64>) {
     let (count, interval) = scrape_log().seen();
