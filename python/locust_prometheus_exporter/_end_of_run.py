@@ -47,6 +47,7 @@ def install(events: Events, wiring: _Wiring) -> None:
     events.init_command_line_parser.add_listener(add_options)
     events.init.add_listener(end.on_init)
     events.test_start.add_listener(end.on_test_start)
+    events.test_stop.add_listener(end.on_test_stop)
     events.quitting.add_listener(end.on_quitting)
 
 
@@ -115,6 +116,8 @@ class _EndOfRun:
         self._push_interval = 0.0
         self._group_by_run = False
         self._pushers: list[_native.Pusher] = []
+        #: When the last test stopped, on a local runner (``scrape_mark()``), while no other test runs.
+        self._stopped: int | None = None
 
     def on_init(self, environment: Environment, runner: Runner | None = None, **_kw: Any) -> None:
         if runner is None or isinstance(runner, WorkerRunner):
@@ -145,9 +148,17 @@ class _EndOfRun:
             gevent.spawn(self._log_pushes)
 
     def on_test_start(self, **_kw: Any) -> None:
+        self._stopped = None
         if self._group_by_run and self._wiring.run_id:
             for pusher in self._pushers:
                 pusher.set_grouping([("run_id", self._wiring.run_id)])
+
+    def on_test_stop(self, **_kw: Any) -> None:
+        # A local runner's counts are final when its test stops: a scrape since then is the final one (as in
+        # `--autoquit` runs, scraped while they linger). A master's are final only after its workers' last
+        # reports, which Locust takes when it quits.
+        if self._runner is not None and not isinstance(self._runner, MasterRunner):
+            self._stopped = _native.scrape_mark()
 
     def _log_pushes(self) -> None:
         while True:
@@ -167,7 +178,7 @@ class _EndOfRun:
             # On Ctrl-C a local runner is still running: stop it first, or the final scrape is not final.
             # (A master was quit by its own listener, which ran before this one.)
             runner.stop()
-        mark = _native.scrape_mark()
+        mark = self._stopped if self._stopped is not None else _native.scrape_mark()
         for pusher in self._pushers:
             pusher.request_final()
         started = time.monotonic()
