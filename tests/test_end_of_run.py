@@ -176,9 +176,11 @@ def test_malformed_push_url_stops_locust_at_init(run_locust, url):
 
 
 def test_remote_write_headers_bearer_token_and_retries(run_locust, recorder):  # noqa: F811
-    """On a real socket: the remote-write protocol headers, the token from the environment, and 503s retried."""
+    """On a real socket: the remote-write protocol headers, the token and a tenant header from the environment,
+    and 503s retried."""
     receiver = recorder([503, 503])
-    env = {"LOCUST_PROMETHEUS_REMOTE_WRITE_BEARER_TOKEN": "s3cret-token"}
+    env = {"LOCUST_PROMETHEUS_REMOTE_WRITE_BEARER_TOKEN": "s3cret-token",
+           "LOCUST_PROMETHEUS_REMOTE_WRITE_HEADERS": "X-Scope-OrgID=tenant-1"}  # fmt: skip
     extra = ("--prometheus-remote-write", f"{receiver.url}/api/v1/write", "--prometheus-push-interval", "2")
     run = headless(run_locust, 5, extra=extra, env=env)
     assert run.finish(timeout=60) == [0], run.output()
@@ -192,6 +194,7 @@ def test_remote_write_headers_bearer_token_and_retries(run_locust, recorder):  #
         assert headers["content-type"] == "application/x-protobuf"
         assert headers["x-prometheus-remote-write-version"] == "0.1.0"
         assert headers["authorization"] == "Bearer s3cret-token"
+        assert headers["x-scope-orgid"] == "tenant-1"
     assert "s3cret-token" not in out
 
 
@@ -212,3 +215,13 @@ def test_pushgateway_over_tls_with_a_custom_ca_and_basic_auth(run_locust, record
     run = headless(run_locust, 2, extra=("--prometheus-pushgateway", receiver.url, "--prometheus-linger", "1"))
     assert run.finish(timeout=60) == [0], run.output()
     assert push_summary(run.output(), "Pushgateway")[0] == 0
+
+
+@pytest.mark.parametrize("headers", ["X-Scope-OrgID", "bad name=x"])
+def test_malformed_push_header_stops_locust_at_init(run_locust, headers):
+    env = {"LOCUST_PROMETHEUS_REMOTE_WRITE_HEADERS": headers}
+    run = headless(run_locust, 3, extra=("--prometheus-remote-write", "http://127.0.0.1:9/api/v1/write"), env=env)
+    assert run.finish(timeout=60) == [1], run.output()
+    out = run.output()
+    assert re.search(r"ERROR/locust_prometheus_exporter: locust-prometheus-exporter: --prometheus-remote-write: .*header", out, re.IGNORECASE), out
+    assert "Traceback" not in out

@@ -101,11 +101,21 @@ def _fail_init(message: str) -> None:
     locust.log.unhandled_greenlet_exception = True
 
 
-def _credentials(option: str) -> dict[str, str]:
-    """``username``, ``password``, ``bearer_token``, ``ca_file`` given in ``LOCUST_PROMETHEUS_<OPTION>_*``."""
+def _credentials(option: str) -> dict[str, Any]:
+    """``username``, ``password``, ``bearer_token``, ``ca_file`` and ``headers`` given in
+    ``LOCUST_PROMETHEUS_<OPTION>_*`` (``_HEADERS``: ``Name=value,Name2=value2``); ``ValueError`` for bad headers."""
     prefix = f"LOCUST_PROMETHEUS_{option.upper()}_"
     names = ("username", "password", "bearer_token", "ca_file")
-    return {name: os.environ[prefix + name.upper()] for name in names if os.environ.get(prefix + name.upper())}
+    given: dict[str, Any] = {name: os.environ[prefix + name.upper()] for name in names if os.environ.get(prefix + name.upper())}
+    headers = []
+    for part in filter(str.strip, os.environ.get(prefix + "HEADERS", "").split(",")):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"{prefix}HEADERS: expected Name=value, got {part!r}")
+        headers.append((name.strip(), value.strip()))
+    if headers:
+        given["headers"] = headers
+    return given
 
 
 class _EndOfRun:

@@ -67,6 +67,8 @@ pub struct PushConfig {
     pub ca_file: Option<String>,
     /// `host:port` of this process, the `instance` label a scrape would give.
     pub instance: String,
+    /// Headers added to every request, such as Mimir's tenant, `X-Scope-OrgID`.
+    pub headers: Vec<(String, String)>,
 }
 
 /// One request ready to send: the body and what it holds.
@@ -159,10 +161,23 @@ fn agent(ca_file: Option<&str>) -> Result<Agent> {
         .into())
 }
 
+fn check_headers(headers: &[(String, String)]) -> Result<()> {
+    for (name, value) in headers {
+        let name_ok = ureq::http::HeaderName::from_bytes(name.as_bytes()).is_ok();
+        if !name_ok || ureq::http::HeaderValue::from_str(value).is_err() {
+            return Err(ExporterError::InvalidPushConfig(format!(
+                "invalid HTTP header {name:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Pusher {
-    /// Checks the configuration (URL, CA file) and starts the pushing thread.
+    /// Checks the configuration (URL, headers, CA file) and starts the pushing thread.
     pub fn start(config: PushConfig) -> Result<Self> {
         check_url(&config.url)?;
+        check_headers(&config.headers)?;
         let shared = Arc::new(Shared {
             agent: agent(config.ca_file.as_deref())?,
             auth: config.auth.header(),
@@ -314,6 +329,9 @@ impl Shared {
         for (name, value) in &batch.headers {
             request = request.header(*name, value);
         }
+        for (name, value) in &self.config.headers {
+            request = request.header(name, value);
+        }
         if let Some(auth) = &self.auth {
             request = request.header("Authorization", auth);
         }
@@ -363,6 +381,18 @@ mod tests {
             "not a url",
         ] {
             assert!(check_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn headers() {
+        let ok = [("X-Scope-OrgID".to_string(), "tenant-1".to_string())];
+        assert!(check_headers(&ok).is_ok());
+        for (name, value) in [("bad name", "v"), ("", "v"), ("X-Ok", "line\nbreak")] {
+            assert!(
+                check_headers(&[(name.to_string(), value.to_string())]).is_err(),
+                "{name}"
+            );
         }
     }
 

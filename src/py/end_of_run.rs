@@ -31,7 +31,7 @@ pub fn wait_for_scrape(py: Python<'_>, mark: u64, timeout: f64) -> bool {
 }
 
 /// Pushes the metrics from a native thread (`protocol`: `"remote_write"` or `"pushgateway"`).
-/// `ValueError` for a malformed URL, an unreadable CA file, or a bad interval.
+/// `ValueError` for a malformed URL or header, an unreadable CA file, or a bad interval.
 #[pyclass(frozen, name = "Pusher", module = "locust_prometheus_exporter._native")]
 pub struct PyPusher {
     inner: Pusher,
@@ -40,7 +40,7 @@ pub struct PyPusher {
 #[pymethods]
 impl PyPusher {
     #[new]
-    #[pyo3(signature = (protocol, url, interval, instance, *, username=None, password=None, bearer_token=None, ca_file=None))]
+    #[pyo3(signature = (protocol, url, interval, instance, *, username=None, password=None, bearer_token=None, ca_file=None, headers=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         protocol: &str,
@@ -51,6 +51,7 @@ impl PyPusher {
         password: Option<String>,
         bearer_token: Option<String>,
         ca_file: Option<String>,
+        headers: Vec<(String, String)>,
     ) -> PyResult<Self> {
         let protocol = match protocol {
             "remote_write" => Protocol::RemoteWrite,
@@ -82,6 +83,7 @@ impl PyPusher {
             auth,
             ca_file,
             instance,
+            headers,
         };
         Ok(PyPusher {
             inner: no_panic(|| Pusher::start(config))?,
