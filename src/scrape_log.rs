@@ -71,23 +71,10 @@ impl ScrapeLog {
     /// Blocks until a scrape that started after `since` has been answered, or `timeout` passed;
     /// returns whether one was.
     pub fn wait_answered_after(&self, since: Instant, timeout: Duration) -> bool {
-        let deadline = Instant::now().checked_add(timeout);
+        let answered = |s: &mut State| s.answered_start.is_some_and(|t| t > since);
         let mut s = self.state.lock();
-        loop {
-            if s.answered_start.is_some_and(|t| t > since) {
-                return true;
-            }
-            let timed_out = match deadline {
-                Some(deadline) => self.answered.wait_until(&mut s, deadline).timed_out(),
-                None => {
-                    self.answered.wait(&mut s);
-                    false
-                }
-            };
-            if timed_out {
-                return s.answered_start.is_some_and(|t| t > since);
-            }
-        }
+        self.answered.wait_while_for(&mut s, |s| !answered(s), timeout);
+        answered(&mut s)
     }
 }
 

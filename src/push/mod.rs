@@ -206,20 +206,8 @@ impl Pusher {
 
     /// Waits until the final push was made (or given up on), or `timeout` passed; returns whether it was.
     pub fn wait_final(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now().checked_add(timeout);
         let mut s = self.shared.state.lock();
-        while !s.final_done {
-            let timed_out = match deadline {
-                Some(deadline) => self.shared.wake.wait_until(&mut s, deadline).timed_out(),
-                None => {
-                    self.shared.wake.wait(&mut s);
-                    false
-                }
-            };
-            if timed_out {
-                break;
-            }
-        }
+        self.shared.wake.wait_while_for(&mut s, |s| !s.final_done, timeout);
         s.final_done
     }
 
