@@ -29,6 +29,8 @@ pub enum ExporterError {
     ReportMismatch(Vec<String>),
     #[error("cannot listen on {addr}: {source}; choose another port with --prometheus-port (or another address with --prometheus-host)")]
     Bind { addr: String, source: std::io::Error },
+    #[error("{0}")]
+    InvalidPushConfig(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -5,12 +5,16 @@ mod exposition;
 mod fork;
 mod locust_metrics;
 mod metrics;
+mod push;
 mod py;
 mod report;
+mod scrape_log;
 mod server;
 
 #[pyo3::pymodule(gil_used = false)]
 mod _native {
+    #[pymodule_export]
+    use crate::py::end_of_run::{scrape_mark, scrapes_seen, wait_for_scrape, PyPusher};
     #[pymodule_export]
     use crate::py::listener::RequestListener;
     #[pymodule_export]

@@ -32,6 +32,7 @@ use crate::errors::{ExporterError, Result};
 use crate::exposition::{scrape, Format};
 use crate::fork;
 use crate::metrics::global;
+use crate::scrape_log::scrape_log;
 
 const INDEX: &str = "<!doctype html>\n<html><head><title>Locust Prometheus exporter</title></head>\n\
 <body><h1>Locust Prometheus exporter</h1><p><a href=\"metrics\">Metrics</a></p></body></html>\n";
@@ -335,6 +336,10 @@ async fn respond(
     let path = request.uri().path();
     let known = matches!(path, "/" | "/metrics");
     let method_ok = matches!(*request.method(), Method::GET | Method::HEAD);
+    let names = selected_names(request.uri().query().unwrap_or(""));
+    // A full scrape (not HEAD, not a selection) is what the end of a run waits for.
+    let full_scrape =
+        (path == "/metrics" && *request.method() == Method::GET && names.is_empty()).then(|| scrape_log().start());
     let mut headers = Vec::new();
     let (status, body) = match (known, method_ok) {
         (false, _) => (StatusCode::NOT_FOUND, Bytes::from_static(b"Not Found\n")),
@@ -352,7 +357,6 @@ async fn respond(
         (true, true) => {
             let format = negotiate_format(request_header(&request, ACCEPT));
             let gzip = accepts_gzip(request_header(&request, ACCEPT_ENCODING));
-            let names = selected_names(request.uri().query().unwrap_or(""));
             match render(format, names, gzip).await {
                 Some((body, gzipped)) => {
                     headers.push((CONTENT_TYPE, HeaderValue::from_static(format.content_type())));
@@ -372,7 +376,8 @@ async fn respond(
     };
     shared.stats.response(status.as_u16());
     // The length is known: hyper sends it as Content-Length (for HEAD too, without the body).
-    let mut response = Response::new(Reply::new(body, conn));
+    let mut response =
+        Response::new(Reply::new(body, conn).noting_scrape(full_scrape.filter(|_| status == StatusCode::OK)));
     *response.status_mut() = status;
     response.headers_mut().extend(headers);
     Ok(response)

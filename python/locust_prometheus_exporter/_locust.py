@@ -18,7 +18,7 @@ import locust
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 from locust.user.task import LOCUST_STATE_WAITING
 
-from . import _native
+from . import _end_of_run, _native
 
 if TYPE_CHECKING:
     from locust.env import Environment
@@ -97,6 +97,8 @@ class _Wiring:
     def __init__(self, listener: _native.RequestListener) -> None:
         self.exporters: list[PrometheusExporter] = []
         self.init_seen = False
+        #: The current test's run_id (``locust_test_info``), on the master or only process.
+        self.run_id: str | None = None
         self._runner: Runner | None = None
         self._logged: set[str] = set()
         self._listener = listener
@@ -114,6 +116,7 @@ class _Wiring:
         events.worker_report.add_listener(self._on_worker_report)
         events.test_start.add_listener(self._on_test_start)
         events.test_stop.add_listener(self._on_test_stop)
+        _end_of_run.install(events, self)  # the final scrape and pushes at quit
         # `--processes` forks after the import: children start from zero, without the parent's server.
         # Around any fork, the server's renders pause so that no registry lock is held by a thread
         # the child does not have. Windows has no fork (and no `os.register_at_fork`).
@@ -212,6 +215,7 @@ class _Wiring:
             info = self._listener.test_info
             info.clear()
             info.labels(run_id, names, environment.host or "", runner.target_user_count or 0).set(1)
+            self.run_id = run_id
         except Exception:
             self._log_once("setting locust_test_info")
 

@@ -12,6 +12,8 @@ use hyper::body::{Body, Bytes, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
+use crate::scrape_log::scrape_log;
+
 /// What the server tolerates from its clients; see the README's limits table.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -237,6 +239,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 pub struct Reply {
     data: Option<Bytes>,
     conn: Arc<Conn>,
+    /// The start of the full scrape this answers, noted in the scrape log once the body is handed over.
+    scrape: Option<Instant>,
 }
 
 impl Reply {
@@ -244,13 +248,24 @@ impl Reply {
         Reply {
             data: (!data.is_empty()).then_some(data),
             conn,
+            scrape: None,
         }
+    }
+
+    pub fn noting_scrape(mut self, started: Option<Instant>) -> Self {
+        self.scrape = started;
+        self
     }
 }
 
 impl Drop for Reply {
     fn drop(&mut self) {
         self.conn.response_done();
+        // hyper drops the body once its last frame is taken and flushes in the same poll: a body
+        // taken whole is an answered scrape; one dropped with data left is a client gone.
+        if let (Some(started), None) = (self.scrape, &self.data) {
+            scrape_log().answered(started);
+        }
     }
 }
 
