@@ -122,6 +122,36 @@ impl Series {
         }
     }
 
+    /// Adds what a worker's cumulative value grew by since `last`: all of it when there is no
+    /// `last`, or when the worker's series went back (it was removed and made again there), so the
+    /// master's totals never go down. A value of another kind or bucket layout cannot be added.
+    pub fn add_growth(&self, last: Option<&ValueData>, new: &ValueData) {
+        match (&self.cell, new) {
+            (Cell::Scalar(s), ValueData::Scalar { value: n, .. }) => {
+                let l = match last {
+                    Some(ValueData::Scalar { value, .. }) if value <= n => *value,
+                    _ => 0.0,
+                };
+                s.add(n - l);
+            }
+            (Cell::Histogram(h), ValueData::Histogram { counts: nc, sum: ns }) if nc.len() == h.counts.len() => {
+                let base = match last {
+                    Some(ValueData::Histogram { counts, sum })
+                        if counts.len() == nc.len() && nc.iter().zip(counts).all(|(n, l)| n >= l) =>
+                    {
+                        Some((counts, *sum))
+                    }
+                    _ => None,
+                };
+                for (i, (c, n)) in h.counts.iter().zip(nc).enumerate() {
+                    c.fetch_add(n - base.map_or(0, |(lc, _)| lc[i]), Ordering::Relaxed);
+                }
+                h.sum.inc_by(ns - base.map_or(0.0, |(_, ls)| ls));
+            }
+            _ => {}
+        }
+    }
+
     /// Back to zero in a forked child, so that what the parent recorded is not reported twice.
     pub fn reset(&self) {
         match &self.cell {
