@@ -132,7 +132,9 @@ impl Series {
                     Some(ValueData::Scalar { value, .. }) if value <= n => *value,
                     _ => 0.0,
                 };
-                s.add(n - l);
+                if n != &l {
+                    s.add(n - l);
+                }
             }
             (Cell::Histogram(h), ValueData::Histogram { counts: nc, sum: ns }) if nc.len() == h.counts.len() => {
                 let base = match last {
@@ -143,10 +145,17 @@ impl Series {
                     }
                     _ => None,
                 };
+                // Most buckets of a reported series did not move: atomic adds of zero are skipped.
                 for (i, (c, n)) in h.counts.iter().zip(nc).enumerate() {
-                    c.fetch_add(n - base.map_or(0, |(lc, _)| lc[i]), Ordering::Relaxed);
+                    let grown = n - base.map_or(0, |(lc, _)| lc[i]);
+                    if grown > 0 {
+                        c.fetch_add(grown, Ordering::Relaxed);
+                    }
                 }
-                h.sum.inc_by(ns - base.map_or(0.0, |(_, ls)| ls));
+                let ls = base.map_or(0.0, |(_, ls)| ls);
+                if *ns != ls {
+                    h.sum.inc_by(ns - ls);
+                }
             }
             _ => {}
         }

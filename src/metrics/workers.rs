@@ -26,8 +26,8 @@ type Gauges = HashMap<String, HashMap<String, SeriesData>>;
 #[derive(Default)]
 struct Worker {
     live: bool,
-    /// Counters and histograms: family name -> series key -> last value.
-    last: HashMap<String, HashMap<String, Last>>,
+    /// Counters and histograms: family name -> label values -> last value.
+    last: HashMap<String, HashMap<Vec<String>, Last>>,
     /// Shared with scrapes, which merge them without the lock; a report arriving meanwhile copies on write.
     gauges: Arc<Gauges>,
 }
@@ -71,19 +71,15 @@ impl Workers {
             };
             let last = worker.last.entry(desc.name).or_default();
             for s in series {
-                let key = series_key(&s.labels);
-                if let Some(l) = last.get_mut(&key) {
-                    l.total.add_growth(Some(&l.value), &s.value);
-                    l.value = s.value;
-                } else if let Ok(t) = total.child(&s.labels) {
-                    t.add_growth(None, &s.value);
-                    last.insert(
-                        key,
-                        Last {
-                            value: s.value,
-                            total: t,
-                        },
-                    );
+                if let Some(l) = last.get_mut(s.labels.as_slice()) {
+                    // Most series of a periodic full report are unchanged: their total is not even read.
+                    if l.value != s.value {
+                        l.total.add_growth(Some(&l.value), &s.value);
+                        l.value = s.value;
+                    }
+                } else if let Ok(total) = total.child(&s.labels) {
+                    total.add_growth(None, &s.value);
+                    last.insert(s.labels, Last { value: s.value, total });
                 }
             }
         }
