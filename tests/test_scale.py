@@ -7,7 +7,10 @@ import subprocess
 import sys
 import textwrap
 
+from conftest import LOCUSTFILES, total
 from prometheus_client.parser import text_string_to_metric_families
+
+from locust_prometheus_exporter._locust import OVERFLOW_NAME
 
 
 def run_script(body: str) -> dict:
@@ -78,3 +81,64 @@ def test_a_hundred_workers_reports_merge_exactly():
         assert abs(sums[name] - value) < 1e-9, name
     length = {dict(k)["name"]: v for k, v in series(text, "locust_response_length_bytes_total").items()}
     assert length == {name: 10 * n for name, n in got["expected"].items()}
+
+
+MANY_NAMES = LOCUSTFILES / "many_names.py"
+
+
+def assert_capped_and_exact(samples, stats, cap: int) -> None:
+    """At most `cap` names plus the overflow one; every request counted; overflows counted alike."""
+    requests = {labels: v for (metric, labels), v in samples.items() if metric == "locust_requests_total"}
+    names = {dict(labels)["name"] for labels in requests}
+    assert OVERFLOW_NAME in names and len(names) <= cap + 1, sorted(names)[:5]
+    assert sum(requests.values()) == sum(r for r, _ in stats.values()), "totals are exact"
+    assert total(samples, "locust_exporter_names_overflowed_total") == total(
+        samples, "locust_requests_total", name=OVERFLOW_NAME
+    )
+    durations = {dict(k)["name"] for (m, k) in samples if m == "locust_request_duration_seconds_count"}
+    assert durations == names, "the per-request families share the admitted names"
+
+
+def test_name_cap_in_a_single_process_keeps_totals_exact(run_locust):
+    run = run_locust(MANY_NAMES, users=2, rate=2, run_time=3, env={"LOCUST_PROMETHEUS_MAX_NAMES": "30"})
+    run.wait_stopped()
+    samples = run.scrape()
+    assert run.finish() == [0], run.output()
+    assert_capped_and_exact(samples, run.csv_stats(), 30)
+    log = run.logs[0].read_text()
+    assert log.count("--prometheus-max-names") == 1, "the warning names the option, once"
+
+
+def test_name_cap_on_a_master_applies_to_the_merged_view(run_locust):
+    # Each worker has names of its own: within its own cap each may pass 20, the master's view may not.
+    run = run_locust(MANY_NAMES, users=4, rate=4, run_time=3, workers=2, extra=("--prometheus-max-names", "20"))
+    run.wait_stopped()
+    samples = run.scrape()
+    assert run.finish() == [0, 0, 0], run.output()
+    assert_capped_and_exact(samples, run.csv_stats(), 20)
+
+
+def test_max_names_argument():
+    got = run_script(
+        """
+        import json
+        import locust
+        from locust_prometheus_exporter import PrometheusExporter, _native
+
+        errors = []
+        for bad in (-1, "10", True):
+            try:
+                PrometheusExporter("127.0.0.1", 0, max_names=bad)
+            except (TypeError, ValueError) as e:
+                errors.append(type(e).__name__)
+        PrometheusExporter("127.0.0.1", 0, max_names=2)
+        for name in ("/a", "/b", "/c", "/a", "/d"):
+            locust.events.request.fire(request_type="GET", name=name, response_time=1.0, response_length=0,
+                                       exception=None, context={})
+        print(json.dumps({"errors": errors, "text": _native.render().decode()}))
+        """
+    )
+    assert got["errors"] == ["ValueError", "TypeError", "TypeError"]
+    by_name = {dict(k)["name"]: v for k, v in series(got["text"], "locust_requests_total").items()}
+    assert by_name == {"/a": 2, "/b": 1, OVERFLOW_NAME: 2}
+    assert series(got["text"], "locust_exporter_names_overflowed_total") == {(): 2}

@@ -113,6 +113,11 @@ class RequestListener:
         """Records one request event; never raises."""
     def set_buckets(self, buckets: Sequence[float]) -> None:
         """Other buckets for ``locust_request_duration_seconds``; drops what it recorded so far."""
+    def set_max_names(self, max: int) -> None:
+        """At most ``max`` distinct request names (0: no cap); new ones past it go under ``name="<other>"``."""
+    @property
+    def names_capped(self) -> bool:
+        """Whether a request name was recorded under the overflow name in this process."""
     @property
     def test_info(self) -> Gauge: ...
     @property

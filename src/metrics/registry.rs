@@ -6,6 +6,7 @@ use std::sync::{Arc, LazyLock};
 
 use parking_lot::{Mutex, RwLock};
 
+use super::cap::LabelCap;
 use super::family::{series_key, Desc, Family};
 use super::names::check_label_names;
 use super::series::{SeriesData, ValueData};
@@ -25,6 +26,8 @@ pub struct Registry {
     reports: AtomicU64,
     /// Labels added to every sample at render (the run's identity, given by option).
     const_labels: RwLock<Vec<(String, String)>>,
+    /// The cap on request names, applied to what this process records and to workers' reports.
+    label_cap: RwLock<Option<Arc<LabelCap>>>,
 }
 
 /// One report in this many carries every series: once a minute at Locust's 3 s report interval.
@@ -86,6 +89,11 @@ impl Registry {
         self.const_labels.read().clone()
     }
 
+    /// The registry's label cap, made by `make` on first use.
+    pub fn label_cap(&self, make: impl FnOnce() -> LabelCap) -> Arc<LabelCap> {
+        self.label_cap.write().get_or_insert_with(|| Arc::new(make())).clone()
+    }
+
     pub fn families(&self) -> Vec<Arc<Family>> {
         self.families.read().values().cloned().collect()
     }
@@ -136,7 +144,8 @@ impl Registry {
         let (accepted, refused): (Collected, Collected) = families
             .into_iter()
             .partition(|(desc, _)| self.get_or_register(desc.clone()).is_ok());
-        self.workers.lock().apply(client_id, accepted);
+        let cap = self.label_cap.read().clone();
+        self.workers.lock().apply(client_id, accepted, cap.as_deref());
         if refused.is_empty() {
             Ok(())
         } else {
@@ -157,6 +166,9 @@ impl Registry {
         }
         self.workers.lock().clear();
         self.sent.lock().clear();
+        if let Some(cap) = self.label_cap.read().as_ref() {
+            cap.reset();
+        }
     }
 }
 

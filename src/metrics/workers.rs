@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::cap::{LabelCap, OVERFLOW};
 use super::family::{series_key, Desc, Family, GaugeMode, Kind};
 use super::series::{Series, SeriesData, ValueData};
 
@@ -18,6 +19,8 @@ const LOCAL_WORKER: &str = "local";
 struct Last {
     value: ValueData,
     total: Arc<Series>,
+    /// Requests recorded under the overflow name by the master's cap: where they are counted.
+    overflowed: Option<Arc<Series>>,
 }
 
 /// Family name -> series key -> the gauge as a worker last reported it.
@@ -48,7 +51,8 @@ pub struct Snapshot {
 
 impl Workers {
     /// Takes a report's series (cumulative values of the series that changed since the last one).
-    pub fn apply(&mut self, client_id: &str, families: Vec<(Desc, Vec<SeriesData>)>) {
+    /// Past `cap`, series with new values of its label are added to the overflow value's series.
+    pub fn apply(&mut self, client_id: &str, families: Vec<(Desc, Vec<SeriesData>)>, cap: Option<&LabelCap>) {
         let Workers { workers, totals } = self;
         for (desc, _) in families.iter().filter(|(d, _)| !matches!(d.kind, Kind::Gauge(_))) {
             if totals.get(&desc.name).is_none_or(|f| f.desc != *desc) {
@@ -69,18 +73,46 @@ impl Workers {
                 });
                 continue;
             };
+            let capped = cap.and_then(|c| Some((c, c.position(&desc.name, &desc.label_names)?)));
+            let counted = capped.is_some_and(|(c, _)| c.counted == desc.name);
             let last = worker.last.entry(desc.name).or_default();
             for s in series {
                 if let Some(l) = last.get_mut(s.labels.as_slice()) {
                     // Most series of a periodic full report are unchanged: their total is not even read.
                     if l.value != s.value {
                         l.total.add_growth(Some(&l.value), &s.value);
+                        if let Some(o) = &l.overflowed {
+                            o.add_growth(Some(&l.value), &s.value);
+                        }
                         l.value = s.value;
                     }
-                } else if let Ok(total) = total.child(&s.labels) {
-                    total.add_growth(None, &s.value);
-                    last.insert(s.labels, Last { value: s.value, total });
+                    continue;
                 }
+                // A series new to the master: the cap decides once where it is added, for good.
+                let mut labels: Vec<&str> = s.labels.iter().map(String::as_str).collect();
+                let mut overflowed = None;
+                if let Some((cap, value)) = capped.and_then(|(c, i)| Some((c, labels.get_mut(i)?))) {
+                    let admitted = cap.admit(value);
+                    if admitted != *value {
+                        *value = OVERFLOW;
+                        overflowed = counted.then(|| cap.overflowed.clone());
+                    }
+                }
+                let Ok(total) = total.child(&labels) else {
+                    continue;
+                };
+                total.add_growth(None, &s.value);
+                if let Some(o) = &overflowed {
+                    o.add_growth(None, &s.value);
+                }
+                last.insert(
+                    s.labels,
+                    Last {
+                        value: s.value,
+                        total,
+                        overflowed,
+                    },
+                );
             }
         }
     }
@@ -239,10 +271,11 @@ mod tests {
     fn counters_sum_over_all_workers_even_missing_ones() {
         let d = desc(Kind::Counter);
         let mut w = Workers::default();
-        w.apply("a", vec![(d.clone(), vec![scalar(&["x"], 2.0, 0.0)])]);
+        w.apply("a", vec![(d.clone(), vec![scalar(&["x"], 2.0, 0.0)])], None);
         w.apply(
             "b",
             vec![(d.clone(), vec![scalar(&["x"], 3.0, 0.0), scalar(&["y"], 1.0, 0.0)])],
+            None,
         );
         w.set_live(&["a".to_string()]);
         let m = w.snapshot().merge(&d, vec![scalar(&["x"], 1.0, 0.0)]);
@@ -253,8 +286,8 @@ mod tests {
     fn gauges_follow_their_mode() {
         let mut w = Workers::default();
         let g = |mode| desc(Kind::Gauge(mode));
-        w.apply("a", vec![(g(GaugeMode::Sum), vec![scalar(&["x"], 2.0, 10.0)])]);
-        w.apply("b", vec![(g(GaugeMode::Sum), vec![scalar(&["x"], 5.0, 5.0)])]);
+        w.apply("a", vec![(g(GaugeMode::Sum), vec![scalar(&["x"], 2.0, 10.0)])], None);
+        w.apply("b", vec![(g(GaugeMode::Sum), vec![scalar(&["x"], 5.0, 5.0)])], None);
         let never_set = vec![scalar(&["x"], 0.0, 0.0)];
         let value = |w: &Workers, mode| match &w.snapshot().merge(&g(mode), never_set.clone())[..] {
             [SeriesData {
@@ -280,12 +313,12 @@ mod tests {
         let d = desc(Kind::Counter);
         let mut w = Workers::default();
         for reported in [10.0, 12.0, 1.0, 3.0] {
-            w.apply("a", vec![(d.clone(), vec![scalar(&["x"], reported, 0.0)])]);
+            w.apply("a", vec![(d.clone(), vec![scalar(&["x"], reported, 0.0)])], None);
         }
         assert_eq!(w.snapshot().merge(&d, vec![]), vec![scalar(&["x"], 15.0, 0.0)]);
         let g = desc(Kind::Gauge(GaugeMode::Sum));
-        w.apply("a", vec![(g.clone(), vec![scalar(&["x"], 10.0, 1.0)])]);
-        w.apply("a", vec![(g.clone(), vec![scalar(&["x"], 1.0, 2.0)])]);
+        w.apply("a", vec![(g.clone(), vec![scalar(&["x"], 10.0, 1.0)])], None);
+        w.apply("a", vec![(g.clone(), vec![scalar(&["x"], 1.0, 2.0)])], None);
         assert_eq!(
             w.snapshot().merge(&g, vec![]),
             vec![scalar(&["x"], 1.0, 2.0)],
@@ -312,7 +345,7 @@ mod tests {
                 if id % 2 == 0 || round == 1 {
                     families.push((c.clone(), vec![scalar(&["x"], n as f64, 0.0), scalar(&["y"], 1.0, 0.0)]));
                 }
-                w.apply(&format!("w{id}"), families);
+                w.apply(&format!("w{id}"), families, None);
                 if round == 3 {
                     expected_c += if id % 2 == 0 { n as f64 } else { id as f64 };
                     expected_h.iter_mut().zip(&counts).for_each(|(e, c)| *e += c);
@@ -341,8 +374,8 @@ mod tests {
             value: ValueData::Histogram { counts, sum: 1.0 },
         };
         let mut w = Workers::default();
-        w.apply("a", vec![(old.clone(), vec![hist(vec![1, 1])])]);
-        w.apply("a", vec![(new.clone(), vec![hist(vec![1, 1, 1])])]);
+        w.apply("a", vec![(old.clone(), vec![hist(vec![1, 1])])], None);
+        w.apply("a", vec![(new.clone(), vec![hist(vec![1, 1, 1])])], None);
         assert!(
             w.snapshot().merge(&old, vec![]).is_empty(),
             "the old layout is not served"
@@ -358,8 +391,8 @@ mod tests {
             value: ValueData::Histogram { counts: c, sum },
         };
         let mut w = Workers::default();
-        w.apply("a", vec![(d.clone(), vec![h(vec![1, 0], 0.5)])]);
-        w.apply("a", vec![(d.clone(), vec![h(vec![2, 1], 3.0)])]);
+        w.apply("a", vec![(d.clone(), vec![h(vec![1, 0], 0.5)])], None);
+        w.apply("a", vec![(d.clone(), vec![h(vec![2, 1], 3.0)])], None);
         assert_eq!(
             w.snapshot().merge(&d, vec![h(vec![1, 1], 2.0)]),
             vec![h(vec![3, 2], 5.0)]

@@ -137,6 +137,17 @@ impl RequestListener {
         Ok(self.metrics.set_buckets(global(), &bounds)?)
     }
 
+    /// At most `max` distinct request names (0: no cap); new ones past it go under `name="<other>"`.
+    fn set_max_names(&self, max: usize) {
+        self.metrics.names.set_max(max);
+    }
+
+    /// Whether a request name was recorded under the overflow name in this process.
+    #[getter]
+    fn names_capped(&self) -> bool {
+        self.metrics.names.reached()
+    }
+
     /// `locust_test_info{run_id,locustfile,host,target_users}`: set on the master (or only process).
     #[getter]
     fn test_info(&self) -> Gauge {
