@@ -76,7 +76,7 @@ def add_options(parser: Any, **_kw: Any) -> None:
         ("port", int, "Port of the Prometheus exporter's /metrics (overrides the locustfile)"),
         ("buckets", str, "Comma-separated upper bounds in seconds of locust_request_duration_seconds"),
         ("labels", str, "Comma-separated name=value labels added to every sample, e.g. env=staging,lg=eu1"),
-        ("max-names", int, f"Distinct request names recorded; new ones past it go under name={OVERFLOW_NAME}; 0: no cap"),
+        ("max-names", int, f"Distinct request names kept; new ones past it are recorded as {OVERFLOW_NAME}; 0: no cap"),
     )
     for name, kind, text in options:
         parser.add_argument(
