@@ -142,3 +142,26 @@ def test_max_names_argument():
     by_name = {dict(k)["name"]: v for k, v in series(got["text"], "locust_requests_total").items()}
     assert by_name == {"/a": 2, "/b": 1, OVERFLOW_NAME: 2}
     assert series(got["text"], "locust_exporter_names_overflowed_total") == {(): 2}
+
+
+def test_custom_metric_past_max_series_drops_new_series_without_raising():
+    got = run_script(
+        """
+        import io, json, logging
+        from locust_prometheus_exporter import Counter, Histogram, _native
+
+        log = io.StringIO()
+        logging.getLogger("locust_prometheus_exporter").addHandler(logging.StreamHandler(log))
+        c = Counter("per_user", "h", ["user"], max_series=2)
+        h = Histogram("per_user_seconds", "h", ["user"], buckets=[1.0])
+        for user in ("a", "b", "c", "d", "a"):
+            c.labels(user).inc()
+            h.labels(user).observe(0.5)
+        print(json.dumps({"log": log.getvalue(), "text": _native.render().decode()}))
+        """
+    )
+    text = got["text"]
+    assert series(text, "per_user_total") == {(("user", "a"),): 2, (("user", "b"),): 1}
+    assert len(series(text, "per_user_seconds_count")) == 4, "the default, 10,000, is far"
+    assert series(text, "locust_exporter_series_dropped_total") == {(("metric", "per_user"),): 2}
+    assert got["log"].count("max_series") == 1, got["log"]

@@ -34,6 +34,8 @@ class Counter:
         namespace: str = "",
         subsystem: str = "",
         unit: str = "",
+        *,
+        max_series: int = 10000,
     ) -> None: ...
     def labels(self, *labelvalues: object, **labelkwargs: object) -> Counter:
         """The child for these label values (converted with ``str()``)."""
@@ -61,6 +63,8 @@ class Gauge:
         subsystem: str = "",
         unit: str = "",
         multiprocess_mode: str = "livesum",
+        *,
+        max_series: int = 10000,
     ) -> None: ...
     def labels(self, *labelvalues: object, **labelkwargs: object) -> Gauge:
         """The child for these label values (converted with ``str()``)."""
@@ -93,6 +97,8 @@ class Histogram:
         subsystem: str = "",
         unit: str = "",
         buckets: Sequence[float] | None = None,
+        *,
+        max_series: int = 10000,
     ) -> None: ...
     def labels(self, *labelvalues: object, **labelkwargs: object) -> Histogram:
         """The child for these label values (converted with ``str()``)."""

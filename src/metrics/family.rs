@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -156,6 +157,10 @@ pub fn push_series_key<S: AsRef<str>>(key: &mut String, values: &[S]) {
 pub struct Family {
     pub desc: Desc,
     series: RwLock<HashMap<String, Arc<Series>>>,
+    /// Most series `child` makes (0: no limit).
+    max_series: AtomicUsize,
+    /// Whether the refusal of a series past the limit was logged (once per family).
+    pub limit_logged: AtomicBool,
 }
 
 impl Family {
@@ -163,6 +168,8 @@ impl Family {
         let family = Family {
             desc,
             series: RwLock::new(HashMap::new()),
+            max_series: AtomicUsize::new(0),
+            limit_logged: AtomicBool::new(false),
         };
         if family.desc.label_names.is_empty() {
             // An unlabelled metric exists from the start, at zero, as with prometheus_client.
@@ -172,7 +179,20 @@ impl Family {
         family
     }
 
-    /// The series for these label values, created on first use.
+    pub fn set_max_series(&self, max: usize) {
+        self.max_series.store(max, Ordering::Relaxed);
+    }
+
+    /// A series for these label values that the family does not keep: what a caller past the
+    /// limit on series records into, so that its code runs on and nothing is exported.
+    pub fn detached(&self) -> Arc<Series> {
+        Arc::new(match &self.desc.kind {
+            Kind::Histogram(bounds) => Series::histogram(Box::new([]), bounds.clone()),
+            _ => Series::scalar(Box::new([])),
+        })
+    }
+
+    /// The series for these label values, created on first use (`TooManySeries` past the limit).
     pub fn child<S: AsRef<str>>(&self, values: &[S]) -> Result<Arc<Series>> {
         let expected = self.desc.label_names.len();
         if values.len() != expected {
@@ -187,6 +207,13 @@ impl Family {
         }
         let labels: Box<[String]> = values.iter().map(|v| v.as_ref().to_string()).collect();
         let mut map = self.series.write();
+        let max = self.max_series.load(Ordering::Relaxed);
+        if max != 0 && map.len() >= max && !map.contains_key(&key) {
+            return Err(ExporterError::TooManySeries {
+                metric: self.desc.name.clone(),
+                max,
+            });
+        }
         let series = map.entry(key).or_insert_with(|| {
             Arc::new(match &self.desc.kind {
                 Kind::Histogram(bounds) => Series::histogram(labels, bounds.clone()),
@@ -240,6 +267,20 @@ mod tests {
         let y = f.child(&["a", "bc"]).unwrap();
         assert!(!Arc::ptr_eq(&x, &y));
         assert!(Arc::ptr_eq(&x, &f.child(&["ab", "c"]).unwrap()));
+        assert_eq!(f.series().len(), 2);
+    }
+
+    #[test]
+    fn past_the_limit_no_new_series_is_made() {
+        let f = Family::new(Desc::new("f", "h", Kind::Counter, vec!["a".into()]).unwrap());
+        f.set_max_series(2);
+        f.child(&["x"]).unwrap();
+        f.child(&["y"]).unwrap();
+        assert!(matches!(
+            f.child(&["z"]),
+            Err(ExporterError::TooManySeries { max: 2, .. })
+        ));
+        assert!(f.child(&["x"]).is_ok(), "existing series are still found");
         assert_eq!(f.series().len(), 2);
     }
 
