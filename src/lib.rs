@@ -4,6 +4,7 @@ mod errors;
 mod exposition;
 mod locust_metrics;
 mod metrics;
+mod process;
 mod py;
 mod report;
 mod server;

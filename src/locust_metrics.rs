@@ -41,6 +41,8 @@ pub struct LocustMetrics {
     pub users_waiting: Arc<Family>,
     pub workers: Arc<Family>,
     pub test_info: Arc<Family>,
+    pub cpu_usage: Arc<Family>,
+    pub memory_usage: Arc<Family>,
     /// The cap on distinct request names, shared with the registry, which applies it to workers' reports.
     pub names: Arc<LabelCap>,
     cache: RwLock<HashMap<String, Arc<RequestSeries>>>,
@@ -156,6 +158,18 @@ impl LocustMetrics {
                 "The test being run (1): its id, made at test start, locustfile, target host and users",
                 Kind::Gauge(GaugeMode::LiveSum),
                 &["run_id", "locustfile", "host", "target_users"],
+            )?,
+            cpu_usage: family(
+                "locust_cpu_usage_percent",
+                "CPU use of each load-generating process, as Locust measures it every 10 s (percent of one core)",
+                Kind::Gauge(GaugeMode::LiveSum),
+                &["worker"],
+            )?,
+            memory_usage: family(
+                "locust_memory_usage_bytes",
+                "Resident memory of each load-generating process, as Locust measures it every 10 s",
+                Kind::Gauge(GaugeMode::LiveSum),
+                &["worker"],
             )?,
             cache: RwLock::new(HashMap::new()),
         })

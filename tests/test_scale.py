@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import time
 
 from conftest import LOCUSTFILES, total
 from prometheus_client.parser import text_string_to_metric_families
@@ -165,3 +167,59 @@ def test_custom_metric_past_max_series_drops_new_series_without_raising():
     assert len(series(text, "per_user_seconds_count")) == 4, "the default, 10,000, is far"
     assert series(text, "locust_exporter_series_dropped_total") == {(("metric", "per_user"),): 2}
     assert got["log"].count("max_series") == 1, got["log"]
+
+
+HEALTH = LOCUSTFILES / "health.py"
+PROCESS_METRICS = (
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_start_time_seconds",
+    "process_threads",
+)
+
+
+def health(samples, metric: str) -> dict[str, float]:
+    return {dict(labels)["worker"]: v for (m, labels), v in samples.items() if m == metric}
+
+
+def assert_process_metrics(samples, pid: int) -> None:
+    """The seven standard metrics, of the serving process (read again from /proc: they move a little)."""
+    for name in PROCESS_METRICS:
+        assert (name, ()) in samples, name
+    value = {name: samples[(name, ())] for name in PROCESS_METRICS}
+    with open(f"/proc/{pid}/stat") as f:
+        threads = int(f.read().rsplit(")", 1)[1].split()[17])
+    rss = int(open(f"/proc/{pid}/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    assert abs(value["process_threads"] - threads) <= 2
+    assert abs(value["process_open_fds"] - len(os.listdir(f"/proc/{pid}/fd"))) <= 5
+    assert value["process_open_fds"] < value["process_max_fds"]
+    assert 0.5 * rss < value["process_resident_memory_bytes"] < 2 * rss
+    assert value["process_virtual_memory_bytes"] > value["process_resident_memory_bytes"]
+    assert time.time() - 120 < value["process_start_time_seconds"] <= time.time()
+
+
+def test_health_of_a_single_process(run_locust):
+    run = run_locust(HEALTH, users=2, rate=2, run_time=4)
+    run.wait_stopped()
+    samples = run.scrape()
+    assert_process_metrics(samples, run.procs[0].pid)
+    assert health(samples, "locust_cpu_usage_percent").keys() == {"local"}
+    memory = health(samples, "locust_memory_usage_bytes")
+    assert memory.keys() == {"local"} and memory["local"] > 10e6
+    assert run.finish() == [0], run.output()
+
+
+def test_health_of_a_master_and_its_workers(run_locust):
+    run = run_locust(HEALTH, users=2, rate=2, run_time=4, workers=2)
+    run.wait_stopped()
+    samples = run.scrape()
+    assert_process_metrics(samples, run.procs[0].pid)
+    ids = {c["id"] for c in run.web_state()["workers"]}
+    assert len(ids) == 2
+    for metric in ("locust_cpu_usage_percent", "locust_memory_usage_bytes"):
+        assert health(samples, metric).keys() == ids | {"master"}, metric
+    assert all(v > 10e6 for v in health(samples, "locust_memory_usage_bytes").values())
+    assert run.finish() == [0, 0, 0], run.output()

@@ -33,6 +33,8 @@ REPORT_KEY = "locust_prometheus_exporter"
 POLL_INTERVAL = 1.0
 #: The ``name`` label value of requests past the cap on distinct names (``<>`` cannot appear in a URL path).
 OVERFLOW_NAME = "<other>"
+#: ``worker`` label of the health gauges for the master's own process, and for a process running alone.
+MASTER, LOCAL = "master", "local"
 #: Worker states as Locust's runners name them.
 WORKER_STATES = ("ready", "spawning", "running", "cleanup", "stopping", "stopped", "missing")
 
@@ -121,6 +123,9 @@ class _Wiring:
         self._users_running = listener.users_running
         self._users_waiting = listener.users_waiting
         self._workers = listener.workers
+        self._cpu_usage = listener.cpu_usage
+        self._memory_usage = listener.memory_usage
+        self._health_of: set[str] = set()
         events = locust.events
         # The native listener is called by Locust directly: no Python frame per request.
         events.request.add_listener(listener)
@@ -170,11 +175,28 @@ class _Wiring:
             _native.set_live_workers([c.id for c in clients if c.state != STATE_MISSING])
             for state in WORKER_STATES:
                 self._workers.labels(state).set(sum(1 for c in clients if c.state == state))
+            health = {c.id: (c.cpu_usage, c.memory_usage) for c in clients}
+            self._set_health({MASTER: (runner.current_cpu_usage, runner.current_memory_usage), **health})
         elif runner is not None:
             # Polled, not counted in each wait: a user's sleep costs Locust nothing extra.
             users = [g.args[0] for g in list(runner.user_greenlets) if g.args]
             self._users_running.set(runner.user_count)
             self._users_waiting.set(sum(1 for u in users if getattr(u, "_state", None) == LOCUST_STATE_WAITING))
+            if not isinstance(runner, WorkerRunner):
+                self._set_health({LOCAL: (runner.current_cpu_usage, runner.current_memory_usage)})
+
+    def _set_health(self, health: dict[str, tuple[float, float]]) -> None:
+        """Locust's own CPU and memory measures, one series per load-generating process once Locust
+        measured it (every 10 s, the first after 10 s: a zero memory is "not yet"); a worker gone from
+        the master's list loses its series."""
+        health = {worker: usage for worker, usage in health.items() if usage[1] > 0}
+        for worker, (cpu, memory) in health.items():
+            self._cpu_usage.labels(worker).set(cpu)
+            self._memory_usage.labels(worker).set(memory)
+        for gone in self._health_of - health.keys():
+            self._cpu_usage.remove(gone)
+            self._memory_usage.remove(gone)
+        self._health_of = set(health)
 
     def _poll(self) -> None:
         while True:

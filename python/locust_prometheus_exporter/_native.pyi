@@ -134,6 +134,10 @@ class RequestListener:
     def users_waiting(self) -> Gauge: ...
     @property
     def workers(self) -> Gauge: ...
+    @property
+    def cpu_usage(self) -> Gauge: ...
+    @property
+    def memory_usage(self) -> Gauge: ...
 
 class Server:
     """A ``/metrics`` HTTP server on native threads; binds when constructed (``OSError`` on failure)."""
@@ -147,7 +151,7 @@ class Server:
     def closed(self) -> bool: ...
 
 def render(openmetrics: bool = False, names: list[str] = ...) -> bytes:
-    """The exposition a scrape would get (text 0.0.4, or OpenMetrics 1.0.0)."""
+    """The exposition a scrape gets (text 0.0.4, or OpenMetrics 1.0.0), without the process metrics."""
 
 def take_report() -> bytes:
     """On a worker: the series changed since the last call, encoded for Locust's report."""

@@ -180,6 +180,22 @@ impl RequestListener {
         }
     }
 
+    /// `locust_cpu_usage_percent{worker}`: Locust's CPU measure of each load-generating process.
+    #[getter]
+    fn cpu_usage(&self) -> Gauge {
+        Gauge {
+            metric: Metric::new(self.metrics.cpu_usage.clone()),
+        }
+    }
+
+    /// `locust_memory_usage_bytes{worker}`: Locust's memory measure of each load-generating process.
+    #[getter]
+    fn memory_usage(&self) -> Gauge {
+        Gauge {
+            metric: Metric::new(self.metrics.memory_usage.clone()),
+        }
+    }
+
     /// `locust_workers{state}`: workers by state, set on the master.
     #[getter]
     fn workers(&self) -> Gauge {

@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::errors::no_panic;
-use crate::exposition::{scrape, Format};
+use crate::exposition::{scrape_registry, Format};
 use crate::metrics::global;
 use crate::report;
 use crate::server::ServerHandle;
@@ -59,12 +59,12 @@ impl Server {
     }
 }
 
-/// The exposition of every metric, as a scrape would get it.
+/// The exposition of every registered metric, as a scrape gets it but without the process metrics.
 #[pyfunction]
 #[pyo3(signature = (openmetrics=false, names=Vec::new()))]
 pub fn render<'py>(py: Python<'py>, openmetrics: bool, names: Vec<String>) -> Bound<'py, PyBytes> {
     let format = if openmetrics { Format::OpenMetrics } else { Format::Text };
-    let text = py.detach(|| scrape(global(), format, &names));
+    let text = py.detach(|| scrape_registry(global(), format, &names));
     PyBytes::new(py, text.as_bytes())
 }
 
