@@ -239,7 +239,7 @@ fn add(series: &Series, v: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{SeriesData, ValueData};
+    use crate::metrics::{as_report, SeriesData, ValueData};
 
     fn request<'a>(status: &'a str, ms: Option<f64>) -> Request<'a> {
         Request {
@@ -348,7 +348,7 @@ mod tests {
             })
             .unwrap();
         }
-        reg.apply_report("w", worker.changes()).unwrap();
+        reg.apply_report("w", as_report(&worker.changes())).unwrap();
         assert_eq!(
             requests_by_name(&reg),
             (named(&[("/a", 3.0), ("/b", 1.0), (OVERFLOW, 5.0)]), 5.0)
@@ -358,7 +358,7 @@ mod tests {
             ..request("200", None)
         })
         .unwrap();
-        reg.apply_report("w", worker.changes()).unwrap();
+        reg.apply_report("w", as_report(&worker.changes())).unwrap();
         assert_eq!(
             requests_by_name(&reg),
             (named(&[("/a", 3.0), ("/b", 1.0), (OVERFLOW, 6.0)]), 6.0)

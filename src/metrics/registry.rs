@@ -9,12 +9,15 @@ use parking_lot::{Mutex, RwLock};
 use super::cap::LabelCap;
 use super::family::{series_key, Desc, Family};
 use super::names::check_label_names;
-use super::series::{SeriesData, ValueData};
+use super::series::{ReportedSeries, SeriesData, ValueData};
 use super::workers::Workers;
 use crate::errors::{ExporterError, Result};
 
 /// Families with their merged series, in name order: what a scrape renders.
 pub type Collected = Vec<(Desc, Vec<SeriesData>)>;
+
+/// Families with the series a worker reported, as read from its report.
+pub type Report<'a> = Vec<(Desc, Vec<ReportedSeries<'a>>)>;
 
 #[derive(Default)]
 pub struct Registry {
@@ -140,8 +143,8 @@ impl Registry {
     /// On the master: stores a worker's report, learning families defined only on workers.
     /// Families the master defines differently (other buckets, labels or kind) cannot be merged:
     /// they are left out, and named in the error, the rest of the report being taken.
-    pub fn apply_report(&self, client_id: &str, families: Collected) -> Result<()> {
-        let (accepted, refused): (Collected, Collected) = families
+    pub fn apply_report(&self, client_id: &str, families: Report) -> Result<()> {
+        let (accepted, refused): (Report, Report) = families
             .into_iter()
             .partition(|(desc, _)| self.get_or_register(desc.clone()).is_ok());
         let cap = self.label_cap.read().clone();
@@ -170,6 +173,24 @@ impl Registry {
             cap.reset();
         }
     }
+}
+
+/// A report as the master reads it, made from the series as a worker has them.
+#[cfg(test)]
+pub fn as_report(families: &Collected) -> Report<'_> {
+    families
+        .iter()
+        .map(|(desc, series)| {
+            let series = series
+                .iter()
+                .map(|s| ReportedSeries {
+                    labels: s.labels.iter().map(String::as_str).collect(),
+                    value: s.value.clone(),
+                })
+                .collect();
+            (desc.clone(), series)
+        })
+        .collect()
 }
 
 fn check_const_label_clash(labels: &[(String, String)], descs: &[Desc]) -> Result<()> {
@@ -242,7 +263,7 @@ mod tests {
             (d.clone(), vec![SeriesData { labels: vec![], value }])
         };
         let err = r
-            .apply_report("a", vec![data(&worker), data(&only_worker)])
+            .apply_report("a", as_report(&vec![data(&worker), data(&only_worker)]))
             .unwrap_err();
         assert!(matches!(err, ExporterError::ReportMismatch(names) if names == vec!["h".to_string()]));
         let collected = r.collect();

@@ -20,6 +20,14 @@ pub struct SeriesData {
     pub value: ValueData,
 }
 
+/// A series as a worker's report carries it, its label values borrowed from the report: the master
+/// allocates them only for a series it has not seen from that worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportedSeries<'a> {
+    pub labels: Vec<&'a str>,
+    pub value: ValueData,
+}
+
 pub struct Scalar {
     value: AtomicF64,
     updated: AtomicF64,

@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::cap::{LabelCap, OVERFLOW};
-use super::family::{series_key, Desc, Family, GaugeMode, Kind};
+use super::family::{push_series_key, series_key, Desc, Family, GaugeMode, Kind};
+use super::registry::Report;
 use super::series::{Series, SeriesData, ValueData};
 
 /// Label value of the `worker` label for the serving process's own values (gauge mode `all`).
@@ -29,8 +30,8 @@ type Gauges = HashMap<String, HashMap<String, SeriesData>>;
 #[derive(Default)]
 struct Worker {
     live: bool,
-    /// Counters and histograms: family name -> label values -> last value.
-    last: HashMap<String, HashMap<Vec<String>, Last>>,
+    /// Counters and histograms: family name -> series key -> last value.
+    last: HashMap<String, HashMap<String, Last>>,
     /// Shared with scrapes, which merge them without the lock; a report arriving meanwhile copies on write.
     gauges: Arc<Gauges>,
 }
@@ -52,7 +53,7 @@ pub struct Snapshot {
 impl Workers {
     /// Takes a report's series (cumulative values of the series that changed since the last one).
     /// Past `cap`, series with new values of its label are added to the overflow value's series.
-    pub fn apply(&mut self, client_id: &str, families: Vec<(Desc, Vec<SeriesData>)>, cap: Option<&LabelCap>) {
+    pub fn apply(&mut self, client_id: &str, families: Report, cap: Option<&LabelCap>) {
         let Workers { workers, totals } = self;
         for (desc, _) in families.iter().filter(|(d, _)| !matches!(d.kind, Kind::Gauge(_))) {
             if totals.get(&desc.name).is_none_or(|f| f.desc != *desc) {
@@ -65,19 +66,24 @@ impl Workers {
         }
         let worker = workers.entry(client_id.to_string()).or_default();
         worker.live = true;
+        // One key buffer for the report: a key is allocated only for a series new from this worker.
+        let mut key = String::new();
         for (desc, series) in families {
             let Some(total) = totals.get(&desc.name).filter(|_| !matches!(desc.kind, Kind::Gauge(_))) else {
                 let stored = Arc::make_mut(&mut worker.gauges).entry(desc.name).or_default();
-                series.into_iter().for_each(|s| {
-                    stored.insert(series_key(&s.labels), s);
-                });
+                for s in series {
+                    let labels = s.labels.iter().map(|l| l.to_string()).collect();
+                    stored.insert(series_key(&s.labels), SeriesData { labels, value: s.value });
+                }
                 continue;
             };
             let capped = cap.and_then(|c| Some((c, c.position(&desc.name, &desc.label_names)?)));
             let counted = capped.is_some_and(|(c, _)| c.counted == desc.name);
             let last = worker.last.entry(desc.name).or_default();
-            for s in series {
-                if let Some(l) = last.get_mut(s.labels.as_slice()) {
+            for mut s in series {
+                key.clear();
+                push_series_key(&mut key, &s.labels);
+                if let Some(l) = last.get_mut(key.as_str()) {
                     // Most series of a periodic full report are unchanged: their total is not even read.
                     if l.value != s.value {
                         l.total.add_growth(Some(&l.value), &s.value);
@@ -88,27 +94,26 @@ impl Workers {
                     }
                     continue;
                 }
-                // A series new to the master: the cap decides once where it is added, for good.
-                let mut labels: Vec<&str> = s.labels.iter().map(String::as_str).collect();
+                // A series new from this worker: the cap decides once where it is added, for good.
                 let mut overflowed = None;
-                if let Some((cap, value)) = capped.and_then(|(c, i)| Some((c, labels.get_mut(i)?))) {
-                    let admitted = cap.admit(value);
-                    if admitted != *value {
+                if let Some((cap, value)) = capped.and_then(|(c, i)| Some((c, s.labels.get_mut(i)?))) {
+                    if cap.admit(value) != *value {
                         *value = OVERFLOW;
                         overflowed = counted.then(|| cap.overflowed.clone());
                     }
                 }
-                let Ok(total) = total.child(&labels) else {
+                let Ok(total) = total.child(&s.labels) else {
                     continue;
                 };
                 total.add_growth(None, &s.value);
                 if let Some(o) = &overflowed {
                     o.add_growth(None, &s.value);
                 }
+                let value = s.value;
                 last.insert(
-                    s.labels,
+                    key.clone(),
                     Last {
-                        value: s.value,
+                        value,
                         total,
                         overflowed,
                     },
@@ -255,6 +260,13 @@ impl Merged {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::{as_report, Collected};
+
+    impl Workers {
+        fn take(&mut self, client_id: &str, families: Collected) {
+            self.apply(client_id, as_report(&families), None);
+        }
+    }
 
     fn scalar(labels: &[&str], value: f64, updated: f64) -> SeriesData {
         SeriesData {
@@ -271,11 +283,10 @@ mod tests {
     fn counters_sum_over_all_workers_even_missing_ones() {
         let d = desc(Kind::Counter);
         let mut w = Workers::default();
-        w.apply("a", vec![(d.clone(), vec![scalar(&["x"], 2.0, 0.0)])], None);
-        w.apply(
+        w.take("a", vec![(d.clone(), vec![scalar(&["x"], 2.0, 0.0)])]);
+        w.take(
             "b",
             vec![(d.clone(), vec![scalar(&["x"], 3.0, 0.0), scalar(&["y"], 1.0, 0.0)])],
-            None,
         );
         w.set_live(&["a".to_string()]);
         let m = w.snapshot().merge(&d, vec![scalar(&["x"], 1.0, 0.0)]);
@@ -286,8 +297,8 @@ mod tests {
     fn gauges_follow_their_mode() {
         let mut w = Workers::default();
         let g = |mode| desc(Kind::Gauge(mode));
-        w.apply("a", vec![(g(GaugeMode::Sum), vec![scalar(&["x"], 2.0, 10.0)])], None);
-        w.apply("b", vec![(g(GaugeMode::Sum), vec![scalar(&["x"], 5.0, 5.0)])], None);
+        w.take("a", vec![(g(GaugeMode::Sum), vec![scalar(&["x"], 2.0, 10.0)])]);
+        w.take("b", vec![(g(GaugeMode::Sum), vec![scalar(&["x"], 5.0, 5.0)])]);
         let never_set = vec![scalar(&["x"], 0.0, 0.0)];
         let value = |w: &Workers, mode| match &w.snapshot().merge(&g(mode), never_set.clone())[..] {
             [SeriesData {
@@ -313,12 +324,12 @@ mod tests {
         let d = desc(Kind::Counter);
         let mut w = Workers::default();
         for reported in [10.0, 12.0, 1.0, 3.0] {
-            w.apply("a", vec![(d.clone(), vec![scalar(&["x"], reported, 0.0)])], None);
+            w.take("a", vec![(d.clone(), vec![scalar(&["x"], reported, 0.0)])]);
         }
         assert_eq!(w.snapshot().merge(&d, vec![]), vec![scalar(&["x"], 15.0, 0.0)]);
         let g = desc(Kind::Gauge(GaugeMode::Sum));
-        w.apply("a", vec![(g.clone(), vec![scalar(&["x"], 10.0, 1.0)])], None);
-        w.apply("a", vec![(g.clone(), vec![scalar(&["x"], 1.0, 2.0)])], None);
+        w.take("a", vec![(g.clone(), vec![scalar(&["x"], 10.0, 1.0)])]);
+        w.take("a", vec![(g.clone(), vec![scalar(&["x"], 1.0, 2.0)])]);
         assert_eq!(
             w.snapshot().merge(&g, vec![]),
             vec![scalar(&["x"], 1.0, 2.0)],
@@ -345,7 +356,7 @@ mod tests {
                 if id % 2 == 0 || round == 1 {
                     families.push((c.clone(), vec![scalar(&["x"], n as f64, 0.0), scalar(&["y"], 1.0, 0.0)]));
                 }
-                w.apply(&format!("w{id}"), families, None);
+                w.take(&format!("w{id}"), families);
                 if round == 3 {
                     expected_c += if id % 2 == 0 { n as f64 } else { id as f64 };
                     expected_h.iter_mut().zip(&counts).for_each(|(e, c)| *e += c);
@@ -374,8 +385,8 @@ mod tests {
             value: ValueData::Histogram { counts, sum: 1.0 },
         };
         let mut w = Workers::default();
-        w.apply("a", vec![(old.clone(), vec![hist(vec![1, 1])])], None);
-        w.apply("a", vec![(new.clone(), vec![hist(vec![1, 1, 1])])], None);
+        w.take("a", vec![(old.clone(), vec![hist(vec![1, 1])])]);
+        w.take("a", vec![(new.clone(), vec![hist(vec![1, 1, 1])])]);
         assert!(
             w.snapshot().merge(&old, vec![]).is_empty(),
             "the old layout is not served"
@@ -391,8 +402,8 @@ mod tests {
             value: ValueData::Histogram { counts: c, sum },
         };
         let mut w = Workers::default();
-        w.apply("a", vec![(d.clone(), vec![h(vec![1, 0], 0.5)])], None);
-        w.apply("a", vec![(d.clone(), vec![h(vec![2, 1], 3.0)])], None);
+        w.take("a", vec![(d.clone(), vec![h(vec![1, 0], 0.5)])]);
+        w.take("a", vec![(d.clone(), vec![h(vec![2, 1], 3.0)])]);
         assert_eq!(
             w.snapshot().merge(&d, vec![h(vec![1, 1], 2.0)]),
             vec![h(vec![3, 2], 5.0)]
