@@ -7,7 +7,7 @@ Each command prints one JSON line with its figures:
     python bench/workers.py scrape  {project,reference} --sizes 100,1000,10000 --scrapes K [--cpus 0,1] [--idle S]
     python bench/workers.py memory  {project,reference} --combos N
     python bench/workers.py report  --combos N
-    python bench/workers.py master  --workers W --combos N --scrapes K
+    python bench/workers.py master  --workers W --combos N --scrapes K --rounds R
 """
 
 from __future__ import annotations
@@ -235,8 +235,8 @@ def timed(f: Any, *args: Any) -> float:
 
 def cmd_master(args: argparse.Namespace) -> dict[str, Any]:
     """A master's costs with W workers each reporting the same N combinations: render with 1 worker and
-    with W, and the time to apply a worker's first report, a steady one (~10% changed) and a periodic full
-    one (every series, the changed ones at their new values).
+    with W, and the time to apply a worker's first report, its steady ones (~10% changed, R rounds) and a
+    periodic full one (every series, the changed ones at their new values).
 
     The reports are real: made in this process by the project's own registry, which starts from zero for each
     worker (as a forked child does); then it starts from zero again and serves as the master. Only the stable
@@ -248,16 +248,19 @@ def cmd_master(args: argparse.Namespace) -> dict[str, Any]:
     events = [event(i) for i in range(args.combos)]
     first, steady, full = [], [], []
     for w in range(args.workers):
-        changed = events[w % 10::10]
+        changed = [events[(w + r) % 10::10] for r in range(args.rounds)]
         _native.after_fork_in_child()
         for kw in events:
             listener(**kw)
         first.append(_native.take_report())
-        for kw in changed:
-            listener(**kw)
-        steady.append(_native.take_report())
+        mine = []
+        for batch in changed:
+            for kw in batch:
+                listener(**kw)
+            mine.append(_native.take_report())
+        steady.append(mine)
         _native.after_fork_in_child()
-        for kw in events + changed:
+        for kw in events + [kw for batch in changed for kw in batch]:
             listener(**kw)
         full.append(_native.take_report())
     _native.after_fork_in_child()
@@ -272,7 +275,7 @@ def cmd_master(args: argparse.Namespace) -> dict[str, Any]:
     apply_first = apply(first, range(1))
     render_one = render()
     apply_first += apply(first, range(1, args.workers))
-    apply_steady = apply(steady, range(args.workers))
+    apply_steady = [t for r in range(args.rounds) for t in apply([s[r] for s in steady], range(args.workers))]
     apply_full = apply(full, range(args.workers))
     return {
         "render_one": render_one,
@@ -282,7 +285,7 @@ def cmd_master(args: argparse.Namespace) -> dict[str, Any]:
         "apply_steady": statistics.median(apply_steady),
         "apply_full": statistics.median(apply_full),
         "first_bytes": statistics.median(map(len, first)),
-        "steady_bytes": statistics.median(map(len, steady)),
+        "steady_bytes": statistics.median(len(r) for s in steady for r in s),
     }
 
 
@@ -308,6 +311,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=100)
     p.add_argument("--combos", type=int, default=1000)
     p.add_argument("--scrapes", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=5, help="steady reports per worker")
     args = parser.parse_args()
     command = {"events": cmd_events, "scrape": cmd_scrape, "memory": cmd_memory, "report": cmd_report,
                "master": cmd_master}

@@ -1,9 +1,9 @@
 //! What the master keeps of each Locust worker's reports, and how it merges with its own series.
 //!
 //! Counters and histograms are folded into the master's totals as reports arrive, so a report costs
-//! O(series it carries) and a scrape O(series), whatever the number of workers. Per worker, only the
-//! last cumulative value of each series (to compute its growth and see a reset) and the gauges (for
-//! the gauge modes) are kept.
+//! O(series it carries) and a scrape O(series), whatever the number of workers. Each reported series
+//! has a slot, shared by every worker that reports it; per worker, only the last cumulative value in
+//! each slot (to compute the growth and see a reset) and the gauges (for the gauge modes) are kept.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -16,12 +16,19 @@ use super::series::{Series, SeriesData, ValueData};
 /// Label value of the `worker` label for the serving process's own values (gauge mode `all`).
 const LOCAL_WORKER: &str = "local";
 
-/// A worker's counter or histogram series: the value it last reported, and the total it adds to.
-struct Last {
-    value: ValueData,
+/// Where a reported series adds its growth.
+struct Slot {
     total: Arc<Series>,
-    /// Requests recorded under the overflow name by the master's cap: where they are counted.
+    /// Requests recorded under the overflow name by the master's cap: where they are counted too.
     overflowed: Option<Arc<Series>>,
+}
+
+/// A counter or histogram family's totals: the sum of every worker's series (atomic cells: a scrape
+/// reads them while reports add to them), and the slot of each reported series key.
+struct Totals {
+    family: Arc<Family>,
+    slots: HashMap<String, usize>,
+    slot: Vec<Slot>,
 }
 
 /// Family name -> series key -> the gauge as a worker last reported it.
@@ -30,8 +37,8 @@ type Gauges = HashMap<String, HashMap<String, SeriesData>>;
 #[derive(Default)]
 struct Worker {
     live: bool,
-    /// Counters and histograms: family name -> series key -> last value.
-    last: HashMap<String, HashMap<String, Last>>,
+    /// Counters and histograms: family name -> the last value reported, by slot.
+    last: HashMap<String, Vec<Option<ValueData>>>,
     /// Shared with scrapes, which merge them without the lock; a report arriving meanwhile copies on write.
     gauges: Arc<Gauges>,
 }
@@ -39,9 +46,8 @@ struct Worker {
 #[derive(Default)]
 pub struct Workers {
     workers: BTreeMap<String, Worker>,
-    /// Counters and histograms: the sum of every worker's series, by family name (atomic cells:
-    /// a scrape reads them while reports add to them).
-    totals: HashMap<String, Arc<Family>>,
+    /// Counters and histograms, by family name.
+    totals: HashMap<String, Totals>,
 }
 
 /// The workers as they were when a scrape began.
@@ -50,15 +56,48 @@ pub struct Snapshot {
     totals: HashMap<String, Arc<Family>>,
 }
 
+impl Totals {
+    /// The slot of a reported series, made on first sight: the cap decides then, for good, whether
+    /// it adds to its own series or to the overflow name's.
+    fn slot(
+        &mut self,
+        key: &str,
+        labels: &mut [&str],
+        cap: Option<(&LabelCap, usize)>,
+        counted: bool,
+    ) -> Option<usize> {
+        if let Some(i) = self.slots.get(key) {
+            return Some(*i);
+        }
+        let mut overflowed = None;
+        if let Some((cap, value)) = cap.and_then(|(c, i)| Some((c, labels.get_mut(i)?))) {
+            if cap.admit(value) != *value {
+                *value = OVERFLOW;
+                overflowed = counted.then(|| cap.overflowed.clone());
+            }
+        }
+        let total = self.family.child(labels).ok()?;
+        self.slot.push(Slot { total, overflowed });
+        self.slots.insert(key.to_string(), self.slot.len() - 1);
+        Some(self.slot.len() - 1)
+    }
+}
+
 impl Workers {
     /// Takes a report's series (cumulative values of the series that changed since the last one).
     /// Past `cap`, series with new values of its label are added to the overflow value's series.
     pub fn apply(&mut self, client_id: &str, families: Report, cap: Option<&LabelCap>) {
         let Workers { workers, totals } = self;
         for (desc, _) in families.iter().filter(|(d, _)| !matches!(d.kind, Kind::Gauge(_))) {
-            if totals.get(&desc.name).is_none_or(|f| f.desc != *desc) {
+            if totals.get(&desc.name).is_none_or(|t| t.family.desc != *desc) {
                 // New, or defined anew (other buckets): the total starts again from what workers report.
-                totals.insert(desc.name.clone(), Arc::new(Family::new(desc.clone())));
+                let family = Arc::new(Family::new(desc.clone()));
+                let fresh = Totals {
+                    family,
+                    slots: HashMap::new(),
+                    slot: Vec::new(),
+                };
+                totals.insert(desc.name.clone(), fresh);
                 workers.values_mut().for_each(|w| {
                     w.last.remove(&desc.name);
                 });
@@ -66,10 +105,13 @@ impl Workers {
         }
         let worker = workers.entry(client_id.to_string()).or_default();
         worker.live = true;
-        // One key buffer for the report: a key is allocated only for a series new from this worker.
+        // One key buffer for the report: a key is allocated only for a series new to the master.
         let mut key = String::new();
         for (desc, series) in families {
-            let Some(total) = totals.get(&desc.name).filter(|_| !matches!(desc.kind, Kind::Gauge(_))) else {
+            let Some(total) = totals
+                .get_mut(&desc.name)
+                .filter(|_| !matches!(desc.kind, Kind::Gauge(_)))
+            else {
                 let stored = Arc::make_mut(&mut worker.gauges).entry(desc.name).or_default();
                 for s in series {
                     let labels = s.labels.iter().map(|l| l.to_string()).collect();
@@ -83,41 +125,23 @@ impl Workers {
             for mut s in series {
                 key.clear();
                 push_series_key(&mut key, &s.labels);
-                if let Some(l) = last.get_mut(key.as_str()) {
-                    // Most series of a periodic full report are unchanged: their total is not even read.
-                    if l.value != s.value {
-                        l.total.add_growth(Some(&l.value), &s.value);
-                        if let Some(o) = &l.overflowed {
-                            o.add_growth(Some(&l.value), &s.value);
-                        }
-                        l.value = s.value;
-                    }
-                    continue;
-                }
-                // A series new from this worker: the cap decides once where it is added, for good.
-                let mut overflowed = None;
-                if let Some((cap, value)) = capped.and_then(|(c, i)| Some((c, s.labels.get_mut(i)?))) {
-                    if cap.admit(value) != *value {
-                        *value = OVERFLOW;
-                        overflowed = counted.then(|| cap.overflowed.clone());
-                    }
-                }
-                let Ok(total) = total.child(&s.labels) else {
+                let Some(i) = total.slot(&key, &mut s.labels, capped, counted) else {
                     continue;
                 };
-                total.add_growth(None, &s.value);
-                if let Some(o) = &overflowed {
-                    o.add_growth(None, &s.value);
+                if last.len() <= i {
+                    last.resize(i + 1, None);
                 }
-                let value = s.value;
-                last.insert(
-                    key.clone(),
-                    Last {
-                        value,
-                        total,
-                        overflowed,
-                    },
-                );
+                let (Some(held), Some(slot)) = (last.get_mut(i), total.slot.get(i)) else {
+                    continue;
+                };
+                // Most series of a periodic full report are unchanged: their total is not even read.
+                if held.as_ref() != Some(&s.value) {
+                    slot.total.add_growth(held.as_ref(), &s.value);
+                    if let Some(o) = &slot.overflowed {
+                        o.add_growth(held.as_ref(), &s.value);
+                    }
+                    *held = Some(s.value);
+                }
             }
         }
     }
@@ -141,7 +165,7 @@ impl Workers {
                 .iter()
                 .map(|(id, w)| (id.clone(), w.live, w.gauges.clone()))
                 .collect(),
-            totals: self.totals.clone(),
+            totals: self.totals.iter().map(|(n, t)| (n.clone(), t.family.clone())).collect(),
         }
     }
 }
