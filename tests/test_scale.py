@@ -9,7 +9,8 @@ import sys
 import textwrap
 import time
 
-from conftest import LOCUSTFILES, total
+import pytest
+from conftest import LOCUSTFILES, locust_cmd, total
 from prometheus_client.parser import text_string_to_metric_families
 
 from locust_prometheus_exporter._locust import OVERFLOW_NAME
@@ -118,6 +119,14 @@ def test_name_cap_on_a_master_applies_to_the_merged_view(run_locust):
     samples = run.scrape()
     assert run.finish() == [0, 0, 0], run.output()
     assert_capped_and_exact(samples, run.csv_stats(), 20)
+
+
+@pytest.mark.parametrize("value", ["-1", "many"])
+def test_a_bad_max_names_option_is_a_usage_error(value, tmp_path):
+    cmd = locust_cmd(MANY_NAMES, "--headless", "-t", "1s", "--prometheus-max-names", value)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "--prometheus-max-names" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_max_names_argument():

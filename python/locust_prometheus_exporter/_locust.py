@@ -5,6 +5,7 @@ Installed once per process, by the first :class:`PrometheusExporter`.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import logging
 import os
@@ -56,11 +57,24 @@ def install(buckets: list[float] | None, per_worker: bool, max_names: int) -> _W
 
 
 def check_max_names(value: object, what: str) -> int:
+    """``value`` if it is a valid cap on request names; ``TypeError``/``ValueError`` naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{what} must be an int, got {value!r}")
     if value < 0:
         raise ValueError(f"{what} must be 0 (no cap) or more, got {value}")
     return value
+
+
+def max_names_option(text: str) -> int:
+    """``--prometheus-max-names``: bad values are a usage error (one line, exit 2), as argparse makes them."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    try:
+        return check_max_names(value, "--prometheus-max-names")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def has_exporter() -> bool:
@@ -78,7 +92,7 @@ def add_options(parser: Any, **_kw: Any) -> None:
         ("port", int, "Port of the Prometheus exporter's /metrics (overrides the locustfile)"),
         ("buckets", str, "Comma-separated upper bounds in seconds of locust_request_duration_seconds"),
         ("labels", str, "Comma-separated name=value labels added to every sample, e.g. env=staging,lg=eu1"),
-        ("max-names", int, f"Distinct request names kept; new ones past it are recorded as {OVERFLOW_NAME}; 0: no cap"),
+        ("max-names", max_names_option, f"Distinct request names kept; new ones past it are recorded as {OVERFLOW_NAME}; 0: no cap"),
     )
     for name, kind, text in options:
         parser.add_argument(
@@ -224,7 +238,7 @@ class _Wiring:
             self._buckets = buckets
         max_names = getattr(environment.parsed_options, "prometheus_max_names", None)
         if max_names is not None and max_names != self._max_names:
-            self._listener.set_max_names(check_max_names(max_names, "--prometheus-max-names"))
+            self._listener.set_max_names(max_names)
             self._max_names = max_names
 
     def _on_test_start(self, environment: Environment, **_kw: Any) -> None:
