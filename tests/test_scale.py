@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 import pytest
 from conftest import LOCUSTFILES, locust_cmd, total
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_server import final_scrape, prometheus, scrape_runs  # noqa: F401  (fixture)
 
 from locust_prometheus_exporter._locust import OVERFLOW_NAME
 
@@ -232,3 +234,28 @@ def test_health_of_a_master_and_its_workers(run_locust):
         assert health(samples, metric).keys() == ids | {"master"}, metric
     assert all(v > 10e6 for v in health(samples, "locust_memory_usage_bytes").values())
     assert run.finish() == [0, 0, 0], run.output()
+
+
+# The queries of the dashboard's "Load generator" row (Grafana's $job and $__rate_interval), one per panel.
+LOAD_GENERATOR_PANELS = {
+    "CPU per load-generating process (Locust warns at 90 %)": 'max by (worker) (locust_cpu_usage_percent{job="$job"})',
+    "Memory per load-generating process": 'max by (worker) (locust_memory_usage_bytes{job="$job"})',
+    "Serving process CPU, cores": 'rate(process_cpu_seconds_total{job="$job"}[$__rate_interval])',
+    "Serving process resident memory": 'process_resident_memory_bytes{job="$job"}',
+    "File descriptors in use (of the maximum)": 'process_open_fds{job="$job"} / process_max_fds{job="$job"}',
+    "Requests recorded past the name cap, per second": (
+        'sum(rate(locust_exporter_names_overflowed_total{job="$job"}[$__rate_interval]))'
+    ),
+}
+
+
+def test_load_generator_queries_return_data_on_a_real_prometheus(run_locust, prometheus):  # noqa: F811
+    [scraped] = scrape_runs(run_locust, prometheus, (HEALTH, dict(users=2, rate=2, run_time=6, workers=2)))
+    at = final_scrape(scraped)
+    assert scraped.run.finish() == [0, 0, 0], scraped.run.output()
+    for title, expr in LOAD_GENERATOR_PANELS.items():
+        query = expr.replace("$job", "locust").replace("$__rate_interval", "1m")
+        result = scraped.prom.query(query, at)
+        assert result and all(math.isfinite(float(r["value"][1])) for r in result), (title, query, result)
+    workers = scraped.prom.query('count(locust_memory_usage_bytes{job="locust"})', at)
+    assert float(workers[0]["value"][1]) == 3, "the master and its two workers"
