@@ -108,7 +108,9 @@ impl LocustMetrics {
         )?;
         let overflowed = family(
             "locust_exporter_names_overflowed",
-            "Requests recorded under name=\"<other>\": new request names past the cap (--prometheus-max-names)",
+            &format!(
+                "Requests recorded under name=\"{OVERFLOW}\": new request names past the cap (--prometheus-max-names)"
+            ),
             Kind::Counter,
             &[],
         )?

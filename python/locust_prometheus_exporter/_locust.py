@@ -33,7 +33,7 @@ REPORT_KEY = "locust_prometheus_exporter"
 #: How often runner-derived gauges are refreshed (seconds).
 POLL_INTERVAL = 1.0
 #: The ``name`` label value of requests past the cap on distinct names (``<>`` cannot appear in a URL path).
-OVERFLOW_NAME = "<other>"
+OVERFLOW_NAME = _native.OVERFLOW_NAME
 #: ``worker`` label of the health gauges for the master's own process, and for a process running alone.
 MASTER, LOCAL = "master", "local"
 #: Worker states as Locust's runners name them.

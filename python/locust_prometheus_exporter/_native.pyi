@@ -7,6 +7,8 @@ from typing import Any, TypeVar
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 __version__: str
+#: The `name` label value of requests past the cap on distinct request names.
+OVERFLOW_NAME: str
 
 class Timer:
     """Context manager and decorator returned by ``time()`` and ``track_inprogress()``."""
