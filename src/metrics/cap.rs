@@ -82,6 +82,7 @@ impl LabelCap {
     /// In a forked child: its own names are counted from none.
     pub fn reset(&self) {
         self.values.write().clear();
+        self.reached.store(false, Ordering::Relaxed);
     }
 }
 
