@@ -23,6 +23,8 @@ pub enum ExporterError {
     LabelCount { expected: usize, got: usize },
     #[error("{0}")]
     InvalidValue(String),
+    #[error("{metric} has {max} series, its max_series: a new one is not recorded")]
+    TooManySeries { metric: String, max: usize },
     #[error("invalid worker report: {0}")]
     InvalidReport(&'static str),
     #[error("worker report left out for families defined differently on the master: {0:?}")]

@@ -196,7 +196,21 @@ pub fn render(collected: &Collected, format: Format, only: &[String], constant: 
 static LAST_SIZE: AtomicUsize = AtomicUsize::new(0);
 
 /// What a scrape of `registry` gets: its families merged with the workers', and its constant labels.
+/// What the endpoint serves: every metric of the registry, and the process metrics (a registered
+/// family of the same name wins).
 pub fn scrape(registry: &Registry, format: Format, only: &[String]) -> String {
+    let mut families = registry.collect();
+    let process: Collected = crate::process::collect()
+        .into_iter()
+        .filter(|(p, _)| families.iter().all(|(d, _)| d.name != p.name))
+        .collect();
+    families.extend(process);
+    families.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    render(&families, format, only, &registry.const_labels())
+}
+
+/// The registry's metrics alone, which stay the same from one call to the next while nothing is recorded.
+pub fn scrape_registry(registry: &Registry, format: Format, only: &[String]) -> String {
     render(&registry.collect(), format, only, &registry.const_labels())
 }
 

@@ -5,6 +5,7 @@ mod exposition;
 mod fork;
 mod locust_metrics;
 mod metrics;
+mod process;
 mod push;
 mod py;
 mod report;
@@ -29,6 +30,7 @@ mod _native {
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
-        m.add("__version__", env!("CARGO_PKG_VERSION"))
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        m.add("OVERFLOW_NAME", crate::metrics::OVERFLOW)
     }
 }

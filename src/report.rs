@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use crate::errors::{ExporterError, Result};
-use crate::metrics::{Collected, Desc, GaugeMode, Kind, SeriesData, ValueData};
+use crate::metrics::{Collected, Desc, GaugeMode, Kind, Report, ReportedSeries, ValueData};
 
 const MAGIC: &[u8] = b"LPE1";
 
@@ -109,13 +109,16 @@ impl<'a> Reader<'a> {
             .map_err(|_| ExporterError::InvalidReport("truncated"))?;
         Ok(f64::from_le_bytes(bytes))
     }
-    fn string(&mut self) -> Result<String> {
+    fn str(&mut self) -> Result<&'a str> {
         let n = self.count()?;
-        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| ExporterError::InvalidReport("invalid UTF-8"))
+        std::str::from_utf8(self.take(n)?).map_err(|_| ExporterError::InvalidReport("invalid UTF-8"))
+    }
+    fn string(&mut self) -> Result<String> {
+        self.str().map(str::to_string)
     }
 }
 
-pub fn decode(buf: &[u8]) -> Result<Collected> {
+pub fn decode(buf: &[u8]) -> Result<Report<'_>> {
     let mut r = Reader { buf };
     if r.take(MAGIC.len())? != MAGIC {
         return Err(ExporterError::InvalidReport("not a locust-prometheus-exporter report"));
@@ -137,7 +140,7 @@ pub fn decode(buf: &[u8]) -> Result<Collected> {
         let mut series = Vec::new();
         for _ in 0..r.count()? {
             let labels = (0..desc.label_names.len())
-                .map(|_| r.string())
+                .map(|_| r.str())
                 .collect::<Result<Vec<_>>>()?;
             let value = match desc.kind {
                 Kind::Counter => ValueData::Scalar {
@@ -153,7 +156,7 @@ pub fn decode(buf: &[u8]) -> Result<Collected> {
                     sum: r.f64()?,
                 },
             };
-            series.push(SeriesData { labels, value });
+            series.push(ReportedSeries { labels, value });
         }
         families.push((desc, series));
     }
@@ -166,6 +169,24 @@ pub fn decode(buf: &[u8]) -> Result<Collected> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::SeriesData;
+
+    /// What a master reads, as owned series, to compare with what the worker sent.
+    fn owned(report: Report) -> Collected {
+        report
+            .into_iter()
+            .map(|(desc, series)| {
+                let series = series
+                    .into_iter()
+                    .map(|s| SeriesData {
+                        labels: s.labels.iter().map(|l| l.to_string()).collect(),
+                        value: s.value,
+                    })
+                    .collect();
+                (desc, series)
+            })
+            .collect()
+    }
 
     fn sample() -> Collected {
         let c = Desc::new("c", "help", Kind::Counter, vec!["a".into(), "b".into()]).unwrap();
@@ -208,7 +229,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let families = sample();
-        assert_eq!(decode(&encode(&families)).unwrap(), families);
+        assert_eq!(owned(decode(&encode(&families)).unwrap()), families);
     }
 
     #[test]

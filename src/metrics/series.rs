@@ -20,6 +20,14 @@ pub struct SeriesData {
     pub value: ValueData,
 }
 
+/// A series as a worker's report carries it, its label values borrowed from the report: the master
+/// allocates them only for a series it has not seen from that worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportedSeries<'a> {
+    pub labels: Vec<&'a str>,
+    pub value: ValueData,
+}
+
 pub struct Scalar {
     value: AtomicF64,
     updated: AtomicF64,
@@ -119,6 +127,45 @@ impl Series {
         SeriesData {
             labels: self.labels.to_vec(),
             value: self.value(),
+        }
+    }
+
+    /// Adds what a worker's cumulative value grew by since `last`: all of it when there is no
+    /// `last`, or when the worker's series went back (it was removed and made again there), so the
+    /// master's totals never go down. A value of another kind or bucket layout cannot be added.
+    pub fn add_growth(&self, last: Option<&ValueData>, new: &ValueData) {
+        match (&self.cell, new) {
+            (Cell::Scalar(s), ValueData::Scalar { value: n, .. }) => {
+                let l = match last {
+                    Some(ValueData::Scalar { value, .. }) if value <= n => *value,
+                    _ => 0.0,
+                };
+                if n != &l {
+                    s.add(n - l);
+                }
+            }
+            (Cell::Histogram(h), ValueData::Histogram { counts: nc, sum: ns }) if nc.len() == h.counts.len() => {
+                let base = match last {
+                    Some(ValueData::Histogram { counts, sum })
+                        if counts.len() == nc.len() && nc.iter().zip(counts).all(|(n, l)| n >= l) =>
+                    {
+                        Some((counts, *sum))
+                    }
+                    _ => None,
+                };
+                // Most buckets of a reported series did not move: atomic adds of zero are skipped.
+                for (i, (c, n)) in h.counts.iter().zip(nc).enumerate() {
+                    let grown = n - base.map_or(0, |(lc, _)| lc[i]);
+                    if grown > 0 {
+                        c.fetch_add(grown, Ordering::Relaxed);
+                    }
+                }
+                let ls = base.map_or(0.0, |(_, ls)| ls);
+                if *ns != ls {
+                    h.sum.inc_by(ns - ls);
+                }
+            }
+            _ => {}
         }
     }
 

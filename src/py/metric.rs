@@ -1,5 +1,6 @@
 //! `Counter`, `Gauge` and `Histogram` as prometheus_client users know them.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -8,7 +9,11 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
+use crate::errors::ExporterError;
 use crate::metrics::{check_buckets, global, now, Cell, Desc, Family, GaugeMode, Kind, Scalar, Series};
+
+/// Series a custom metric keeps at most, unless told otherwise (`max_series=`).
+const DEFAULT_MAX_SERIES: usize = 10_000;
 
 /// prometheus_client's default histogram buckets (seconds).
 const DEFAULT_BUCKETS: [f64; 14] = [
@@ -60,6 +65,7 @@ impl Metric {
         subsystem: &str,
         unit: &str,
         kind: Kind,
+        max_series: usize,
     ) -> PyResult<Self> {
         let desc = Desc::new(
             &full_name(name, namespace, subsystem, unit, &kind),
@@ -67,7 +73,33 @@ impl Metric {
             kind,
             labelnames,
         )?;
-        Ok(Metric::new(global().register(desc)?))
+        let family = global().register(desc)?;
+        family.set_max_series(max_series);
+        Ok(Metric::new(family))
+    }
+
+    /// A series past `max_series`: recorded into nothing, counted, logged once. Counting and logging
+    /// are best effort: the user's task that called labels() runs on whatever happens.
+    fn dropped(&self, py: Python<'_>, err: ExporterError) -> Arc<Series> {
+        let name = &self.family.desc.name;
+        let counted = Desc::new(
+            "locust_exporter_series_dropped",
+            "labels() calls past a custom metric's max_series, whose values are not recorded",
+            Kind::Counter,
+            vec!["metric".into()],
+        )
+        .and_then(|desc| global().get_or_register(desc))
+        .and_then(|family| family.child(&[name]));
+        if let Ok(Cell::Scalar(s)) = counted.as_deref().map(|series| &series.cell) {
+            s.add(1.0);
+        }
+        if !self.family.limit_logged.swap(true, Ordering::Relaxed) {
+            let _ = py
+                .import("logging")
+                .and_then(|m| m.call_method1("getLogger", ("locust_prometheus_exporter",)))
+                .and_then(|l| l.call_method1("warning", (format!("locust-prometheus-exporter: {err} (logged once)"),)));
+        }
+        self.family.detached()
     }
 
     /// Label values from `*args` or `**kwargs`, turned into strings before any lock is taken.
@@ -112,7 +144,10 @@ impl Metric {
             }
             None => Self::label_values(args)?,
         };
-        let series = self.family.child(&values)?;
+        let series = match self.family.child(&values) {
+            Err(err @ ExporterError::TooManySeries { .. }) => self.dropped(args.py(), err),
+            other => other?,
+        };
         Ok(Metric {
             family: self.family.clone(),
             series: Some(series),
@@ -274,7 +309,8 @@ pub struct Counter {
 metric_methods! {
     Counter,
     #[new]
-    #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit=""))]
+    #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", *, max_series=DEFAULT_MAX_SERIES))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         name: &str,
         documentation: &str,
@@ -282,6 +318,7 @@ metric_methods! {
         namespace: &str,
         subsystem: &str,
         unit: &str,
+        max_series: usize,
     ) -> PyResult<Self> {
         Ok(Counter {
             metric: Metric::register(
@@ -292,6 +329,7 @@ metric_methods! {
                 subsystem,
                 unit,
                 Kind::Counter,
+                max_series,
             )?,
         })
     }
@@ -317,7 +355,8 @@ pub struct Gauge {
 metric_methods! {
     Gauge,
     #[new]
-    #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", multiprocess_mode="livesum"))]
+    #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", multiprocess_mode="livesum", *, max_series=DEFAULT_MAX_SERIES))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         name: &str,
         documentation: &str,
@@ -326,10 +365,11 @@ metric_methods! {
         subsystem: &str,
         unit: &str,
         multiprocess_mode: &str,
+        max_series: usize,
     ) -> PyResult<Self> {
         let kind = Kind::Gauge(GaugeMode::parse(multiprocess_mode)?);
         Ok(Gauge {
-            metric: Metric::register(name, documentation, labelnames, namespace, subsystem, unit, kind)?,
+            metric: Metric::register(name, documentation, labelnames, namespace, subsystem, unit, kind, max_series)?,
         })
     }
 
@@ -382,7 +422,8 @@ pub fn parse_buckets(buckets: Option<Vec<f64>>, default: &[f64]) -> PyResult<Vec
 metric_methods! {
     Histogram,
     #[new]
-    #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", buckets=None))]
+    #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", buckets=None, *, max_series=DEFAULT_MAX_SERIES))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         name: &str,
         documentation: &str,
@@ -391,10 +432,11 @@ metric_methods! {
         subsystem: &str,
         unit: &str,
         buckets: Option<Vec<f64>>,
+        max_series: usize,
     ) -> PyResult<Self> {
         let kind = Kind::Histogram(parse_buckets(buckets, &DEFAULT_BUCKETS)?.into());
         Ok(Histogram {
-            metric: Metric::register(name, documentation, labelnames, namespace, subsystem, unit, kind)?,
+            metric: Metric::register(name, documentation, labelnames, namespace, subsystem, unit, kind, max_series)?,
         })
     }
 

@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::errors::no_panic;
-use crate::exposition::{scrape, Format};
+use crate::exposition::{scrape_registry, Format};
 use crate::fork;
 use crate::metrics::global;
 use crate::report;
@@ -70,14 +70,14 @@ impl Drop for Server {
     }
 }
 
-/// The exposition of every metric, as a scrape would get it.
+/// The exposition of every registered metric, as a scrape gets it but without the process metrics.
 #[pyfunction]
 #[pyo3(signature = (openmetrics=false, names=Vec::new()))]
 pub fn render<'py>(py: Python<'py>, openmetrics: bool, names: Vec<String>) -> Bound<'py, PyBytes> {
     let format = if openmetrics { Format::OpenMetrics } else { Format::Text };
     let text = py.detach(|| {
         let _pass = fork::enter();
-        scrape(global(), format, &names)
+        scrape_registry(global(), format, &names)
     });
     PyBytes::new(py, text.as_bytes())
 }
