@@ -9,11 +9,11 @@ PIP := $(VENV)/bin/pip
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-system-deps: ## Debian packages the tests use (prometheus and promtool, prometheus-pushgateway, curl)
-	@for tool in prometheus promtool prometheus-pushgateway curl; do command -v $$tool >/dev/null || missing=1; done; \
+system-deps: ## Debian packages the tests use (prometheus and promtool, prometheus-pushgateway, curl, openssl)
+	@for tool in prometheus promtool prometheus-pushgateway curl openssl; do command -v $$tool >/dev/null || missing=1; done; \
 	[ -z "$$missing" ] || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus prometheus-pushgateway curl; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus prometheus-pushgateway curl openssl; }
 
 $(VENV)/.ready: pyproject.toml
 	python3 -m venv $(VENV)

@@ -1,6 +1,9 @@
 """Benchmark (issue 5, and issue 3's report sizes): this project against a prometheus_client reference.
 
-    python bench/run.py [--quick]
+    python bench/run.py [--quick] [--baseline PYTHON]
+
+``--baseline`` names an interpreter with an earlier build installed: the master-merge section runs with it
+too and prints both builds side by side (before/after).
 
 Not a test: prints figures, ratios and PASS/MISS against the targets, and exits 0 whatever they are.
 The end-to-end runs need nginx (Debian: ``apt-get install -y nginx``). All traffic stays on 127.0.0.1;
@@ -39,6 +42,7 @@ SCRAPE_INTERVAL = 0.5
 IDLE_SECONDS = 2.0
 SIZES = (100, 1_000, 10_000)
 REPORT_SIZES = (100, 1_000)
+MASTER_WORKERS, MASTER_COMBOS = 100, 1_000
 MEMORY_COMBOS = 10_000
 #: Series one label combination makes: requests_total, the duration histogram and the two byte counters.
 SERIES_PER_COMBO = 4
@@ -54,9 +58,9 @@ def pinned(cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu)] if (os.cpu_count() or 1) > 1 and shutil.which("taskset") else []
 
 
-def worker(*args: str, cpu: int | None = None) -> Any:
+def worker(*args: str, cpu: int | None = None, python: str = sys.executable) -> Any:
     """Runs a workers.py command in a fresh process and returns its JSON answer."""
-    cmd = [*(pinned(cpu) if cpu is not None else []), sys.executable, str(HERE / "workers.py"), *args]
+    cmd = [*(pinned(cpu) if cpu is not None else []), python, str(HERE / "workers.py"), *args]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
@@ -360,7 +364,51 @@ def reports() -> str:
     )
 
 
-SECTIONS = ("events", "end-to-end", "scrape", "memory", "reports")
+# 6. Master merge -------------------------------------------------------------------------------------------
+
+
+def master_merge(quick: bool, baseline: str | None) -> str:
+    workers, combos = MASTER_WORKERS, MASTER_COMBOS
+    args = ["master", "--workers", str(workers), "--combos", str(combos), "--scrapes", "3" if quick else "7"]
+    builds = {"this build": sys.executable}
+    if baseline:
+        builds = {"baseline": baseline, **builds}
+    # Builds alternate, and each figure is the best of the runs: other work on the machine hits one run, not all.
+    runs: dict[str, list[dict[str, Any]]] = {build: [] for build in builds}
+    for run in range(1 if quick else 3):
+        for build, python in builds.items():
+            log(f"master merge, run {run + 1}: {build}")
+            runs[build].append(worker(*args, cpu=LOCUST_CPU, python=python))
+    got = {build: {k: min(r[k] for r in rs) for k in rs[0]} for build, rs in runs.items()}
+    measures = [
+        ("render, 1 worker, ms", lambda g: f"{g['render_one'] * 1e3:.2f}"),
+        (f"render, {workers} workers, ms", lambda g: f"{g['render_all'] * 1e3:.2f}"),
+        (f"{workers} workers / 1 worker", lambda g: f"{g['render_all'] / g['render_one']:.2f}x"),
+        (f"apply a first report ({combos * SERIES_PER_COMBO:,} series), ms", lambda g: f"{g['apply_first'] * 1e3:.3f}"),
+        ("apply a steady report (~10% changed, 5 rounds), ms", lambda g: f"{g['apply_steady'] * 1e3:.3f}"),
+        ("apply a periodic full report, ms", lambda g: f"{g['apply_full'] * 1e3:.3f}"),
+    ]
+    rows = [[name, *(show(got[b]) for b in builds)] for name, show in measures]
+    now = got["this build"]
+    ratio = now["render_all"] / now["render_one"]
+    lines = [
+        f"6. Master merge: {workers} workers each reporting the same {combos:,} combinations"
+        f" ({combos * SERIES_PER_COMBO:,} series, {now['bytes'] / 1e6:.1f} MB scraped); in-process render and",
+        "   _native.apply_report(), medians, best of the runs; reports made by the project's own registry; one core",
+        table(["measure", *builds], rows),
+        f"  target: {workers}-worker render <= 3x the 1-worker one   {verdict(ratio <= 3)} ({ratio:.2f}x)",
+    ]
+    if baseline:
+        base = got["baseline"]
+        worst = max(now[k] / base[k] for k in ("apply_first", "apply_steady", "apply_full"))
+        lines.append(f"  target: applying a report costs no more than the baseline   {verdict(worst <= 1)}"
+                     f" (worst {worst:.2f}x)")
+    else:
+        lines.append("  (--baseline PYTHON: the same figures from an earlier build, side by side)")
+    return "\n".join(lines)
+
+
+SECTIONS = ("events", "end-to-end", "scrape", "memory", "reports", "master")
 
 
 def main() -> None:
@@ -368,6 +416,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs, for smoke-testing the benchmark itself")
     parser.add_argument("--rounds", type=int, default=3, help="end-to-end rounds per variant (more: less noise)")
     parser.add_argument("--only", choices=SECTIONS, action="append", help="run only this section (repeatable)")
+    parser.add_argument("--baseline", metavar="PYTHON",
+                        help="interpreter with an earlier build installed: its master-merge figures side by side")
     args = parser.parse_args()
     quick = args.quick
     chosen = args.only or list(SECTIONS)
@@ -381,6 +431,7 @@ def main() -> None:
         "scrape": lambda: scrape_cost(quick),
         "memory": memory,
         "reports": reports,
+        "master": lambda: master_merge(quick, args.baseline),
     }
     sections = [run[name]() for name in SECTIONS if name in chosen]
     print(

@@ -8,6 +8,7 @@ Each command prints one JSON line with its figures:
     python bench/workers.py memory  {project,reference} --combos N
     python bench/workers.py report  --combos N
     python bench/workers.py observe --rounds R --repeats K
+    python bench/workers.py master  --workers W --combos N --scrapes K --rounds R
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class Project:
         # Imported here: the other variants' processes never load the project.
         from locust_prometheus_exporter import PrometheusExporter, _native
 
-        self.exporter = PrometheusExporter(host, port)
+        # No cap on request names: the reference has none, and the sizes measured go past the default.
+        self.exporter = PrometheusExporter(host, port, max_names=0)
         self.render = _native.render
 
     def serve(self) -> None:
@@ -250,6 +252,69 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     return {"first": first, "steady": len(_native.take_report()), "changed": len(events[::10])}
 
 
+def timed(f: Any, *args: Any) -> float:
+    start = time.perf_counter()
+    f(*args)
+    return time.perf_counter() - start
+
+
+def cmd_master(args: argparse.Namespace) -> dict[str, Any]:
+    """A master's costs with W workers each reporting the same N combinations: render with 1 worker and
+    with W, and the time to apply a worker's first report, its steady ones (~10% changed, R rounds) and a
+    periodic full one (every series, the changed ones at their new values).
+
+    The reports are real: made in this process by the project's own registry, which starts from zero for each
+    worker (as a forked child does); then it starts from zero again and serves as the master. Only the stable
+    API is used, so an earlier build runs this command too (before/after).
+    """
+    from locust_prometheus_exporter import _native
+
+    # Within the default cap on request names (1,000), which a build that has one applies.
+    listener = _native.RequestListener()
+    events = [event(i) for i in range(args.combos)]
+    first, steady, full = [], [], []
+    for w in range(args.workers):
+        changed = [events[(w + r) % 10::10] for r in range(args.rounds)]
+        _native.after_fork_in_child()
+        for kw in events:
+            listener(**kw)
+        first.append(_native.take_report())
+        mine = []
+        for batch in changed:
+            for kw in batch:
+                listener(**kw)
+            mine.append(_native.take_report())
+        steady.append(mine)
+        _native.after_fork_in_child()
+        for kw in events + [kw for batch in changed for kw in batch]:
+            listener(**kw)
+        full.append(_native.take_report())
+    _native.after_fork_in_child()
+    ids = [f"worker-{w}" for w in range(args.workers)]
+
+    def render() -> float:
+        return statistics.median(timed(_native.render) for _ in range(args.scrapes))
+
+    def apply(reports: list[bytes], workers: range) -> list[float]:
+        return [timed(_native.apply_report, ids[w], reports[w]) for w in workers]
+
+    apply_first = apply(first, range(1))
+    render_one = render()
+    apply_first += apply(first, range(1, args.workers))
+    apply_steady = [t for r in range(args.rounds) for t in apply([s[r] for s in steady], range(args.workers))]
+    apply_full = apply(full, range(args.workers))
+    return {
+        "render_one": render_one,
+        "render_all": render(),
+        "bytes": len(_native.render()),
+        "apply_first": statistics.median(apply_first),
+        "apply_steady": statistics.median(apply_steady),
+        "apply_full": statistics.median(apply_full),
+        "first_bytes": statistics.median(map(len, first)),
+        "steady_bytes": statistics.median(len(r) for s in steady for r in s),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -268,17 +333,17 @@ def main() -> None:
     p.add_argument("--combos", type=int, default=10000)
     p = sub.add_parser("report")
     p.add_argument("--combos", type=int, default=1000)
+    p = sub.add_parser("master")
+    p.add_argument("--workers", type=int, default=100)
+    p.add_argument("--combos", type=int, default=1000)
+    p.add_argument("--scrapes", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=5, help="steady reports per worker")
     p = sub.add_parser("observe")
     p.add_argument("--rounds", type=int, default=300)
     p.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
-    command = {
-        "events": cmd_events,
-        "scrape": cmd_scrape,
-        "memory": cmd_memory,
-        "report": cmd_report,
-        "observe": cmd_observe,
-    }
+    command = {"events": cmd_events, "scrape": cmd_scrape, "memory": cmd_memory, "report": cmd_report,
+               "master": cmd_master, "observe": cmd_observe}  # fmt: skip
     print(json.dumps(command[args.command](args)), flush=True)
 
 

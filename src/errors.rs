@@ -23,12 +23,16 @@ pub enum ExporterError {
     LabelCount { expected: usize, got: usize },
     #[error("{0}")]
     InvalidValue(String),
+    #[error("{metric} has {max} series, its max_series: a new one is not recorded")]
+    TooManySeries { metric: String, max: usize },
     #[error("invalid worker report: {0}")]
     InvalidReport(&'static str),
     #[error("worker report left out for families defined differently on the master: {0:?}")]
     ReportMismatch(Vec<String>),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {source}; choose another port with --prometheus-port (or another address with --prometheus-host)")]
     Bind { addr: String, source: std::io::Error },
+    #[error("{0}")]
+    InvalidPushConfig(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

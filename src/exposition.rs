@@ -209,15 +209,35 @@ pub fn family_label_names(desc: &Desc, series: &[SeriesData]) -> Vec<String> {
     label_names
 }
 
-/// What a scrape of `registry` gets: its families merged with the workers', and its constant labels.
+/// What the endpoint serves: every metric of the registry, and the process metrics (a registered
+/// family of the same name wins).
+fn served_families(registry: &Registry) -> Collected {
+    let mut families = registry.collect();
+    let process: Collected = crate::process::collect()
+        .into_iter()
+        .filter(|(p, _)| families.iter().all(|(d, _)| d.name != p.name))
+        .collect();
+    families.extend(process);
+    families.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    families
+}
+
+/// What a scrape of `registry` gets in a text format, its constant labels added.
 pub fn scrape(registry: &Registry, format: Format, only: &[String]) -> String {
+    render(&served_families(registry), format, only, &registry.const_labels())
+}
+
+/// The registry's metrics alone, which stay the same from one call to the next while nothing is recorded.
+pub fn scrape_registry(registry: &Registry, format: Format, only: &[String]) -> String {
     render(&registry.collect(), format, only, &registry.const_labels())
 }
 
 /// The body of a scrape in any format, the binary one included.
 pub fn scrape_body(registry: &Registry, format: Format, only: &[String]) -> Vec<u8> {
     match format {
-        Format::Protobuf => crate::protobuf_exposition::scrape(registry, only),
+        Format::Protobuf => {
+            crate::protobuf_exposition::render(&served_families(registry), only, &registry.const_labels())
+        }
         _ => scrape(registry, format, only).into_bytes(),
     }
 }

@@ -7,13 +7,17 @@ use parking_lot::RwLock;
 
 use crate::errors::Result;
 use crate::metrics::{
-    push_series_key, series_key, Cell, Desc, Family, GaugeMode, Kind, NativeConfig, Registry, Series,
+    push_series_key, series_key, Cell, Desc, Family, GaugeMode, Kind, LabelCap, NativeConfig, Registry, Series,
+    OVERFLOW,
 };
 
 /// Request duration buckets in seconds, from 1 ms to 60 s: load-test latencies, not RPC ones.
 pub const DEFAULT_BUCKETS: [f64; 18] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0,
 ];
+
+/// Distinct request names recorded before new ones go under the overflow name.
+pub const DEFAULT_MAX_NAMES: usize = 1000;
 
 thread_local! {
     static KEY_BUFFER: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
@@ -38,6 +42,10 @@ pub struct LocustMetrics {
     pub users_waiting: Arc<Family>,
     pub workers: Arc<Family>,
     pub test_info: Arc<Family>,
+    pub cpu_usage: Arc<Family>,
+    pub memory_usage: Arc<Family>,
+    /// The cap on distinct request names, shared with the registry, which applies it to workers' reports.
+    pub names: Arc<LabelCap>,
     cache: RwLock<HashMap<String, Arc<RequestSeries>>>,
 }
 
@@ -81,26 +89,50 @@ impl LocustMetrics {
         let family = |name: &str, help: &str, kind: Kind, names: &[&str]| {
             registry.get_or_register(Desc::new(name, help, kind, labels(names))?)
         };
+        let requests = family(
+            "locust_requests",
+            "Requests made, by method, name, HTTP status (0: no response) and exception class",
+            Kind::Counter,
+            &["method", "name", "status", "exception"],
+        )?;
+        let duration = registry.get_or_register(duration_desc(buckets)?)?;
+        let request_bytes = family(
+            "locust_request_length_bytes",
+            "Request body bytes sent (headers are not counted)",
+            Kind::Counter,
+            &BY_REQUEST,
+        )?;
+        let response_bytes = family(
+            "locust_response_length_bytes",
+            "Response bytes received (Locust's response_length)",
+            Kind::Counter,
+            &BY_REQUEST,
+        )?;
+        let overflowed = family(
+            "locust_exporter_names_overflowed",
+            &format!(
+                "Requests recorded under name=\"{OVERFLOW}\": new request names past the cap (--prometheus-max-names)"
+            ),
+            Kind::Counter,
+            &[],
+        )?
+        .child::<&str>(&[])?;
+        let capped = [&requests, &duration, &request_bytes, &response_bytes].map(|f| f.desc.name.clone());
+        let names = registry.label_cap(|| {
+            LabelCap::new(
+                "name",
+                capped.to_vec(),
+                &requests.desc.name,
+                overflowed,
+                DEFAULT_MAX_NAMES,
+            )
+        });
         Ok(LocustMetrics {
-            requests: family(
-                "locust_requests",
-                "Requests made, by method, name, HTTP status (0: no response) and exception class",
-                Kind::Counter,
-                &["method", "name", "status", "exception"],
-            )?,
-            duration: RwLock::new(registry.get_or_register(duration_desc(buckets)?)?),
-            request_bytes: family(
-                "locust_request_length_bytes",
-                "Request body bytes sent (headers are not counted)",
-                Kind::Counter,
-                &BY_REQUEST,
-            )?,
-            response_bytes: family(
-                "locust_response_length_bytes",
-                "Response bytes received (Locust's response_length)",
-                Kind::Counter,
-                &BY_REQUEST,
-            )?,
+            requests,
+            duration: RwLock::new(duration),
+            request_bytes,
+            response_bytes,
+            names,
             users_total: family(
                 "locust_users",
                 "Users spawned since the process started",
@@ -131,6 +163,18 @@ impl LocustMetrics {
                 Kind::Gauge(GaugeMode::LiveSum),
                 &["run_id", "locustfile", "host", "target_users"],
             )?,
+            cpu_usage: family(
+                "locust_cpu_usage_percent",
+                "CPU use of each load-generating process, as Locust measures it every 10 s (percent of one core)",
+                Kind::Gauge(GaugeMode::LiveSum),
+                &["worker"],
+            )?,
+            memory_usage: family(
+                "locust_memory_usage_bytes",
+                "Resident memory of each load-generating process, as Locust measures it every 10 s",
+                Kind::Gauge(GaugeMode::LiveSum),
+                &["worker"],
+            )?,
             cache: RwLock::new(HashMap::new()),
         })
     }
@@ -144,7 +188,8 @@ impl LocustMetrics {
         Ok(())
     }
 
-    fn series_for(&self, r: &Request) -> Result<Arc<RequestSeries>> {
+    /// The series of a request, and whether its name was recorded under the overflow name.
+    fn series_for(&self, r: &Request) -> Result<(Arc<RequestSeries>, bool)> {
         let labels = [r.method, r.name, r.status, r.exception];
         // The hot path: the key is built in a reused buffer, and allocated only for a new combination.
         let found = KEY_BUFFER.with_borrow_mut(|key| {
@@ -153,7 +198,13 @@ impl LocustMetrics {
             self.cache.read().get(key.as_str()).cloned()
         });
         if let Some(s) = found {
-            return Ok(s);
+            return Ok((s, false));
+        }
+        // Past the cap a new name is not cached under its own key, so a stream of new names stays bounded.
+        let name = self.names.admit(r.name);
+        if name != r.name {
+            let capped = Request { name: OVERFLOW, ..*r };
+            return Ok((self.series_for(&capped)?.0, true));
         }
         let key = series_key(&labels);
         let pair = [r.method, r.name];
@@ -163,11 +214,14 @@ impl LocustMetrics {
             request_bytes: self.request_bytes.child(&pair)?,
             response_bytes: self.response_bytes.child(&pair)?,
         });
-        Ok(self.cache.write().entry(key).or_insert(series).clone())
+        Ok((self.cache.write().entry(key).or_insert(series).clone(), false))
     }
 
     pub fn record(&self, r: &Request) -> Result<()> {
-        let s = self.series_for(r)?;
+        let (s, overflowed) = self.series_for(r)?;
+        if overflowed {
+            add(&self.names.overflowed, 1.0);
+        }
         add(&s.requests, 1.0);
         add(&s.request_bytes, r.request_length);
         add(&s.response_bytes, r.response_length);
@@ -180,7 +234,7 @@ impl LocustMetrics {
     }
 }
 
-fn add(series: &Series, v: f64) {
+pub(crate) fn add(series: &Series, v: f64) {
     if let Cell::Scalar(s) = &series.cell {
         s.add(v);
     }
@@ -189,7 +243,7 @@ fn add(series: &Series, v: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{SeriesData, ValueData};
+    use crate::metrics::{as_report, SeriesData, ValueData};
 
     fn request<'a>(status: &'a str, ms: Option<f64>) -> Request<'a> {
         Request {
@@ -265,5 +319,65 @@ mod tests {
             panic!()
         };
         assert_eq!(counts, &vec![0, 1, 0], "a fresh histogram with the new buckets");
+    }
+
+    fn requests_by_name(reg: &Registry) -> (Vec<(String, f64)>, f64) {
+        let got = reg.collect();
+        let value = |s: &SeriesData| match s.value {
+            ValueData::Scalar { value, .. } => value,
+            _ => panic!(),
+        };
+        let by_name = find_in(&got, "locust_requests")
+            .iter()
+            .map(|s| (s.labels[1].clone(), value(s)))
+            .collect();
+        (by_name, value(&find_in(&got, "locust_exporter_names_overflowed")[0]))
+    }
+
+    #[test]
+    fn names_past_the_cap_go_under_the_overflow_name_here_and_on_the_master() {
+        let reg = Registry::default();
+        let m = LocustMetrics::new(&reg, &DEFAULT_BUCKETS, false).unwrap();
+        m.names.set_max(2);
+        for name in ["/a", "/b", "/c", "/d", "/a", "/c"] {
+            m.record(&Request {
+                name,
+                ..request("200", None)
+            })
+            .unwrap();
+        }
+        let named = |pairs: &[(&str, f64)]| pairs.iter().map(|(n, v)| (n.to_string(), *v)).collect::<Vec<_>>();
+        assert_eq!(
+            requests_by_name(&reg),
+            (named(&[("/a", 2.0), ("/b", 1.0), (OVERFLOW, 3.0)]), 3.0)
+        );
+        // A worker without a cap reports /a and /e: the master's cap applies to the merged view.
+        let worker = Registry::default();
+        let w = LocustMetrics::new(&worker, &DEFAULT_BUCKETS, false).unwrap();
+        w.names.set_max(0);
+        for name in ["/a", "/e", "/e"] {
+            w.record(&Request {
+                name,
+                ..request("200", None)
+            })
+            .unwrap();
+        }
+        reg.apply_report("w", as_report(&worker.changes())).unwrap();
+        assert_eq!(
+            requests_by_name(&reg),
+            (named(&[("/a", 3.0), ("/b", 1.0), (OVERFLOW, 5.0)]), 5.0)
+        );
+        w.record(&Request {
+            name: "/e",
+            ..request("200", None)
+        })
+        .unwrap();
+        reg.apply_report("w", as_report(&worker.changes())).unwrap();
+        assert_eq!(
+            requests_by_name(&reg),
+            (named(&[("/a", 3.0), ("/b", 1.0), (OVERFLOW, 6.0)]), 6.0)
+        );
+        let bytes = find_in(&reg.collect(), "locust_response_length_bytes");
+        assert_eq!(bytes.len(), 3, "every per-request family is capped alike");
     }
 }

@@ -4,7 +4,7 @@
 use prost::Message;
 
 use crate::exposition::{family_label_names, selected};
-use crate::metrics::{Collected, Kind, NativeSnapshot, Registry, ValueData};
+use crate::metrics::{Collected, Kind, NativeSnapshot, ValueData};
 
 pub const CONTENT_TYPE: &str =
     "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
@@ -213,11 +213,6 @@ pub fn render(collected: &Collected, only: &[String], constant: &[(String, Strin
         let _ = family.encode_length_delimited(&mut out);
     }
     out
-}
-
-/// What a protobuf scrape of `registry` gets.
-pub fn scrape(registry: &Registry, only: &[String]) -> Vec<u8> {
-    render(&registry.collect(), only, &registry.const_labels())
 }
 
 #[cfg(test)]

@@ -1,31 +1,63 @@
-//! The HTTP server: native threads that answer `/metrics` from Rust-owned state, never touching Python.
+//! The HTTP server: one native thread running a single-threaded tokio runtime, answering `/metrics`
+//! from Rust-owned state; it never touches Python. Renders run on a small blocking pool beside it.
 
+mod conn;
+mod stats;
+
+use std::collections::{HashSet, VecDeque};
+use std::convert::Infallible;
 use std::io::Write;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use tiny_http::{Header, Method, Request, Response};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, VARY};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
 
-use crate::errors::{no_panic, ExporterError, Result};
+pub use conn::Limits;
+use conn::{Close, Conn, Reply, Watched};
+use stats::{Dropped, Stats};
+
+use crate::errors::{ExporterError, Result};
 use crate::exposition::{scrape_body, Format};
+use crate::fork;
 use crate::metrics::global;
-
-const HANDLER_THREADS: usize = 2;
-const POLL: Duration = Duration::from_millis(200);
+use crate::scrape_log::scrape_log;
 
 const INDEX: &str = "<!doctype html>\n<html><head><title>Locust Prometheus exporter</title></head>\n\
 <body><h1>Locust Prometheus exporter</h1><p><a href=\"metrics\">Metrics</a></p></body></html>\n";
 
+/// After a failed `accept()`, the pause before the next one: doubled while failures go on.
+const ACCEPT_PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
+
+/// Waits this long for renders under way when the server stops.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
 pub struct ServerHandle {
-    server: Arc<tiny_http::Server>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    stop: oneshot::Sender<()>,
+    thread: JoinHandle<()>,
     addr: SocketAddr,
+}
+
+/// What every connection of one server shares.
+struct Shared {
+    limits: Limits,
+    stats: Stats,
+    addr: SocketAddr,
+}
+
+fn internal(e: impl std::fmt::Display) -> ExporterError {
+    ExporterError::Internal(e.to_string())
 }
 
 fn bind(host: &str, port: u16) -> Result<TcpListener> {
@@ -50,95 +82,175 @@ fn bind(host: &str, port: u16) -> Result<TcpListener> {
 }
 
 impl ServerHandle {
-    /// Binds now (so errors reach the caller) and serves from background threads.
-    pub fn start(host: &str, port: u16) -> Result<Self> {
+    /// Binds now (so errors reach the caller) and serves from a background thread.
+    pub fn start(host: &str, port: u16, limits: Limits) -> Result<Self> {
         let listener = bind(host, port)?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| ExporterError::Internal(e.to_string()))?;
-        let server = Arc::new(
-            tiny_http::Server::from_listener(listener, None).map_err(|e| ExporterError::Internal(e.to_string()))?,
-        );
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        for i in 0..HANDLER_THREADS {
-            let (server, stop) = (server.clone(), stop.clone());
-            let thread = std::thread::Builder::new()
-                .name(format!("lpe-http-{i}"))
-                .spawn(move || serve(&server, &stop))
-                .map_err(|e| ExporterError::Internal(e.to_string()))?;
-            threads.push(thread);
-        }
-        Ok(ServerHandle {
-            server,
-            stop,
-            threads,
+        listener.set_nonblocking(true).map_err(internal)?;
+        let addr = listener.local_addr().map_err(internal)?;
+        let shared = Arc::new(Shared {
+            limits,
+            stats: Stats::register(global())?,
             addr,
-        })
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(limits.renders)
+            .thread_name("lpe-render")
+            .build()
+            .map_err(internal)?;
+        let listener = {
+            let _entered = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).map_err(internal)?
+        };
+        let (stop, stopped) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("lpe-http".into())
+            .spawn(move || {
+                // The listener is dropped, and the port free, when `accept_loop` returns.
+                runtime.block_on(accept_loop(listener, stopped, shared));
+                runtime.shutdown_timeout(STOP_GRACE);
+            })
+            .map_err(internal)?;
+        Ok(ServerHandle { stop, thread, addr })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Stops the handler threads and closes the socket, so the port can be bound again.
+    /// Stops serving; returns once the server thread is gone, and with it the listening socket.
     pub fn shutdown(self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for _ in &self.threads {
-            self.server.unblock();
-        }
-        for t in self.threads {
-            let _ = t.join();
-        }
-        // The last handle: tiny_http wakes its accept thread, which closes the socket on its way out.
-        drop(self.server);
-        wait_until_closed(self.addr);
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
     }
 }
 
-/// tiny_http does not join its accept thread; wait (briefly) until the port refuses connections,
-/// so that the caller may bind it again at once.
-fn wait_until_closed(addr: SocketAddr) {
-    let probe = match addr.ip() {
-        ip if ip.is_unspecified() && addr.is_ipv4() => SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port())),
-        ip if ip.is_unspecified() => SocketAddr::from((Ipv6Addr::LOCALHOST, addr.port())),
-        _ => addr,
+async fn accept_loop(listener: tokio::net::TcpListener, mut stopped: oneshot::Receiver<()>, shared: Arc<Shared>) {
+    let open = Arc::new(AtomicUsize::new(0));
+    // Every connection accepted, oldest first: the candidates to make room at the limit.
+    let mut accepted_conns: VecDeque<Weak<Conn>> = VecDeque::new();
+    let mut pause = ACCEPT_PAUSE.0;
+    let mut logged = HashSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                pause = ACCEPT_PAUSE.0;
+                if open.load(Ordering::Relaxed) >= shared.limits.connections {
+                    shared.stats.dropped(Dropped::Limit);
+                    if !make_room(&mut accepted_conns) {
+                        // Every connection is answering a request: this one is closed by dropping it.
+                        continue;
+                    }
+                }
+                let conn = Arc::new(Conn::new());
+                if accepted_conns.len() >= 2 * shared.limits.connections {
+                    accepted_conns.retain(|c| c.strong_count() > 0);
+                }
+                accepted_conns.push_back(Arc::downgrade(&conn));
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve(stream, conn, shared.clone(), Open::new(open.clone())));
+            }
+            Err(e) => {
+                shared.stats.dropped(Dropped::AcceptError);
+                if logged.insert(e.raw_os_error().unwrap_or(-1)) {
+                    log_accept_error(shared.addr, &e);
+                }
+                // The failed connection stays queued: without a pause the loop would spin on it.
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(ACCEPT_PAUSE.1);
+            }
+        }
+    }
+}
+
+/// Evicts the oldest connection not answering a request; false if there is none.
+fn make_room(conns: &mut VecDeque<Weak<Conn>>) -> bool {
+    let victim = conns.iter().position(|c| c.upgrade().is_some_and(|c| c.evictable()));
+    match victim.and_then(|i| conns.remove(i)).and_then(|c| c.upgrade()) {
+        Some(conn) => {
+            conn.evict();
+            true
+        }
+        None => false,
+    }
+}
+
+/// One open connection, counted while its task lives.
+struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    fn new(count: Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Open(count)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Once per kind of error and server: the server thread does not call into Python's logging.
+fn log_accept_error(addr: SocketAddr, e: &std::io::Error) {
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    let advice = match e.raw_os_error() {
+        Some(EMFILE) => " The process is out of file descriptors: raise `ulimit -n`.",
+        Some(ENFILE) => " The system is out of file descriptors.",
+        _ => "",
     };
-    for _ in 0..200 {
-        if TcpStream::connect_timeout(&probe, POLL).is_err() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    eprintln!(
+        "locust-prometheus-exporter: accepting a connection on {addr} failed: {e}.{advice} \
+         Retrying every second at most; this error is logged once."
+    );
+}
+
+async fn serve<IO>(io: IO, conn: Arc<Conn>, shared: Arc<Shared>, _open: Open)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(Watched { io, conn: conn.clone() });
+    let service = {
+        let (shared, conn) = (shared.clone(), conn.clone());
+        service_fn(move |request| respond(request, shared.clone(), conn.clone()))
+    };
+    let mut builder = http1::Builder::new();
+    builder.max_header_size(shared.limits.header_bytes);
+    let stats = &shared.stats;
+    tokio::select! {
+        served = builder.serve_connection(io, service) => match served {
+            // hyper answered the request itself before closing.
+            Err(e) if e.is_parse_too_large() => {
+                stats.response(431);
+                stats.dropped(Dropped::TooLarge);
+            }
+            // An HTTP/2 preface gets no answer from hyper.
+            Err(e) if e.is_parse_version_h2() => stats.dropped(Dropped::Malformed),
+            Err(e) if e.is_parse() => {
+                stats.response(400);
+                stats.dropped(Dropped::Malformed);
+            }
+            _ => {}
+        },
+        why = conn.watchdog(&shared.limits) => match why {
+            // Counted as `limit` when it happened.
+            Close::Idle | Close::Evicted => {}
+            Close::HeadTimeout => stats.dropped(Dropped::HeadTimeout),
+            Close::WriteTimeout => stats.dropped(Dropped::WriteTimeout),
+        },
     }
 }
 
-fn serve(server: &tiny_http::Server, stop: &AtomicBool) {
-    while !stop.load(Ordering::SeqCst) {
-        if let Ok(Some(request)) = server.recv_timeout(POLL) {
-            // A panic here drops the request, which tiny_http answers with a 500; the thread lives on.
-            let _ = no_panic(|| {
-                respond(request);
-                Ok(())
-            });
-        }
-    }
-}
-
-/// Adds a header; only our own ASCII constants reach here, so parsing does not fail.
-fn with_header<R: std::io::Read>(response: Response<R>, name: &str, value: &str) -> Response<R> {
-    match Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-        Ok(h) => response.with_header(h),
-        Err(()) => response,
-    }
-}
-
-fn request_header<'a>(request: &'a Request, name: &'static str) -> &'a str {
-    request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv(name))
-        .map(|h| h.value.as_str())
-        .unwrap_or("")
+fn request_header(request: &Request<Incoming>, name: hyper::header::HeaderName) -> &str {
+    request.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
 /// The media ranges of an `Accept`-like header with their q-values.
@@ -193,79 +305,83 @@ pub fn accepts_gzip(accept_encoding: &str) -> bool {
 }
 
 /// The `name[]` values of a query string, percent-decoded.
-fn selected_names(url: &str) -> Vec<String> {
-    let Some((_, query)) = url.split_once('?') else {
-        return Vec::new();
-    };
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .filter(|(k, _)| matches!(*k, "name[]" | "name%5B%5D" | "name%5b%5d"))
-        .map(|(_, v)| percent_decode(v))
+fn selected_names(query: &str) -> Vec<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k == "name[]")
+        .map(|(_, v)| v.into_owned())
         .collect()
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
+/// Renders (and compresses) off the server's thread; at most `Limits::renders` at once, the rest queue.
+async fn render(format: Format, names: Vec<String>, gzip: bool) -> Option<(Vec<u8>, bool)> {
+    tokio::task::spawn_blocking(move || {
+        let body = {
+            let _pass = fork::enter();
+            scrape_body(global(), format, &names)
+        };
+        match gzip.then(|| gzip_bytes(&body)).flatten() {
+            Some(z) => (z, true),
+            None => (body, false),
         }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+    .ok()
 }
 
-fn respond(request: Request) {
-    let path = request.url().split('?').next().unwrap_or("");
+async fn respond(
+    request: Request<Incoming>,
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+) -> std::result::Result<Response<Reply>, Infallible> {
+    conn.request_started();
+    let path = request.uri().path();
     let known = matches!(path, "/" | "/metrics");
-    let method_ok = matches!(request.method(), Method::Get | Method::Head);
-    let response = match (known, method_ok) {
-        (false, _) => Response::from_string("Not Found\n").with_status_code(404),
-        (true, false) => with_header(
-            Response::from_string("Method Not Allowed\n").with_status_code(405),
-            "Allow",
-            "GET, HEAD",
-        ),
-        (true, true) if path == "/" => {
-            with_header(Response::from_string(INDEX), "Content-Type", "text/html; charset=utf-8")
-        }
-        (true, true) => {
-            let format = negotiate_format(request_header(&request, "Accept"));
-            let body = scrape_body(global(), format, &selected_names(request.url()));
-            let gzip = accepts_gzip(request_header(&request, "Accept-Encoding"));
-            let compressed = if gzip { gzip_bytes(&body) } else { None };
-            let response = match compressed {
-                Some(z) => with_header(Response::from_data(z), "Content-Encoding", "gzip"),
-                None => Response::from_data(body),
-            }
-            // The length is known: send it, rather than tiny_http's chunked encoding for large bodies.
-            .with_chunked_threshold(usize::MAX);
-            with_header(
-                with_header(response, "Content-Type", format.content_type()),
-                "Vary",
-                "Accept, Accept-Encoding",
+    let method_ok = matches!(*request.method(), Method::GET | Method::HEAD);
+    let names = selected_names(request.uri().query().unwrap_or(""));
+    // A full scrape (not HEAD, not a selection) is what the end of a run waits for.
+    let full_scrape =
+        (path == "/metrics" && *request.method() == Method::GET && names.is_empty()).then(|| scrape_log().start());
+    let mut headers = Vec::new();
+    let (status, body) = match (known, method_ok) {
+        (false, _) => (StatusCode::NOT_FOUND, Bytes::from_static(b"Not Found\n")),
+        (true, false) => {
+            headers.push((ALLOW, HeaderValue::from_static("GET, HEAD")));
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                Bytes::from_static(b"Method Not Allowed\n"),
             )
         }
+        (true, true) if path == "/" => {
+            headers.push((CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")));
+            (StatusCode::OK, Bytes::from_static(INDEX.as_bytes()))
+        }
+        (true, true) => {
+            let format = negotiate_format(request_header(&request, ACCEPT));
+            let gzip = accepts_gzip(request_header(&request, ACCEPT_ENCODING));
+            match render(format, names, gzip).await {
+                Some((body, gzipped)) => {
+                    headers.push((CONTENT_TYPE, HeaderValue::from_static(format.content_type())));
+                    headers.push((VARY, HeaderValue::from_static("Accept, Accept-Encoding")));
+                    if gzipped {
+                        headers.push((CONTENT_ENCODING, HeaderValue::from_static("gzip")));
+                    }
+                    (StatusCode::OK, Bytes::from(body))
+                }
+                // The render panicked; the server goes on.
+                None => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Bytes::from_static(b"Internal Server Error\n"),
+                ),
+            }
+        }
     };
-    // The client may have gone; nothing to do about it.
-    let _ = request.respond(response);
+    shared.stats.response(status.as_u16());
+    // The length is known: hyper sends it as Content-Length (for HEAD too, without the body).
+    let mut response =
+        Response::new(Reply::new(body, conn).noting_scrape(full_scrape.filter(|_| status == StatusCode::OK)));
+    *response.status_mut() = status;
+    response.headers_mut().extend(headers);
+    Ok(response)
 }
 
 fn gzip_bytes(body: &[u8]) -> Option<Vec<u8>> {
@@ -277,6 +393,147 @@ fn gzip_bytes(body: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
+    use std::net::TcpStream;
+    use std::time::Instant;
+
+    use crate::metrics::{Desc, Kind};
+
+    const SHORT: Limits = Limits {
+        head: Duration::from_millis(300),
+        idle: Duration::from_millis(600),
+        write_stall: Duration::from_millis(400),
+        connections: 2,
+        ..Limits::DEFAULT
+    };
+
+    fn connect(server: &ServerHandle) -> TcpStream {
+        let stream = TcpStream::connect(server.addr()).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream
+    }
+
+    /// Reads one response head and its `Content-Length` body; the head as text.
+    fn response(stream: &mut TcpStream) -> String {
+        let mut head = Vec::new();
+        let mut byte = [0u8];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(stream.read(&mut byte).unwrap(), 1, "closed before a response");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map_or(0, |n| n.parse().unwrap());
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).unwrap();
+        head
+    }
+
+    /// How long until the server closes the connection (reading and dropping what it sends).
+    fn time_to_close(stream: &mut TcpStream) -> Duration {
+        let start = Instant::now();
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).unwrap() > 0 {}
+        start.elapsed()
+    }
+
+    #[test]
+    fn slow_heads_and_idle_keep_alive_are_closed() {
+        let server = ServerHandle::start("127.0.0.1", 0, SHORT).unwrap();
+        let mut half = connect(&server);
+        half.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").unwrap();
+        let took = time_to_close(&mut half);
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+
+        let mut kept = connect(&server);
+        for _ in 0..3 {
+            kept.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            assert!(response(&mut kept).starts_with("HTTP/1.1 200"));
+        }
+        // Idle for longer than `head` but less than `idle`: still open.
+        std::thread::sleep(Duration::from_millis(400));
+        kept.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert!(response(&mut kept).starts_with("HTTP/1.1 404"));
+        let took = time_to_close(&mut kept);
+        assert!(
+            took >= Duration::from_millis(550) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        server.shutdown();
+    }
+
+    #[test]
+    fn at_the_limit_the_oldest_waiting_connection_makes_room() {
+        let server = ServerHandle::start(
+            "127.0.0.1",
+            0,
+            Limits {
+                head: Duration::from_secs(30),
+                ..SHORT
+            },
+        )
+        .unwrap();
+        let mut slow: Vec<TcpStream> = (0..2).map(|_| connect(&server)).collect();
+        for s in &mut slow {
+            s.write_all(b"GET /").unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let mut scrape = connect(&server);
+        scrape.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert!(response(&mut scrape).starts_with("HTTP/1.1 200"));
+        assert!(
+            time_to_close(&mut slow[0]) < Duration::from_secs(1),
+            "the oldest was not evicted"
+        );
+        server.shutdown();
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_is_dropped() {
+        // A body far larger than what the socket buffers hold.
+        let family = global()
+            .get_or_register(Desc::new("rust_test_big", "h", Kind::Counter, vec!["l".into()]).unwrap())
+            .unwrap();
+        let long = "x".repeat(200);
+        for i in 0..60_000 {
+            family.child(&[format!("{long}{i}")]).unwrap();
+        }
+        let server = ServerHandle::start("127.0.0.1", 0, SHORT).unwrap();
+        let mut stalled = connect(&server);
+        stalled.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(1_500));
+        let start = Instant::now();
+        let mut received = Vec::new();
+        let mut sink = [0u8; 65536];
+        loop {
+            match stalled.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&sink[..n]),
+            }
+        }
+        assert!(received.starts_with(b"HTTP/1.1 200"));
+        let received = received.len();
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "still open after the stall limit"
+        );
+        assert!(received < 60_000 * 200, "the whole body was sent: {received} bytes");
+        server.shutdown();
+    }
+
+    #[test]
+    fn shutdown_frees_the_port() {
+        let server = ServerHandle::start("127.0.0.1", 0, Limits::DEFAULT).unwrap();
+        let addr = server.addr();
+        let _open = connect(&server);
+        server.shutdown();
+        assert!(std::net::TcpListener::bind(addr).is_ok());
+    }
 
     const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
         version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
@@ -320,11 +577,8 @@ mod tests {
 
     #[test]
     fn name_selection() {
-        assert_eq!(
-            selected_names("/metrics?name[]=a_total&name%5B%5D=b&x=1"),
-            vec!["a_total", "b"]
-        );
-        assert_eq!(selected_names("/metrics?name[]=%61+b%"), vec!["a b%"]);
-        assert!(selected_names("/metrics").is_empty());
+        assert_eq!(selected_names("name[]=a_total&name%5B%5D=b&x=1"), vec!["a_total", "b"]);
+        assert_eq!(selected_names("name[]=%61+b%"), vec!["a b%"]);
+        assert!(selected_names("").is_empty());
     }
 }

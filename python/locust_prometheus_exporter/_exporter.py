@@ -27,6 +27,9 @@ class PrometheusExporter:
         buckets: upper bounds in seconds of ``locust_request_duration_seconds`` (default 1 ms to 60 s).
         per_worker_metrics: in distributed mode, one ``locust_users_running``/``waiting`` series per
             worker (label ``worker``) instead of their sum.
+        max_names: distinct request names recorded (0: no cap); past it, new names are recorded under
+            ``name="<other>"`` and counted in ``locust_exporter_names_overflowed_total``.
+            ``--prometheus-max-names`` overrides it.
 
     Raises:
         TypeError, ValueError: for an invalid argument, or buckets that differ from an earlier exporter's.
@@ -39,6 +42,7 @@ class PrometheusExporter:
         *,
         buckets: Iterable[float] | None = None,
         per_worker_metrics: bool = False,
+        max_names: int = 1000,
     ) -> None:
         if not isinstance(host, str) or not host:
             raise TypeError(f"host must be a non-empty str, got {host!r}")
@@ -50,7 +54,7 @@ class PrometheusExporter:
         self._port = port
         self._server: _native.Server | None = None
         self._closed = False
-        self._wiring = _locust.install(list(buckets) if buckets is not None else None, per_worker_metrics)
+        self._wiring = _locust.install(list(buckets) if buckets is not None else None, per_worker_metrics, max_names)
         self._wiring.exporters.append(self)
 
     @property

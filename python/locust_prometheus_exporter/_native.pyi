@@ -7,6 +7,8 @@ from typing import Any, TypeVar
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 __version__: str
+#: The `name` label value of requests past the cap on distinct request names.
+OVERFLOW_NAME: str
 
 class Timer:
     """Context manager and decorator returned by ``time()`` and ``track_inprogress()``."""
@@ -34,6 +36,8 @@ class Counter:
         namespace: str = "",
         subsystem: str = "",
         unit: str = "",
+        *,
+        max_series: int = 10000,
     ) -> None: ...
     def labels(self, *labelvalues: object, **labelkwargs: object) -> Counter:
         """The child for these label values (converted with ``str()``)."""
@@ -61,6 +65,8 @@ class Gauge:
         subsystem: str = "",
         unit: str = "",
         multiprocess_mode: str = "livesum",
+        *,
+        max_series: int = 10000,
     ) -> None: ...
     def labels(self, *labelvalues: object, **labelkwargs: object) -> Gauge:
         """The child for these label values (converted with ``str()``)."""
@@ -99,6 +105,8 @@ class Histogram:
         buckets: Sequence[float] | None = None,
         native: bool = False,
         native_schema: int | None = None,
+        *,
+        max_series: int = 10000,
     ) -> None: ...
     def labels(self, *labelvalues: object, **labelkwargs: object) -> Histogram:
         """The child for these label values (converted with ``str()``)."""
@@ -119,6 +127,11 @@ class RequestListener:
         """Records one request event; never raises."""
     def set_buckets(self, buckets: Sequence[float]) -> None:
         """Other buckets for ``locust_request_duration_seconds``; drops what it recorded so far."""
+    def set_max_names(self, max: int) -> None:
+        """At most ``max`` distinct request names (0: no cap); new ones past it go under ``name="<other>"``."""
+    @property
+    def names_capped(self) -> bool:
+        """Whether a request name was recorded under the overflow name in this process."""
     @property
     def test_info(self) -> Gauge: ...
     @property
@@ -129,9 +142,13 @@ class RequestListener:
     def users_waiting(self) -> Gauge: ...
     @property
     def workers(self) -> Gauge: ...
+    @property
+    def cpu_usage(self) -> Gauge: ...
+    @property
+    def memory_usage(self) -> Gauge: ...
 
 class Server:
-    """A ``/metrics`` HTTP server on native threads; binds when constructed (``OSError`` on failure)."""
+    """A ``/metrics`` HTTP server on a native thread; binds when constructed (``OSError`` on failure)."""
 
     host: str
     port: int
@@ -142,7 +159,7 @@ class Server:
     def closed(self) -> bool: ...
 
 def render(openmetrics: bool = False, names: list[str] = ...) -> bytes:
-    """The exposition a scrape would get (text 0.0.4, or OpenMetrics 1.0.0)."""
+    """The exposition a scrape gets (text 0.0.4, or OpenMetrics 1.0.0), without the process metrics."""
 
 def take_report() -> bytes:
     """On a worker: the series changed since the last call, encoded for Locust's report."""
@@ -155,6 +172,12 @@ def set_const_labels(labels: list[tuple[str, str]]) -> None:
 
 def set_live_workers(client_ids: list[str]) -> None:
     """On the master: the workers Locust has not marked missing."""
+
+def before_fork() -> None:
+    """Before a fork: waits until no native thread is inside the registry (renders under way end)."""
+
+def after_fork_in_parent() -> None:
+    """After a fork, in the parent: lets renders go on."""
 
 def after_fork_in_child() -> None:
     """In a forked child: zero every value and forget the parent's server."""

@@ -1,7 +1,7 @@
 //! A metric family: its descriptor and its series, found by the exact label values.
 
 use std::collections::HashMap;
-use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -163,13 +163,24 @@ pub fn series_key<S: AsRef<str>>(values: &[S]) -> String {
     key
 }
 
-/// Appends the key of `values` (each as its byte length, `:`, the value) to `key`, for callers
-/// that reuse one buffer.
+/// Appends the key of `values` (each as its byte length in decimal, `:`, the value) to `key`, for
+/// callers that reuse one buffer: the request path and the master's report handling, per series.
 pub fn push_series_key<S: AsRef<str>>(key: &mut String, values: &[S]) {
     key.reserve(values.iter().map(|v| v.as_ref().len() + 4).sum());
     for v in values {
         let v = v.as_ref();
-        let _ = write!(key, "{}:", v.len());
+        // Digits by hand: the formatting machinery costs more than the rest of the key.
+        let (mut digits, mut n, mut at) = ([0u8; 20], v.len(), 20);
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        digits[at..].iter().for_each(|d| key.push(char::from(*d)));
+        key.push(':');
         key.push_str(v);
     }
 }
@@ -177,6 +188,10 @@ pub fn push_series_key<S: AsRef<str>>(key: &mut String, values: &[S]) {
 pub struct Family {
     pub desc: Desc,
     series: RwLock<HashMap<String, Arc<Series>>>,
+    /// Most series `child` makes (0: no limit).
+    max_series: AtomicUsize,
+    /// Whether the refusal of a series past the limit was logged (once per family).
+    pub limit_logged: AtomicBool,
 }
 
 impl Family {
@@ -184,6 +199,8 @@ impl Family {
         let family = Family {
             desc,
             series: RwLock::new(HashMap::new()),
+            max_series: AtomicUsize::new(0),
+            limit_logged: AtomicBool::new(false),
         };
         if family.desc.label_names.is_empty() {
             // An unlabelled metric exists from the start, at zero, as with prometheus_client.
@@ -193,7 +210,20 @@ impl Family {
         family
     }
 
-    /// The series for these label values, created on first use.
+    pub fn set_max_series(&self, max: usize) {
+        self.max_series.store(max, Ordering::Relaxed);
+    }
+
+    /// A series for these label values that the family does not keep: what a caller past the
+    /// limit on series records into, so that its code runs on and nothing is exported.
+    pub fn detached(&self) -> Arc<Series> {
+        Arc::new(match &self.desc.kind {
+            Kind::Histogram(bounds) => Series::histogram(Box::new([]), bounds.clone(), None),
+            _ => Series::scalar(Box::new([])),
+        })
+    }
+
+    /// The series for these label values, created on first use (`TooManySeries` past the limit).
     pub fn child<S: AsRef<str>>(&self, values: &[S]) -> Result<Arc<Series>> {
         let expected = self.desc.label_names.len();
         if values.len() != expected {
@@ -208,6 +238,13 @@ impl Family {
         }
         let labels: Box<[String]> = values.iter().map(|v| v.as_ref().to_string()).collect();
         let mut map = self.series.write();
+        let max = self.max_series.load(Ordering::Relaxed);
+        if max != 0 && map.len() >= max && !map.contains_key(&key) {
+            return Err(ExporterError::TooManySeries {
+                metric: self.desc.name.clone(),
+                max,
+            });
+        }
         let series = map.entry(key).or_insert_with(|| {
             Arc::new(match &self.desc.kind {
                 Kind::Histogram(bounds) => Series::histogram(labels, bounds.clone(), self.desc.native),
@@ -256,11 +293,29 @@ mod tests {
     fn keys_are_exact() {
         assert_ne!(series_key(&["ab", "c"]), series_key(&["a", "bc"]));
         assert_ne!(series_key(&["1:a"]), series_key(&["1", "a"]));
+        assert_eq!(
+            series_key(&["", "x".repeat(1234).as_str()]),
+            format!("0:1234:{}", "x".repeat(1234))
+        );
         let f = Family::new(Desc::new("f", "h", Kind::Counter, vec!["a".into(), "b".into()]).unwrap());
         let x = f.child(&["ab", "c"]).unwrap();
         let y = f.child(&["a", "bc"]).unwrap();
         assert!(!Arc::ptr_eq(&x, &y));
         assert!(Arc::ptr_eq(&x, &f.child(&["ab", "c"]).unwrap()));
+        assert_eq!(f.series().len(), 2);
+    }
+
+    #[test]
+    fn past_the_limit_no_new_series_is_made() {
+        let f = Family::new(Desc::new("f", "h", Kind::Counter, vec!["a".into()]).unwrap());
+        f.set_max_series(2);
+        f.child(&["x"]).unwrap();
+        f.child(&["y"]).unwrap();
+        assert!(matches!(
+            f.child(&["z"]),
+            Err(ExporterError::TooManySeries { max: 2, .. })
+        ));
+        assert!(f.child(&["x"]).is_ok(), "existing series are still found");
         assert_eq!(f.series().len(), 2);
     }
 

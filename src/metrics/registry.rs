@@ -6,14 +6,18 @@ use std::sync::{Arc, LazyLock};
 
 use parking_lot::{Mutex, RwLock};
 
+use super::cap::LabelCap;
 use super::family::{series_key, Desc, Family};
 use super::names::check_label_names;
-use super::series::{SeriesData, ValueData};
+use super::series::{ReportedSeries, SeriesData, ValueData};
 use super::workers::Workers;
 use crate::errors::{ExporterError, Result};
 
 /// Families with their merged series, in name order: what a scrape renders.
 pub type Collected = Vec<(Desc, Vec<SeriesData>)>;
+
+/// Families with the series a worker reported, as read from its report.
+pub type Report<'a> = Vec<(Desc, Vec<ReportedSeries<'a>>)>;
 
 #[derive(Default)]
 pub struct Registry {
@@ -25,6 +29,8 @@ pub struct Registry {
     reports: AtomicU64,
     /// Labels added to every sample at render (the run's identity, given by option).
     const_labels: RwLock<Vec<(String, String)>>,
+    /// The cap on request names, applied to what this process records and to workers' reports.
+    label_cap: RwLock<Option<Arc<LabelCap>>>,
 }
 
 /// One report in this many carries every series: once a minute at Locust's 3 s report interval.
@@ -86,6 +92,11 @@ impl Registry {
         self.const_labels.read().clone()
     }
 
+    /// The registry's label cap, made by `make` on first use.
+    pub fn label_cap(&self, make: impl FnOnce() -> LabelCap) -> Arc<LabelCap> {
+        self.label_cap.write().get_or_insert_with(|| Arc::new(make())).clone()
+    }
+
     pub fn families(&self) -> Vec<Arc<Family>> {
         self.families.read().values().cloned().collect()
     }
@@ -117,14 +128,9 @@ impl Registry {
             for s in f.series() {
                 let data = s.data();
                 let key = (f.desc.name.clone(), series_key(&data.labels));
-                let previous = sent.get(&key);
-                if previous != Some(&data.value) {
-                    let shipped = SeriesData {
-                        value: data.value.for_report(previous),
-                        labels: data.labels,
-                    };
-                    sent.insert(key, data.value);
-                    changed.push(shipped);
+                if sent.get(&key) != Some(&data.value) {
+                    sent.insert(key, data.value.clone());
+                    changed.push(data);
                 }
             }
             if !changed.is_empty() {
@@ -137,11 +143,12 @@ impl Registry {
     /// On the master: stores a worker's report, learning families defined only on workers.
     /// Families the master defines differently (other buckets, labels or kind) cannot be merged:
     /// they are left out, and named in the error, the rest of the report being taken.
-    pub fn apply_report(&self, client_id: &str, families: Collected) -> Result<()> {
-        let (accepted, refused): (Collected, Collected) = families
+    pub fn apply_report(&self, client_id: &str, families: Report) -> Result<()> {
+        let (accepted, refused): (Report, Report) = families
             .into_iter()
             .partition(|(desc, _)| self.get_or_register(desc.clone()).is_ok());
-        self.workers.lock().apply(client_id, accepted);
+        let cap = self.label_cap.read().clone();
+        self.workers.lock().apply(client_id, accepted, cap.as_deref());
         if refused.is_empty() {
             Ok(())
         } else {
@@ -162,7 +169,28 @@ impl Registry {
         }
         self.workers.lock().clear();
         self.sent.lock().clear();
+        if let Some(cap) = self.label_cap.read().as_ref() {
+            cap.reset();
+        }
     }
+}
+
+/// A report as the master reads it, made from the series as a worker has them.
+#[cfg(test)]
+pub fn as_report(families: &Collected) -> Report<'_> {
+    families
+        .iter()
+        .map(|(desc, series)| {
+            let series = series
+                .iter()
+                .map(|s| ReportedSeries {
+                    labels: s.labels.iter().map(String::as_str).collect(),
+                    value: s.value.clone(),
+                })
+                .collect();
+            (desc.clone(), series)
+        })
+        .collect()
 }
 
 fn check_const_label_clash(labels: &[(String, String)], descs: &[Desc]) -> Result<()> {
@@ -236,7 +264,7 @@ mod tests {
             (d.clone(), vec![SeriesData { labels: vec![], value }])
         };
         let err = r
-            .apply_report("a", vec![data(&worker), data(&only_worker)])
+            .apply_report("a", as_report(&vec![data(&worker), data(&only_worker)]))
             .unwrap_err();
         assert!(matches!(err, ExporterError::ReportMismatch(names) if names == vec!["h".to_string()]));
         let collected = r.collect();

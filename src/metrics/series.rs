@@ -21,57 +21,17 @@ pub enum ValueData {
     },
 }
 
-impl ValueData {
-    /// What a worker ships for a value it last shipped as `previous`: the native buckets as increments
-    /// (the buckets that changed only), unless there is nothing to add them to or the series went back
-    /// (it was removed and made again), when they go whole.
-    pub fn for_report(&self, previous: Option<&ValueData>) -> ValueData {
-        match (self, previous) {
-            (
-                ValueData::Histogram {
-                    counts,
-                    sum,
-                    native: Some(now),
-                },
-                Some(ValueData::Histogram { native: Some(then), .. }),
-            ) if now.count >= then.count => ValueData::Histogram {
-                counts: counts.clone(),
-                sum: *sum,
-                native: Some(Box::new(NativeSnapshot {
-                    increments: true,
-                    ..now.minus(then)
-                })),
-            },
-            _ => self.clone(),
-        }
-    }
-
-    /// On the master: a reported value with cumulative native buckets again, from the `last` value
-    /// reported for the series; without native buckets if there is nothing to add the increments to
-    /// (the master started after the worker's first report: the next full report brings them).
-    pub fn cumulative_after(mut self, last: Option<&ValueData>) -> ValueData {
-        if let ValueData::Histogram { native, .. } = &mut self {
-            if native.as_ref().is_some_and(|n| n.increments) {
-                *native = match (native.take(), last) {
-                    (Some(added), Some(ValueData::Histogram { native: Some(base), .. })) => {
-                        let mut total = base.clone();
-                        total.merge(&NativeSnapshot {
-                            increments: false,
-                            ..*added
-                        });
-                        Some(total)
-                    }
-                    _ => None,
-                };
-            }
-        }
-        self
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesData {
     pub labels: Vec<String>,
+    pub value: ValueData,
+}
+
+/// A series as a worker's report carries it, its label values borrowed from the report: the master
+/// allocates them only for a series it has not seen from that worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportedSeries<'a> {
+    pub labels: Vec<&'a str>,
     pub value: ValueData,
 }
 
@@ -180,6 +140,50 @@ impl Series {
         SeriesData {
             labels: self.labels.to_vec(),
             value: self.value(),
+        }
+    }
+
+    /// Adds what a worker's cumulative value grew by since `last`: all of it when there is no
+    /// `last`, or when the worker's series went back (it was removed and made again there), so the
+    /// master's totals never go down. A value of another kind or bucket layout cannot be added.
+    pub fn add_growth(&self, last: Option<&ValueData>, new: &ValueData) {
+        match (&self.cell, new) {
+            (Cell::Scalar(s), ValueData::Scalar { value: n, .. }) => {
+                let l = match last {
+                    Some(ValueData::Scalar { value, .. }) if value <= n => *value,
+                    _ => 0.0,
+                };
+                if n != &l {
+                    s.add(n - l);
+                }
+            }
+            (
+                Cell::Histogram(h),
+                ValueData::Histogram {
+                    counts: nc, sum: ns, ..
+                },
+            ) if nc.len() == h.counts.len() => {
+                let base = match last {
+                    Some(ValueData::Histogram { counts, sum, .. })
+                        if counts.len() == nc.len() && nc.iter().zip(counts).all(|(n, l)| n >= l) =>
+                    {
+                        Some((counts, *sum))
+                    }
+                    _ => None,
+                };
+                // Most buckets of a reported series did not move: atomic adds of zero are skipped.
+                for (i, (c, n)) in h.counts.iter().zip(nc).enumerate() {
+                    let grown = n - base.map_or(0, |(lc, _)| lc[i]);
+                    if grown > 0 {
+                        c.fetch_add(grown, Ordering::Relaxed);
+                    }
+                }
+                let ls = base.map_or(0.0, |(_, ls)| ls);
+                if *ns != ls {
+                    h.sum.inc_by(ns - ls);
+                }
+            }
+            _ => {}
         }
     }
 

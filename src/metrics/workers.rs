@@ -1,102 +1,146 @@
 //! What the master keeps of each Locust worker's reports, and how it merges with its own series.
+//!
+//! Counters and histograms are folded into the master's totals as reports arrive, so a report costs
+//! O(series it carries) and a scrape O(series), whatever the number of workers. Each reported series
+//! has a slot, shared by every worker that reports it; per worker, only the last cumulative value in
+//! each slot (to compute the growth and see a reset) and the gauges (for the gauge modes) are kept.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::family::{series_key, Desc, GaugeMode, Kind};
-use super::series::{SeriesData, ValueData};
+use super::cap::{LabelCap, OVERFLOW};
+use super::family::{push_series_key, series_key, Desc, Family, GaugeMode, Kind};
+use super::registry::Report;
+use super::series::{Series, SeriesData, ValueData};
 
 /// Label value of the `worker` label for the serving process's own values (gauge mode `all`).
 const LOCAL_WORKER: &str = "local";
 
-/// One worker series: what the master serves for it, and the value the worker last reported.
-#[derive(Clone)]
-struct Reported {
-    served: SeriesData,
-    last: ValueData,
+/// Where a reported series adds its growth.
+struct Slot {
+    total: Arc<Series>,
+    /// Requests recorded under the overflow name by the master's cap: where they are counted too.
+    overflowed: Option<Arc<Series>>,
 }
 
-#[derive(Default, Clone)]
+/// A counter or histogram family's totals: the sum of every worker's series (atomic cells: a scrape
+/// reads them while reports add to them), and the slot of each reported series key.
+struct Totals {
+    family: Arc<Family>,
+    slots: HashMap<String, usize>,
+    slot: Vec<Slot>,
+}
+
+/// Family name -> series key -> the gauge as a worker last reported it.
+type Gauges = HashMap<String, HashMap<String, SeriesData>>;
+
+#[derive(Default)]
 struct Worker {
     live: bool,
-    /// family name -> series key -> its values
-    families: HashMap<String, HashMap<String, Reported>>,
+    /// Counters and histograms: family name -> the last value reported, by slot.
+    last: HashMap<String, Vec<Option<ValueData>>>,
+    /// Shared with scrapes, which merge them without the lock; a report arriving meanwhile copies on write.
+    gauges: Arc<Gauges>,
 }
 
-/// Workers are shared with scrapes by `Arc`: a scrape merges a snapshot without holding the lock
-/// that report handling (on Locust's gevent loop) takes; a report arriving meanwhile copies on write.
 #[derive(Default)]
 pub struct Workers {
-    workers: BTreeMap<String, Arc<Worker>>,
+    workers: BTreeMap<String, Worker>,
+    /// Counters and histograms, by family name.
+    totals: HashMap<String, Totals>,
 }
 
 /// The workers as they were when a scrape began.
-pub struct Snapshot(Vec<(String, Arc<Worker>)>);
+pub struct Snapshot {
+    gauges: Vec<(String, bool, Arc<Gauges>)>,
+    totals: HashMap<String, Arc<Family>>,
+}
 
-/// What a counter or histogram served for a worker becomes when `new` is reported after `last`:
-/// it grows by the difference, or by all of `new` when the worker's series went back (it was
-/// removed and made again there), so the master's counters never go down.
-fn accumulate(served: &mut ValueData, last: &ValueData, new: &ValueData) {
-    match (served, last, new) {
-        (ValueData::Scalar { value, .. }, ValueData::Scalar { value: l, .. }, ValueData::Scalar { value: n, .. }) => {
-            *value += if n >= l { n - l } else { *n };
+impl Totals {
+    /// The slot of a reported series, made on first sight: the cap decides then, for good, whether
+    /// it adds to its own series or to the overflow name's.
+    fn slot(
+        &mut self,
+        key: &str,
+        labels: &mut [&str],
+        cap: Option<(&LabelCap, usize)>,
+        counted: bool,
+    ) -> Option<usize> {
+        if let Some(i) = self.slots.get(key) {
+            return Some(*i);
         }
-        (
-            ValueData::Histogram { counts, sum, native },
-            ValueData::Histogram {
-                counts: lc,
-                sum: ls,
-                native: ln,
-            },
-            ValueData::Histogram {
-                counts: nc,
-                sum: ns,
-                native: nn,
-            },
-        ) if counts.len() == nc.len() && lc.len() == nc.len() => {
-            let reset = nc.iter().zip(lc).any(|(n, l)| n < l);
-            for ((c, n), l) in counts.iter_mut().zip(nc).zip(lc) {
-                *c += if reset { *n } else { n - l };
+        let mut overflowed = None;
+        if let Some((cap, value)) = cap.and_then(|(c, i)| Some((c, labels.get_mut(i)?))) {
+            if cap.admit(value) != *value {
+                *value = OVERFLOW;
+                overflowed = counted.then(|| cap.overflowed.clone());
             }
-            *sum += if reset { *ns } else { ns - ls };
-            let total: u64 = counts.iter().sum();
-            *native = match (native.take(), ln, nn) {
-                (Some(mut served), Some(last), Some(new)) => {
-                    served.merge(&if reset { (**new).clone() } else { new.minus(last) });
-                    Some(served)
-                }
-                // Native buckets missed (a master started late) come back with a full report, which
-                // is taken when it accounts for every classic count served.
-                (None, _, Some(new)) if new.count == total => Some(new.clone()),
-                _ => None,
-            };
         }
-        (served, _, new) => *served = new.clone(),
+        let total = self.family.child(labels).ok()?;
+        self.slot.push(Slot { total, overflowed });
+        self.slots.insert(key.to_string(), self.slot.len() - 1);
+        Some(self.slot.len() - 1)
     }
 }
 
 impl Workers {
     /// Takes a report's series (cumulative values of the series that changed since the last one).
-    pub fn apply(&mut self, client_id: &str, families: Vec<(Desc, Vec<SeriesData>)>) {
-        let worker = Arc::make_mut(self.workers.entry(client_id.to_string()).or_default());
+    /// Past `cap`, series with new values of its label are added to the overflow value's series.
+    pub fn apply(&mut self, client_id: &str, families: Report, cap: Option<&LabelCap>) {
+        let Workers { workers, totals } = self;
+        for (desc, _) in families.iter().filter(|(d, _)| !matches!(d.kind, Kind::Gauge(_))) {
+            if totals.get(&desc.name).is_none_or(|t| t.family.desc != *desc) {
+                // New, or defined anew (other buckets): the total starts again from what workers report.
+                let family = Arc::new(Family::new(desc.clone()));
+                let fresh = Totals {
+                    family,
+                    slots: HashMap::new(),
+                    slot: Vec::new(),
+                };
+                totals.insert(desc.name.clone(), fresh);
+                workers.values_mut().for_each(|w| {
+                    w.last.remove(&desc.name);
+                });
+            }
+        }
+        let worker = workers.entry(client_id.to_string()).or_default();
         worker.live = true;
+        // One key buffer for the report: a key is allocated only for a series new to the master.
+        let mut key = String::new();
         for (desc, series) in families {
-            let stored = worker.families.entry(desc.name).or_default();
-            for s in series {
-                let key = series_key(&s.labels);
-                let value = s.value.cumulative_after(stored.get(&key).map(|r| &r.last));
-                match stored.get_mut(&key) {
-                    Some(r) if matches!(desc.kind, Kind::Counter | Kind::Histogram(_)) => {
-                        accumulate(&mut r.served.value, &r.last, &value);
-                        r.last = value;
+            let Some(total) = totals
+                .get_mut(&desc.name)
+                .filter(|_| !matches!(desc.kind, Kind::Gauge(_)))
+            else {
+                let stored = Arc::make_mut(&mut worker.gauges).entry(desc.name).or_default();
+                for s in series {
+                    let labels = s.labels.iter().map(|l| l.to_string()).collect();
+                    stored.insert(series_key(&s.labels), SeriesData { labels, value: s.value });
+                }
+                continue;
+            };
+            let capped = cap.and_then(|c| Some((c, c.position(&desc.name, &desc.label_names)?)));
+            let counted = capped.is_some_and(|(c, _)| c.counted == desc.name);
+            let last = worker.last.entry(desc.name).or_default();
+            for mut s in series {
+                key.clear();
+                push_series_key(&mut key, &s.labels);
+                let Some(i) = total.slot(&key, &mut s.labels, capped, counted) else {
+                    continue;
+                };
+                if last.len() <= i {
+                    last.resize(i + 1, None);
+                }
+                let (Some(held), Some(slot)) = (last.get_mut(i), total.slot.get(i)) else {
+                    continue;
+                };
+                // Most series of a periodic full report are unchanged: their total is not even read.
+                if held.as_ref() != Some(&s.value) {
+                    slot.total.add_growth(held.as_ref(), &s.value);
+                    if let Some(o) = &slot.overflowed {
+                        o.add_growth(held.as_ref(), &s.value);
                     }
-                    _ => {
-                        let served = SeriesData {
-                            labels: s.labels,
-                            value: value.clone(),
-                        };
-                        stored.insert(key, Reported { served, last: value });
-                    }
+                    *held = Some(s.value);
                 }
             }
         }
@@ -105,47 +149,48 @@ impl Workers {
     /// Marks as live exactly the workers Locust has not marked missing.
     pub fn set_live(&mut self, live: &[String]) {
         for (id, w) in self.workers.iter_mut() {
-            let is_live = live.contains(id);
-            if w.live != is_live {
-                Arc::make_mut(w).live = is_live;
-            }
+            w.live = live.contains(id);
         }
     }
 
     pub fn clear(&mut self) {
         self.workers.clear();
+        self.totals.clear();
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot(self.workers.iter().map(|(id, w)| (id.clone(), w.clone())).collect())
+        Snapshot {
+            gauges: self
+                .workers
+                .iter()
+                .map(|(id, w)| (id.clone(), w.live, w.gauges.clone()))
+                .collect(),
+            totals: self.totals.iter().map(|(n, t)| (n.clone(), t.family.clone())).collect(),
+        }
     }
 }
 
 impl Snapshot {
-    /// Merges the serving process's own series with every worker's, the way the family's kind says.
+    /// Merges the serving process's own series with the workers', the way the family's kind says.
     pub fn merge(&self, desc: &Desc, local: Vec<SeriesData>) -> Vec<SeriesData> {
-        let sources = std::iter::once((LOCAL_WORKER, true, local.iter().collect::<Vec<_>>())).chain(self.0.iter().map(
-            |(id, w)| {
-                let series = w
-                    .families
-                    .get(&desc.name)
-                    .map(|m| m.values().map(|r| &r.served).collect())
-                    .unwrap_or_default();
-                (id.as_str(), w.live, series)
-            },
-        ));
         let mut merged: BTreeMap<Vec<String>, Merged> = BTreeMap::new();
-        for (source, live, series) in sources {
-            for s in series {
-                let mut labels = s.labels.clone();
-                match desc.kind {
-                    Kind::Gauge(mode) => {
+        match desc.kind {
+            Kind::Gauge(mode) => {
+                let workers = self.gauges.iter().map(|(id, live, gauges)| {
+                    let series = gauges.get(&desc.name).map(|m| m.values().collect()).unwrap_or_default();
+                    (id.as_str(), *live, series)
+                });
+                for (source, live, series) in
+                    std::iter::once((LOCAL_WORKER, true, local.iter().collect::<Vec<_>>())).chain(workers)
+                {
+                    if mode.live_only() && !live {
+                        continue;
+                    }
+                    for s in series {
                         let ValueData::Scalar { value, updated } = s.value else {
                             continue;
                         };
-                        if mode.live_only() && !live {
-                            continue;
-                        }
+                        let mut labels = s.labels.clone();
                         if matches!(mode, GaugeMode::All | GaugeMode::LiveAll) {
                             // One series per process that set a value; a never-set one would read 0.
                             if updated == 0.0 {
@@ -158,7 +203,17 @@ impl Snapshot {
                             .or_insert(Merged::Empty)
                             .gauge(mode, value, updated);
                     }
-                    _ => merged.entry(labels).or_insert(Merged::Empty).add(&s.value),
+                }
+            }
+            _ => {
+                let totals = self
+                    .totals
+                    .get(&desc.name)
+                    .filter(|f| f.desc == *desc)
+                    .map(|f| f.series())
+                    .unwrap_or_default();
+                for s in local.into_iter().chain(totals.iter().map(|s| s.data())) {
+                    merged.entry(s.labels).or_insert(Merged::Empty).add(s.value);
                 }
             }
         }
@@ -177,9 +232,9 @@ enum Merged {
 }
 
 impl Merged {
-    fn add(&mut self, v: &ValueData) {
-        match (&mut *self, v) {
-            (Merged::Empty | Merged::Unset(_), _) => *self = Merged::Value(v.clone()),
+    fn add(&mut self, v: ValueData) {
+        match (&mut *self, &v) {
+            (Merged::Empty | Merged::Unset(_), _) => *self = Merged::Value(v),
             (Merged::Value(ValueData::Scalar { value, .. }), ValueData::Scalar { value: x, .. }) => *value += x,
             (
                 Merged::Value(ValueData::Histogram { counts, sum, native }),
@@ -191,7 +246,8 @@ impl Merged {
             ) if counts.len() == c.len() => {
                 counts.iter_mut().zip(c).for_each(|(a, b)| *a += b);
                 *sum += s;
-                // Native buckets merge exactly, but only if every process has them.
+                // Native buckets merge exactly, but only if every source has them (workers' reports
+                // carry classic buckets only).
                 match (native.as_deref_mut(), n) {
                     (Some(mine), Some(theirs)) => mine.merge(theirs),
                     _ => *native = None,
@@ -239,6 +295,13 @@ impl Merged {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::{as_report, Collected};
+
+    impl Workers {
+        fn take(&mut self, client_id: &str, families: Collected) {
+            self.apply(client_id, as_report(&families), None);
+        }
+    }
 
     fn scalar(labels: &[&str], value: f64, updated: f64) -> SeriesData {
         SeriesData {
@@ -255,8 +318,8 @@ mod tests {
     fn counters_sum_over_all_workers_even_missing_ones() {
         let d = desc(Kind::Counter);
         let mut w = Workers::default();
-        w.apply("a", vec![(d.clone(), vec![scalar(&["x"], 2.0, 0.0)])]);
-        w.apply(
+        w.take("a", vec![(d.clone(), vec![scalar(&["x"], 2.0, 0.0)])]);
+        w.take(
             "b",
             vec![(d.clone(), vec![scalar(&["x"], 3.0, 0.0), scalar(&["y"], 1.0, 0.0)])],
         );
@@ -269,8 +332,8 @@ mod tests {
     fn gauges_follow_their_mode() {
         let mut w = Workers::default();
         let g = |mode| desc(Kind::Gauge(mode));
-        w.apply("a", vec![(g(GaugeMode::Sum), vec![scalar(&["x"], 2.0, 10.0)])]);
-        w.apply("b", vec![(g(GaugeMode::Sum), vec![scalar(&["x"], 5.0, 5.0)])]);
+        w.take("a", vec![(g(GaugeMode::Sum), vec![scalar(&["x"], 2.0, 10.0)])]);
+        w.take("b", vec![(g(GaugeMode::Sum), vec![scalar(&["x"], 5.0, 5.0)])]);
         let never_set = vec![scalar(&["x"], 0.0, 0.0)];
         let value = |w: &Workers, mode| match &w.snapshot().merge(&g(mode), never_set.clone())[..] {
             [SeriesData {
@@ -296,17 +359,82 @@ mod tests {
         let d = desc(Kind::Counter);
         let mut w = Workers::default();
         for reported in [10.0, 12.0, 1.0, 3.0] {
-            w.apply("a", vec![(d.clone(), vec![scalar(&["x"], reported, 0.0)])]);
+            w.take("a", vec![(d.clone(), vec![scalar(&["x"], reported, 0.0)])]);
         }
         assert_eq!(w.snapshot().merge(&d, vec![]), vec![scalar(&["x"], 15.0, 0.0)]);
         let g = desc(Kind::Gauge(GaugeMode::Sum));
-        w.apply("a", vec![(g.clone(), vec![scalar(&["x"], 10.0, 1.0)])]);
-        w.apply("a", vec![(g.clone(), vec![scalar(&["x"], 1.0, 2.0)])]);
+        w.take("a", vec![(g.clone(), vec![scalar(&["x"], 10.0, 1.0)])]);
+        w.take("a", vec![(g.clone(), vec![scalar(&["x"], 1.0, 2.0)])]);
         assert_eq!(
             w.snapshot().merge(&g, vec![]),
             vec![scalar(&["x"], 1.0, 2.0)],
             "gauges just follow"
         );
+    }
+
+    #[test]
+    fn a_hundred_workers_merge_exactly_and_a_missing_one_keeps_its_counts() {
+        let c = desc(Kind::Counter);
+        let h = Desc::new("h", "h", Kind::Histogram([1.0, 2.0].into()), vec!["l".into()]).unwrap();
+        let hist = |labels: &[&str], counts: Vec<u64>, sum| SeriesData {
+            labels: labels.iter().map(|s| s.to_string()).collect(),
+            value: ValueData::Histogram {
+                counts,
+                sum,
+                native: None,
+            },
+        };
+        let mut w = Workers::default();
+        let (mut expected_c, mut expected_h) = (0.0, [0u64; 3]);
+        // Three rounds of cumulative reports; each worker reports only the series that changed.
+        for round in 1..=3u64 {
+            for id in 0..100u64 {
+                let n = id * round;
+                let counts = vec![n, 2 * n, id % 3];
+                let mut families = vec![(h.clone(), vec![hist(&["x"], counts.clone(), n as f64)])];
+                if id % 2 == 0 || round == 1 {
+                    families.push((c.clone(), vec![scalar(&["x"], n as f64, 0.0), scalar(&["y"], 1.0, 0.0)]));
+                }
+                w.take(&format!("w{id}"), families);
+                if round == 3 {
+                    expected_c += if id % 2 == 0 { n as f64 } else { id as f64 };
+                    expected_h.iter_mut().zip(&counts).for_each(|(e, c)| *e += c);
+                }
+            }
+        }
+        w.set_live(&(1..100).map(|i| format!("w{i}")).collect::<Vec<_>>());
+        let merged = w.snapshot().merge(&c, vec![scalar(&["x"], 1.0, 0.0)]);
+        assert_eq!(
+            merged,
+            vec![scalar(&["x"], expected_c + 1.0, 0.0), scalar(&["y"], 100.0, 0.0)]
+        );
+        let sum = (0..100).map(|i| 3 * i).sum::<u64>() as f64;
+        assert_eq!(
+            w.snapshot().merge(&h, vec![]),
+            vec![hist(&["x"], expected_h.to_vec(), sum)]
+        );
+    }
+
+    #[test]
+    fn a_family_defined_anew_starts_its_total_again() {
+        let old = Desc::new("h", "h", Kind::Histogram([1.0].into()), vec![]).unwrap();
+        let new = Desc::new("h", "h", Kind::Histogram([1.0, 2.0].into()), vec![]).unwrap();
+        let hist = |counts: Vec<u64>| SeriesData {
+            labels: vec![],
+            value: ValueData::Histogram {
+                counts,
+                sum: 1.0,
+                native: None,
+            },
+        };
+        let mut w = Workers::default();
+        w.take("a", vec![(old.clone(), vec![hist(vec![1, 1])])]);
+        w.take("a", vec![(new.clone(), vec![hist(vec![1, 1, 1])])]);
+        assert!(
+            w.snapshot().merge(&old, vec![]).is_empty(),
+            "the old layout is not served"
+        );
+        assert_eq!(w.snapshot().merge(&new, vec![]), vec![hist(vec![1, 1, 1])]);
     }
 
     #[test]
@@ -321,8 +449,8 @@ mod tests {
             },
         };
         let mut w = Workers::default();
-        w.apply("a", vec![(d.clone(), vec![h(vec![1, 0], 0.5)])]);
-        w.apply("a", vec![(d.clone(), vec![h(vec![2, 1], 3.0)])]);
+        w.take("a", vec![(d.clone(), vec![h(vec![1, 0], 0.5)])]);
+        w.take("a", vec![(d.clone(), vec![h(vec![2, 1], 3.0)])]);
         assert_eq!(
             w.snapshot().merge(&d, vec![h(vec![1, 1], 2.0)]),
             vec![h(vec![3, 2], 5.0)]

@@ -137,6 +137,17 @@ impl RequestListener {
         Ok(self.metrics.set_buckets(global(), &bounds)?)
     }
 
+    /// At most `max` distinct request names (0: no cap); new ones past it go under `name="<other>"`.
+    fn set_max_names(&self, max: usize) {
+        self.metrics.names.set_max(max);
+    }
+
+    /// Whether a request name was recorded under the overflow name in this process.
+    #[getter]
+    fn names_capped(&self) -> bool {
+        self.metrics.names.reached()
+    }
+
     /// `locust_test_info{run_id,locustfile,host,target_users}`: set on the master (or only process).
     #[getter]
     fn test_info(&self) -> Gauge {
@@ -166,6 +177,22 @@ impl RequestListener {
     fn users_waiting(&self) -> Gauge {
         Gauge {
             metric: Metric::new(self.metrics.users_waiting.clone()),
+        }
+    }
+
+    /// `locust_cpu_usage_percent{worker}`: Locust's CPU measure of each load-generating process.
+    #[getter]
+    fn cpu_usage(&self) -> Gauge {
+        Gauge {
+            metric: Metric::new(self.metrics.cpu_usage.clone()),
+        }
+    }
+
+    /// `locust_memory_usage_bytes{worker}`: Locust's memory measure of each load-generating process.
+    #[getter]
+    fn memory_usage(&self) -> Gauge {
+        Gauge {
+            metric: Metric::new(self.metrics.memory_usage.clone()),
         }
     }
 

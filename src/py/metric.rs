@@ -1,5 +1,6 @@
 //! `Counter`, `Gauge` and `Histogram` as prometheus_client users know them.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -8,7 +9,11 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
+use crate::errors::ExporterError;
 use crate::metrics::{check_buckets, global, now, Cell, Desc, Family, GaugeMode, Kind, NativeConfig, Scalar, Series};
+
+/// Series a custom metric keeps at most, unless told otherwise (`max_series=`).
+const DEFAULT_MAX_SERIES: usize = 10_000;
 
 /// prometheus_client's default histogram buckets (seconds).
 const DEFAULT_BUCKETS: [f64; 14] = [
@@ -60,6 +65,7 @@ impl Metric {
         subsystem: &str,
         unit: &str,
         kind: Kind,
+        max_series: usize,
         native: Option<NativeConfig>,
     ) -> PyResult<Self> {
         let desc = Desc::new(
@@ -72,7 +78,33 @@ impl Metric {
             Some(config) => desc.with_native(config),
             None => desc,
         };
-        Ok(Metric::new(global().register(desc)?))
+        let family = global().register(desc)?;
+        family.set_max_series(max_series);
+        Ok(Metric::new(family))
+    }
+
+    /// A series past `max_series`: recorded into nothing, counted, logged once. Counting and logging
+    /// are best effort: the user's task that called labels() runs on whatever happens.
+    fn dropped(&self, py: Python<'_>, err: ExporterError) -> Arc<Series> {
+        let name = &self.family.desc.name;
+        let counted = Desc::new(
+            "locust_exporter_series_dropped",
+            "labels() calls past a custom metric's max_series, whose values are not recorded",
+            Kind::Counter,
+            vec!["metric".into()],
+        )
+        .and_then(|desc| global().get_or_register(desc))
+        .and_then(|family| family.child(&[name]));
+        if let Ok(Cell::Scalar(s)) = counted.as_deref().map(|series| &series.cell) {
+            s.add(1.0);
+        }
+        if !self.family.limit_logged.swap(true, Ordering::Relaxed) {
+            let _ = py
+                .import("logging")
+                .and_then(|m| m.call_method1("getLogger", ("locust_prometheus_exporter",)))
+                .and_then(|l| l.call_method1("warning", (format!("locust-prometheus-exporter: {err} (logged once)"),)));
+        }
+        self.family.detached()
     }
 
     /// Label values from `*args` or `**kwargs`, turned into strings before any lock is taken.
@@ -117,7 +149,10 @@ impl Metric {
             }
             None => Self::label_values(args)?,
         };
-        let series = self.family.child(&values)?;
+        let series = match self.family.child(&values) {
+            Err(err @ ExporterError::TooManySeries { .. }) => self.dropped(args.py(), err),
+            other => other?,
+        };
         Ok(Metric {
             family: self.family.clone(),
             series: Some(series),
@@ -279,7 +314,8 @@ pub struct Counter {
 metric_methods! {
     Counter,
     #[new]
-    #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit=""))]
+    #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", *, max_series=DEFAULT_MAX_SERIES))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         name: &str,
         documentation: &str,
@@ -287,6 +323,7 @@ metric_methods! {
         namespace: &str,
         subsystem: &str,
         unit: &str,
+        max_series: usize,
     ) -> PyResult<Self> {
         Ok(Counter {
             metric: Metric::register(
@@ -297,6 +334,7 @@ metric_methods! {
                 subsystem,
                 unit,
                 Kind::Counter,
+                max_series,
                 None,
             )?,
         })
@@ -323,7 +361,8 @@ pub struct Gauge {
 metric_methods! {
     Gauge,
     #[new]
-    #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", multiprocess_mode="livesum"))]
+    #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", multiprocess_mode="livesum", *, max_series=DEFAULT_MAX_SERIES))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         name: &str,
         documentation: &str,
@@ -332,10 +371,11 @@ metric_methods! {
         subsystem: &str,
         unit: &str,
         multiprocess_mode: &str,
+        max_series: usize,
     ) -> PyResult<Self> {
         let kind = Kind::Gauge(GaugeMode::parse(multiprocess_mode)?);
         Ok(Gauge {
-            metric: Metric::register(name, documentation, labelnames, namespace, subsystem, unit, kind, None)?,
+            metric: Metric::register(name, documentation, labelnames, namespace, subsystem, unit, kind, max_series, None)?,
         })
     }
 
@@ -391,7 +431,7 @@ metric_methods! {
     /// `native=True` adds Prometheus native buckets of `native_schema` (-4 to 8, 3 by default).
     #[pyo3(signature = (
         name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", buckets=None,
-        native=false, native_schema=None,
+        native=false, native_schema=None, *, max_series=DEFAULT_MAX_SERIES,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -404,6 +444,7 @@ metric_methods! {
         buckets: Option<Vec<f64>>,
         native: bool,
         native_schema: Option<i32>,
+        max_series: usize,
     ) -> PyResult<Self> {
         let kind = Kind::Histogram(parse_buckets(buckets, &DEFAULT_BUCKETS)?.into());
         let native = match (native, native_schema) {
@@ -412,7 +453,9 @@ metric_methods! {
             (true, schema) => Some(NativeConfig::with_schema(schema.unwrap_or(NativeConfig::default().schema))?),
         };
         Ok(Histogram {
-            metric: Metric::register(name, documentation, labelnames, namespace, subsystem, unit, kind, native)?,
+            metric: Metric::register(
+                name, documentation, labelnames, namespace, subsystem, unit, kind, max_series, native,
+            )?,
         })
     }
 

@@ -7,10 +7,11 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::errors::no_panic;
-use crate::exposition::{scrape, Format};
+use crate::exposition::{scrape_registry, Format};
+use crate::fork;
 use crate::metrics::global;
 use crate::report;
-use crate::server::ServerHandle;
+use crate::server::{Limits, ServerHandle};
 
 /// Bumped in a forked child, where the parent's server threads do not exist.
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
@@ -30,7 +31,7 @@ pub struct Server {
 impl Server {
     #[new]
     fn new(py: Python<'_>, host: &str, port: u16) -> PyResult<Self> {
-        let handle = py.detach(|| no_panic(|| ServerHandle::start(host, port)))?;
+        let handle = py.detach(|| no_panic(|| ServerHandle::start(host, port, Limits::DEFAULT)))?;
         let addr = handle.addr();
         Ok(Server {
             handle: Mutex::new(Some(handle)),
@@ -59,19 +60,35 @@ impl Server {
     }
 }
 
-/// The exposition of every metric, as a scrape would get it.
+impl Drop for Server {
+    /// Dropped unclosed: the parent's server stops (its thread is not waited for). In a forked child
+    /// the handle is left alone: signalling it would touch the parent's runtime, whose threads are gone.
+    fn drop(&mut self) {
+        if self.generation != FORK_GENERATION.load(Ordering::SeqCst) {
+            std::mem::forget(self.handle.get_mut().take());
+        }
+    }
+}
+
+/// The exposition of every registered metric, as a scrape gets it but without the process metrics.
 #[pyfunction]
 #[pyo3(signature = (openmetrics=false, names=Vec::new()))]
 pub fn render<'py>(py: Python<'py>, openmetrics: bool, names: Vec<String>) -> Bound<'py, PyBytes> {
     let format = if openmetrics { Format::OpenMetrics } else { Format::Text };
-    let text = py.detach(|| scrape(global(), format, &names));
+    let text = py.detach(|| {
+        let _pass = fork::enter();
+        scrape_registry(global(), format, &names)
+    });
     PyBytes::new(py, text.as_bytes())
 }
 
 /// On a worker: the series changed since the last call, encoded for Locust's report.
 #[pyfunction]
 pub fn take_report(py: Python<'_>) -> Bound<'_, PyBytes> {
-    let bytes = py.detach(|| report::encode(&global().changes()));
+    let bytes = py.detach(|| {
+        let _pass = fork::enter();
+        report::encode(&global().changes())
+    });
     PyBytes::new(py, &bytes)
 }
 
@@ -79,7 +96,10 @@ pub fn take_report(py: Python<'_>) -> Bound<'_, PyBytes> {
 #[pyfunction]
 pub fn apply_report(py: Python<'_>, client_id: &str, data: &[u8]) -> PyResult<()> {
     let families = report::decode(data)?;
-    Ok(py.detach(|| global().apply_report(client_id, families))?)
+    Ok(py.detach(|| {
+        let _pass = fork::enter();
+        global().apply_report(client_id, families)
+    })?)
 }
 
 /// On the master: the workers Locust has not marked missing.
@@ -94,9 +114,21 @@ pub fn set_const_labels(labels: Vec<(String, String)>) -> PyResult<()> {
     Ok(global().set_const_labels(labels)?)
 }
 
+/// Before a fork: waits until no thread of ours is inside the registry (see `fork`).
+#[pyfunction]
+pub fn before_fork(py: Python<'_>) {
+    py.detach(fork::prepare);
+}
+
+#[pyfunction]
+pub fn after_fork_in_parent() {
+    fork::resume();
+}
+
 /// In a forked child: zero every value and forget the parent's server.
 #[pyfunction]
 pub fn after_fork_in_child() {
+    fork::resume();
     FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
     global().reset_after_fork();
 }

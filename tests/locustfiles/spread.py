@@ -1,8 +1,8 @@
 """Log-normal latencies from examples/target.py's /sleep, with a test listener that keeps every raw response time.
 
-The times (ms, as Locust measured them) are written at the test's stop, one per line, to a file per process: the
-SPREAD_TIMES path with the process id appended. Each is also observed by a custom native histogram of schema 0,
-in seconds.
+The times (ms, as Locust measured them) are written at the test's stop, one per line, to a file per process (the
+SPREAD_TIMES path with the process id appended: a master and workers would each write theirs). Each is also
+observed by a custom native histogram of schema 0, in seconds.
 """
 
 import math

@@ -1,0 +1,242 @@
+"""The end of a run: nothing recorded is lost when Locust quits.
+
+The serving process (the master, or the only process) waits, when Locust quits, for one scrape of
+``/metrics`` that started after the test stopped (the final scrape), and pushes to Prometheus remote
+write and to a Pushgateway when asked to: every push interval from a native thread, and once more at quit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import gevent
+import locust.log
+from locust.runners import MasterRunner, WorkerRunner
+
+from . import _native
+
+if TYPE_CHECKING:
+    from locust.env import Environment
+    from locust.event import Events
+    from locust.runners import Runner
+
+    from ._locust import _Wiring
+
+logger = logging.getLogger("locust_prometheus_exporter")
+
+#: Longest default wait for the final scrape (seconds); the default is twice the scrape interval seen.
+LINGER_CAP = 60.0
+#: The native waits run in slices of this many seconds, so that a second Ctrl-C is seen promptly.
+WAIT_SLICE = 0.25
+#: How often the pushing threads' log lines are taken into Python's log (seconds).
+LOG_INTERVAL = 1.0
+#: (option, protocol) of the push targets.
+PUSHES = (("remote_write", "remote_write"), ("pushgateway", "pushgateway"))
+
+
+def install(events: Events, wiring: _Wiring) -> None:
+    """Adds the listeners. Call it at import, before Locust makes its runner: Locust fires ``quitting``
+    in reverse order, so this listener runs after the master's, which tells workers to quit and takes
+    their last reports. ``wiring``'s ``init`` listener, added before, has started serving."""
+    end = _EndOfRun(wiring)
+    events.init_command_line_parser.add_listener(add_options)
+    events.init.add_listener(end.on_init)
+    events.test_start.add_listener(end.on_test_start)
+    events.test_stop.add_listener(end.on_test_stop)
+    events.quitting.add_listener(end.on_quitting)
+
+
+def add_options(parser: Any, **_kw: Any) -> None:
+    parser.add_argument(
+        "--prometheus-linger",
+        env_var="LOCUST_PROMETHEUS_LINGER",
+        type=float,
+        default=None,
+        include_in_web_ui=False,
+        help="Seconds Locust waits at quit for a final scrape of /metrics and the final pushes (default: twice "
+        f"the scrape or push interval, at most {LINGER_CAP:g}; 0: do not wait). A final scrape is waited for "
+        "only when /metrics was scraped during the run.",
+    )
+    parser.add_argument(
+        "--prometheus-remote-write",
+        env_var="LOCUST_PROMETHEUS_REMOTE_WRITE",
+        default=None,
+        include_in_web_ui=False,
+        help="Prometheus remote write URL (e.g. http://prometheus:9090/api/v1/write) to push to; credentials from "
+        "LOCUST_PROMETHEUS_REMOTE_WRITE_USERNAME/_PASSWORD or _BEARER_TOKEN, a CA from _CA_FILE",
+    )
+    parser.add_argument(
+        "--prometheus-pushgateway",
+        env_var="LOCUST_PROMETHEUS_PUSHGATEWAY",
+        default=None,
+        include_in_web_ui=False,
+        help="Pushgateway URL (e.g. http://pushgateway:9091) to push to, under job=\"locust\"",
+    )
+    parser.add_argument(
+        "--prometheus-pushgateway-run-id",
+        env_var="LOCUST_PROMETHEUS_PUSHGATEWAY_RUN_ID",
+        action="store_true",
+        default=False,
+        include_in_web_ui=False,
+        help="Add the test's run_id to the Pushgateway grouping key: each test keeps its own group",
+    )
+    parser.add_argument(
+        "--prometheus-push-interval",
+        env_var="LOCUST_PROMETHEUS_PUSH_INTERVAL",
+        type=float,
+        default=5.0,
+        include_in_web_ui=False,
+        help="Seconds between pushes (remote write, Pushgateway); a final push is made at quit",
+    )
+
+
+def _fail_init(message: str) -> None:
+    """One error line; Locust then exits with code 1 after its ``init`` event, as for any failed listener."""
+    logger.error("locust-prometheus-exporter: %s", message)
+    locust.log.unhandled_greenlet_exception = True
+
+
+def _credentials(option: str) -> dict[str, Any]:
+    """``username``, ``password``, ``bearer_token``, ``ca_file`` and ``headers`` given in
+    ``LOCUST_PROMETHEUS_<OPTION>_*`` (``_HEADERS``: ``Name=value,Name2=value2``); ``ValueError`` for bad headers."""
+    prefix = f"LOCUST_PROMETHEUS_{option.upper()}_"
+    names = ("username", "password", "bearer_token", "ca_file")
+    given: dict[str, Any] = {name: os.environ[prefix + name.upper()] for name in names if os.environ.get(prefix + name.upper())}
+    headers = []
+    for part in filter(str.strip, os.environ.get(prefix + "HEADERS", "").split(",")):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"{prefix}HEADERS: expected Name=value, got {part!r}")
+        headers.append((name.strip(), value.strip()))
+    if headers:
+        given["headers"] = headers
+    return given
+
+
+class _EndOfRun:
+    def __init__(self, wiring: _Wiring) -> None:
+        self._wiring = wiring
+        self._runner: Runner | None = None
+        self._linger: float | None = None
+        self._push_interval = 0.0
+        self._group_by_run = False
+        self._pushers: list[_native.Pusher] = []
+        #: When the last test stopped, on a local runner (``scrape_mark()``), while no other test runs.
+        self._stopped: int | None = None
+
+    def on_init(self, environment: Environment, runner: Runner | None = None, **_kw: Any) -> None:
+        if runner is None or isinstance(runner, WorkerRunner):
+            return
+        options = environment.parsed_options
+        linger = getattr(options, "prometheus_linger", None)
+        if linger is not None and not 0 <= linger < float("inf"):
+            _fail_init(f"--prometheus-linger must be a number of seconds >= 0, got {linger}")
+            return
+        self._linger = linger
+        self._push_interval = getattr(options, "prometheus_push_interval", 5.0)
+        self._group_by_run = getattr(options, "prometheus_pushgateway_run_id", False)
+        address = next((e.address for e in self._wiring.exporters if e.address), None)
+        instance = f"{socket.gethostname()}:{address[1] if address else 0}"
+        for option, protocol in PUSHES:
+            url = getattr(options, f"prometheus_{option}", None)
+            if not url:
+                continue
+            try:
+                pusher = _native.Pusher(protocol, url, self._push_interval, instance, **_credentials(option))
+            except ValueError as e:
+                _fail_init(f"--prometheus-{option.replace('_', '-')}: {e}")
+                return
+            self._pushers.append(pusher)
+            logger.info("Pushing metrics by %s every %g s", pusher, self._push_interval)
+        self._runner = runner
+        if self._pushers:
+            gevent.spawn(self._log_pushes)
+
+    def on_test_start(self, **_kw: Any) -> None:
+        self._stopped = None
+        if self._group_by_run and self._wiring.run_id:
+            for pusher in self._pushers:
+                pusher.set_grouping([("run_id", self._wiring.run_id)])
+
+    def on_test_stop(self, **_kw: Any) -> None:
+        # A local runner's counts are final when its test stops: a scrape since then is the final one (as in
+        # `--autoquit` runs, scraped while they linger). A master's are final only after its workers' last
+        # reports, which Locust takes when it quits.
+        if self._runner is not None and not isinstance(self._runner, MasterRunner):
+            self._stopped = _native.scrape_mark()
+
+    def _log_pushes(self) -> None:
+        while True:
+            self._log_messages()
+            gevent.sleep(LOG_INTERVAL)
+
+    def _log_messages(self) -> None:
+        for pusher in self._pushers:
+            for message in pusher.take_messages():
+                logger.warning("%s", message)
+
+    def on_quitting(self, **_kw: Any) -> None:
+        runner = self._runner
+        if runner is None:
+            return
+        if not isinstance(runner, MasterRunner):
+            # On Ctrl-C a local runner is still running: stop it first, or the final scrape is not final.
+            # (A master was quit by its own listener, which ran before this one.)
+            runner.stop()
+        mark = self._stopped if self._stopped is not None else _native.scrape_mark()
+        for pusher in self._pushers:
+            pusher.request_final()
+        started = time.monotonic()
+        try:
+            self._wait_for_scrape(mark, started)
+            self._finish_pushes(started)
+        except KeyboardInterrupt:
+            logger.info("Final scrape and pushes skipped (Ctrl-C)")
+        for pusher in self._pushers:
+            pusher.stop()
+        self._log_messages()
+        for pusher in self._pushers:
+            sent, failed, dropped = pusher.stats()
+            logger.info("Pushes by %s: %d sent, %d failed, %d samples dropped", pusher, sent, failed, dropped)
+
+    def _linger_for(self, interval: float | None) -> float:
+        if self._linger is not None:
+            return self._linger
+        return min(2 * interval, LINGER_CAP) if interval is not None else 0.0
+
+    def _wait_for_scrape(self, mark: int, started: float) -> None:
+        scrapes, interval = _native.scrapes_seen()
+        linger = self._linger_for(interval)
+        if scrapes == 0 or linger == 0:
+            return
+        logger.info("Waiting up to %.1f s for a final scrape of /metrics (--prometheus-linger)", linger)
+        scraped = _wait_natively(lambda left: _native.wait_for_scrape(mark, left), started + linger)
+        waited = time.monotonic() - started
+        if scraped:
+            logger.info("Final scrape of /metrics answered after %.1f s", waited)
+        else:
+            logger.warning("No final scrape of /metrics within %.1f s: Prometheus misses what came after its last", waited)
+
+    def _finish_pushes(self, started: float) -> None:
+        linger = self._linger_for(self._push_interval)
+        if linger == 0:
+            return
+        deadline = started + linger
+        for pusher in self._pushers:
+            if not _wait_natively(pusher.wait_final, deadline):
+                logger.warning("The final push by %s did not end within --prometheus-linger", pusher)
+
+
+def _wait_natively(wait: Callable[[float], bool], deadline: float) -> bool:
+    """Calls ``wait(seconds)`` (a native wait that releases the GIL) in gevent's thread pool, in slices, until it
+    returns True or the deadline passes: the gevent loop runs on, and ``KeyboardInterrupt`` ends the wait."""
+    pool = gevent.get_hub().threadpool
+    while (left := deadline - time.monotonic()) > 0:
+        if pool.apply(wait, (min(left, WAIT_SLICE),)):
+            return True
+    return False

@@ -1,0 +1,182 @@
+"""Real receivers for the end-of-run tests: Debian's `prometheus` (scraping at a chosen interval, and
+receiving remote write) and `prometheus-pushgateway`, each on 127.0.0.1 at a free port."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import ssl
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import free_port, samples_of
+from prometheus_server import PrometheusServer
+
+
+class ScrapingPrometheus(PrometheusServer):
+    """Prometheus scraping 127.0.0.1:scrape_port as job "locust" every `interval` s (none with `scrape_port=None`),
+    with the remote-write receiver on."""
+
+    def __init__(self, workdir: Path, scrape_port: int | None, interval: float) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.target = f"127.0.0.1:{scrape_port}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        jobs = [{"job_name": "locust", "static_configs": [{"targets": [self.target]}]}] if scrape_port else []
+        config = {"global": {"scrape_interval": f"{interval:g}s"}, "scrape_configs": jobs}
+        (workdir / "prometheus.yml").write_text(json.dumps(config))
+        self.log = workdir / "prometheus.log"
+        self._log_file = open(self.log, "w")
+        cmd = [
+            shutil.which("prometheus") or "prometheus",
+            f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--web.enable-remote-write-receiver",
+        ]
+        self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT)
+
+    def scraped_once(self) -> bool:
+        """Whether it tried a first scrape (it may have failed: the target may not listen yet)."""
+        return any(not t["lastScrape"].startswith("0001-") for t in self.targets())
+
+    def last_values(self, metric: str, by: str = "method, name") -> dict[tuple[str, ...], float]:
+        """The last stored value of `sum by (...)` of a counter, whether or not the series went stale since."""
+        keys = [k.strip() for k in by.split(",")]
+        result = self.query(f"sum by ({by}) (last_over_time({metric}[10m]))")
+        return {tuple(r["metric"].get(k, "") for k in keys): float(r["value"][1]) for r in result}
+
+
+class Pushgateway:
+    """`prometheus-pushgateway` on 127.0.0.1 (its default, :9091, is the exporter's default port)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.log = workdir / "pushgateway.log"
+        self._log_file = open(self.log, "w")
+        binary = shutil.which("prometheus-pushgateway") or "prometheus-pushgateway"
+        # Debian's default persistence file is shared by every Pushgateway of the machine.
+        cmd = [binary, f"--web.listen-address=127.0.0.1:{self.port}", f"--persistence.file={workdir / 'pushgateway.data'}"]
+        self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT)
+
+    def metrics(self) -> dict:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as r:
+            return samples_of(r.read().decode())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+        self._log_file.close()
+
+
+@pytest.fixture
+def scraping_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """``start(scrape_port, interval) -> ScrapingPrometheus``, ready."""
+    if shutil.which("prometheus") is None:
+        pytest.skip("the prometheus binary is not installed (Debian: apt-get install prometheus)")
+    servers: list[ScrapingPrometheus] = []
+
+    def start(scrape_port: int | None, interval: float = 5) -> ScrapingPrometheus:
+        server = ScrapingPrometheus(tmp_path_factory.mktemp("prometheus"), scrape_port, interval)
+        servers.append(server)
+        server.wait_ready()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushgateway]:
+    if shutil.which("prometheus-pushgateway") is None:
+        pytest.skip("prometheus-pushgateway is not installed (Debian: apt-get install prometheus-pushgateway)")
+    gateway = Pushgateway(tmp_path_factory.mktemp("pushgateway"))
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(f"{gateway.url}/-/ready", timeout=2):
+                break
+        except OSError:
+            if time.monotonic() > deadline or gateway.proc.poll() is not None:
+                raise AssertionError(f"pushgateway did not start\n{gateway.log.read_text()}") from None
+            time.sleep(0.1)
+    yield gateway
+    gateway.stop()
+
+
+class Recorder(http.server.ThreadingHTTPServer):
+    """An HTTP(S) server on 127.0.0.1 that records each POST/PUT (method, path, headers by lowercase name, body size) and answers with
+    the next of `statuses` (then 204): a receiver whose answers the test chooses, on a real socket."""
+
+    def __init__(self, statuses: list[int], tls: tuple[Path, Path] | None = None) -> None:
+        self.requests: list[tuple[str, str, dict[str, str], int]] = []
+        self.statuses = list(statuses)
+        super().__init__(("127.0.0.1", 0), _RecorderHandler)
+        scheme = "http"
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.socket = context.wrap_socket(self.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+class _RecorderHandler(http.server.BaseHTTPRequestHandler):
+    server: Recorder
+
+    def _record(self) -> None:
+        size = len(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        self.server.requests.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, size))
+        status = self.server.statuses.pop(0) if self.server.statuses else 204
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_POST = do_PUT = _record
+
+    def log_message(self, *_args) -> None:
+        pass
+
+
+@pytest.fixture
+def recorder() -> Iterator:
+    """``start(statuses, tls=(cert, key)) -> Recorder``; shut down at the end."""
+    servers: list[Recorder] = []
+
+    def start(statuses: list[int], tls: tuple[Path, Path] | None = None) -> Recorder:
+        servers.append(Recorder(statuses, tls))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def make_ca_and_server_cert(workdir: Path) -> tuple[Path, Path, Path]:
+    """With openssl: a CA, and a certificate for 127.0.0.1 it signed; returns (ca.pem, server.pem, server.key)."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    ca, ca_key, cert, key, csr = (workdir / n for n in ("ca.pem", "ca.key", "server.pem", "server.key", "server.csr"))
+    ext = workdir / "server.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+    for cmd in (
+        ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=end-of-run test CA",
+         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"],
+        ["req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "2",
+         "-extfile", ext],
+    ):  # fmt: skip
+        subprocess.run(["openssl", *map(str, cmd)], check=True, capture_output=True, timeout=30)
+    return ca, cert, key

@@ -1,0 +1,227 @@
+"""The end of a run, in headless runs as CI makes them: the final scrape before Locust quits, and the
+pushes (Prometheus remote write, Pushgateway) against the real receivers.
+
+Counts are compared with Locust's final statistics from `--json-file`, written at quit. (Locust's `--csv`
+stats file is rewritten every second while the process lives, so a run that quits at once can leave it
+up to a second behind.)
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import signal
+import socket
+import time
+import uuid
+
+import pytest
+from conftest import LOCUSTFILES, free_port, http_get
+from push_servers import make_ca_and_server_cert, pushgateway, recorder, scraping_prometheus  # noqa: F401  (fixtures)
+
+BUSY = LOCUSTFILES / "busy.py"
+WAITING = "Waiting up to"
+FINAL = "Final scrape of /metrics answered"
+
+
+def headless(run_locust, seconds: int, *, port: int | None = None, workers: int = 0, extra=(), env=None):
+    """A `--headless -t` run of busy.py (4 users), serving on `port` (a free one by default)."""
+    final = f"final-{uuid.uuid4().hex[:8]}"
+    args = ["--headless", "-t", f"{seconds}s", "-u", "4", "-r", "4", "--json-file", final, *extra]
+    if port is not None:
+        args += ["--prometheus-port", str(port)]  # the last --prometheus-port wins
+    run = run_locust(BUSY, autostart=False, workers=workers, extra=tuple(args), env=env)
+    run.final_json = run.csv_prefix.parent / f"{final}.json"  # relative to the run's cwd
+    if port is not None:
+        run.metrics_port = port
+    return run
+
+
+def stored_requests(prom) -> dict[tuple[str, str], float]:
+    return prom.last_values('locust_requests_total{job="locust"}')
+
+
+def final_requests(run) -> dict[tuple[str, str], float]:
+    """Locust's final request counts by (method, name), from `--json-file`."""
+    stats = {(e["method"], e["name"]): float(e["num_requests"]) for e in json.loads(run.final_json.read_text())}
+    assert stats, "Locust recorded no requests"
+    return stats
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["local", "master-2-workers"])
+def test_final_scrape_stores_the_exact_final_counts(run_locust, scraping_prometheus, workers):  # noqa: F811
+    """Prometheus scraping every 5 s holds Locust's final counts, name by name, after a 12 s headless run."""
+    port = free_port()
+    prom = scraping_prometheus(port, interval=5)
+    prom.wait_until(prom.scraped_once, 30, "the first scrape attempt")
+    run = headless(run_locust, 12, port=port, workers=workers)
+    assert run.finish(timeout=90) == [0] * (workers + 1), run.output()
+    out = run.output()
+    assert WAITING in out and FINAL in out, out
+    assert stored_requests(prom) == final_requests(run)
+
+
+def test_no_scraper_no_wait(run_locust):
+    run = headless(run_locust, 3)
+    assert run.finish(timeout=60) == [0], run.output()
+    assert WAITING not in run.output()
+
+
+def test_linger_zero_does_not_wait(run_locust):
+    run = headless(run_locust, 4, extra=("--prometheus-linger", "0"))
+    run.wait_until(lambda: http_get(f"http://127.0.0.1:{run.metrics_port}/metrics")[0] == 200, 30, "a scrape")
+    assert run.finish(timeout=60) == [0], run.output()
+    assert WAITING not in run.output()
+
+
+def test_linger_bounds_the_wait_and_a_second_ctrl_c_skips_it(run_locust):
+    """Scraped during the run, then no scraper: the wait lasts --prometheus-linger and logs that it ran out;
+    and with a long linger, Ctrl-C twice quits at once."""
+    run = headless(run_locust, 3, extra=("--prometheus-linger", "2"))
+    run.wait_until(lambda: http_get(f"http://127.0.0.1:{run.metrics_port}/metrics")[0] == 200, 30, "a scrape")
+    assert run.finish(timeout=60) == [0], run.output()
+    out = run.output()
+    waited = re.search(r"No final scrape of /metrics within ([0-9.]+) s", out)
+    assert WAITING in out and waited and 2.0 <= float(waited.group(1)) < 3.0, out
+
+    run = headless(run_locust, 60, extra=("--prometheus-linger", "60"))
+    run.wait_until(lambda: http_get(f"http://127.0.0.1:{run.metrics_port}/metrics")[0] == 200, 30, "a scrape")
+    master = run.procs[0]
+    master.send_signal(signal.SIGINT)
+    run.wait_until(lambda: WAITING in run.output(), 30, "the wait to start")
+    interrupted = time.monotonic()
+    master.send_signal(signal.SIGINT)
+    assert run.finish(timeout=30) == [0], run.output()
+    assert time.monotonic() - interrupted < 10
+    assert "Final scrape and pushes skipped (Ctrl-C)" in run.output()
+
+
+def test_bad_linger_stops_locust_at_init(run_locust):
+    run = headless(run_locust, 3, extra=("--prometheus-linger", "-1"))
+    assert run.finish(timeout=60) == [1], run.output()
+    out = run.output()
+    assert "--prometheus-linger must be a number of seconds >= 0, got -1.0" in out
+    assert "Traceback" not in out
+
+
+def pushed_requests(samples) -> dict[tuple[str, str], float]:
+    out: dict[tuple[str, str], float] = {}
+    for (name, labels), value in samples.items():
+        if name == "locust_requests_total":
+            d = dict(labels)
+            out[(d["method"], d["name"])] = out.get((d["method"], d["name"]), 0.0) + value
+    return out
+
+
+def push_summary(out: str, what: str) -> tuple[int, int, int]:
+    """(sent, failed, samples dropped) of the summary line logged at quit for pushes by `what`."""
+    found = re.findall(rf"Pushes by {what} to \S+: (\d+) sent, (\d+) failed, (\d+) samples dropped", out)
+    assert len(found) == 1, out
+    return tuple(map(int, found[0]))  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["local", "master-2-workers"])
+def test_pushes_hold_the_exact_final_counts(run_locust, scraping_prometheus, pushgateway, workers):  # noqa: F811
+    """No scraper: remote write to a real Prometheus and a real Pushgateway get Locust's final counts, name by
+    name, after a 12 s headless run. The distributed run also groups the Pushgateway's metrics by run_id."""
+    prom = scraping_prometheus(None)
+    extra = ["--prometheus-remote-write", f"{prom.url}/api/v1/write", "--prometheus-pushgateway", pushgateway.url]
+    if workers:
+        extra.append("--prometheus-pushgateway-run-id")
+    run = headless(run_locust, 12, workers=workers, extra=extra)
+    assert run.finish(timeout=90) == [0] * (workers + 1), run.output()
+    final = final_requests(run)
+    assert stored_requests(prom) == final
+    gateway = pushgateway.metrics()
+    assert pushed_requests(gateway) == final, [(k, v) for k, v in gateway.items() if k[0] == "locust_requests_total"]
+    out = run.output()
+    for what in ("remote write", "Pushgateway"):
+        sent, failed, dropped = push_summary(out, what)
+        assert sent >= 2 and (failed, dropped) == (0, 0), out  # one every 5 s, and the final one
+    assert WAITING not in out  # nothing scraped it
+    [series] = prom.query('count by (job, instance) (locust_requests_total{name="/"})')
+    assert series["metric"] == {"job": "locust", "instance": f"{socket.gethostname()}:{run.metrics_port}"}
+    run_ids = {dict(labels).get("run_id") for name, labels in gateway if name == "locust_requests_total"}
+    [(_, info)] = [k for k in gateway if k[0] == "locust_test_info"]
+    assert run_ids == ({dict(info)["run_id"]} if workers else {None})
+
+
+def test_unreachable_and_refused_pushes_never_stop_the_test(run_locust, scraping_prometheus):  # noqa: F811
+    """A closed port (retried, then dropped) and a 404 (dropped at once): one log line per kind, a summary."""
+    prom = scraping_prometheus(None)
+    closed = free_port()
+    extra = ("--prometheus-push-interval", "1", "--prometheus-linger", "2",
+             "--prometheus-pushgateway", f"http://127.0.0.1:{closed}",
+             "--prometheus-remote-write", f"{prom.url}/api/v1/nowhere")  # fmt: skip
+    run = headless(run_locust, 4, extra=extra)
+    assert run.finish(timeout=60) == [0], run.output()
+    out = run.output()
+    assert len(re.findall(rf"Pushgateway to http://127.0.0.1:{closed} failed: ", out)) == 1, out
+    assert len(re.findall(r"remote write to \S+/nowhere failed: HTTP 404", out)) == 1, out
+    assert "final push by Pushgateway" in out and "did not end within --prometheus-linger" in out
+    for what in ("remote write", "Pushgateway"):
+        sent, failed, dropped = push_summary(out, what)
+        assert sent == 0 and failed >= 3 and dropped > 0, out
+    assert final_requests(run)  # the test ran to its end
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:9090/api/v1/write", "ftp://127.0.0.1/x", "http:// /x"])
+def test_malformed_push_url_stops_locust_at_init(run_locust, url):
+    run = headless(run_locust, 3, extra=("--prometheus-remote-write", url))
+    assert run.finish(timeout=60) == [1], run.output()
+    out = run.output()
+    assert f"--prometheus-remote-write: invalid push URL {url!r}".replace("'", '"') in out, out
+    assert "Traceback" not in out
+
+
+def test_remote_write_headers_bearer_token_and_retries(run_locust, recorder):  # noqa: F811
+    """On a real socket: the remote-write protocol headers, the token and a tenant header from the environment,
+    and 503s retried."""
+    receiver = recorder([503, 503])
+    env = {"LOCUST_PROMETHEUS_REMOTE_WRITE_BEARER_TOKEN": "s3cret-token",
+           "LOCUST_PROMETHEUS_REMOTE_WRITE_HEADERS": "X-Scope-OrgID=tenant-1"}  # fmt: skip
+    extra = ("--prometheus-remote-write", f"{receiver.url}/api/v1/write", "--prometheus-push-interval", "2")
+    run = headless(run_locust, 5, extra=extra, env=env)
+    assert run.finish(timeout=60) == [0], run.output()
+    out = run.output()
+    assert push_summary(out, "remote write")[1:] == (2, 0), out  # two failures, retried, nothing dropped
+    assert len(re.findall(r"failed: HTTP 503", out)) == 1
+    assert len(receiver.requests) >= 4  # 2 refused, then the retry and at least the final push
+    for method, path, headers, size in receiver.requests:
+        assert (method, path, size > 0) == ("POST", "/api/v1/write", True)
+        assert headers["content-encoding"] == "snappy"
+        assert headers["content-type"] == "application/x-protobuf"
+        assert headers["x-prometheus-remote-write-version"] == "0.1.0"
+        assert headers["authorization"] == "Bearer s3cret-token"
+        assert headers["x-scope-orgid"] == "tenant-1"
+    assert "s3cret-token" not in out
+
+
+def test_pushgateway_over_tls_with_a_custom_ca_and_basic_auth(run_locust, recorder, tmp_path):  # noqa: F811
+    ca, cert, key = make_ca_and_server_cert(tmp_path)
+    receiver = recorder([], tls=(cert, key))
+    env = {"LOCUST_PROMETHEUS_PUSHGATEWAY_USERNAME": "locust", "LOCUST_PROMETHEUS_PUSHGATEWAY_PASSWORD": "pa:ss",
+           "LOCUST_PROMETHEUS_PUSHGATEWAY_CA_FILE": str(ca)}  # fmt: skip
+    run = headless(run_locust, 3, extra=("--prometheus-pushgateway", receiver.url), env=env)
+    assert run.finish(timeout=60) == [0], run.output()
+    assert push_summary(run.output(), "Pushgateway")[1:] == (0, 0), run.output()
+    basic = "Basic " + base64.b64encode(b"locust:pa:ss").decode()
+    assert receiver.requests and all(
+        (m, p, h["authorization"]) == ("PUT", "/metrics/job/locust", basic) for m, p, h, _ in receiver.requests
+    )
+
+    # Without the CA, the certificate is not trusted: the push fails, the test does not.
+    run = headless(run_locust, 2, extra=("--prometheus-pushgateway", receiver.url, "--prometheus-linger", "1"))
+    assert run.finish(timeout=60) == [0], run.output()
+    assert push_summary(run.output(), "Pushgateway")[0] == 0
+
+
+@pytest.mark.parametrize("headers", ["X-Scope-OrgID", "bad name=x"])
+def test_malformed_push_header_stops_locust_at_init(run_locust, headers):
+    env = {"LOCUST_PROMETHEUS_REMOTE_WRITE_HEADERS": headers}
+    run = headless(run_locust, 3, extra=("--prometheus-remote-write", "http://127.0.0.1:9/api/v1/write"), env=env)
+    assert run.finish(timeout=60) == [1], run.output()
+    out = run.output()
+    assert re.search(r"ERROR/locust_prometheus_exporter: locust-prometheus-exporter: --prometheus-remote-write: .*header", out, re.IGNORECASE), out
+    assert "Traceback" not in out
