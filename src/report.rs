@@ -4,16 +4,23 @@
 //! made and read in Rust, keeps Python out of the per-series work.
 //!
 //! Layout (integers are LEB128 varints, floats 8 bytes little-endian, strings a length then UTF-8):
-//! `b"LPE1"`, family count, then per family: name, help, kind (0 counter, 1 gauge, 2 histogram),
+//! `b"LPE2"`, family count, then per family: name, help, kind (0 counter, 1 gauge, 2 histogram),
 //! gauge mode, label names, bucket bounds, series count, then per series: label values and either
-//! a float (counter), a float value and a float timestamp (gauge) or bucket counts and a float sum.
+//! a float (counter), a float value and a float timestamp (gauge) or bucket counts and a float sum,
+//! then its native buckets: a byte (0 none, 1 cumulative, 2 increments since the previous report), and if
+//! any the schema (zigzag), zero threshold, zero count, count, sum, then per sign the bucket count and
+//! each bucket as its key's zigzag step from the previous key and its count.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::errors::{ExporterError, Result};
-use crate::metrics::{Collected, Desc, GaugeMode, Kind, Report, ReportedSeries, ValueData};
+use crate::metrics::{
+    Collected, Desc, GaugeMode, Kind, NativeConfig, NativeSnapshot, Report, ReportedSeries, ValueData,
+};
 
-const MAGIC: &[u8] = b"LPE1";
+/// Version 2 added the native buckets.
+const MAGIC: &[u8] = b"LPE2";
 
 fn put_uint(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
@@ -21,6 +28,32 @@ fn put_uint(out: &mut Vec<u8>, mut n: u64) {
         n >>= 7;
     }
     out.push(n as u8);
+}
+
+fn put_int(out: &mut Vec<u8>, n: i64) {
+    put_uint(out, ((n << 1) ^ (n >> 63)) as u64);
+}
+
+fn put_native(out: &mut Vec<u8>, native: Option<&NativeSnapshot>) {
+    let Some(n) = native else {
+        out.push(0);
+        return;
+    };
+    out.push(if n.increments { 2 } else { 1 });
+    put_int(out, n.schema.into());
+    put_f64(out, n.zero_threshold);
+    put_uint(out, n.zero_count);
+    put_uint(out, n.count);
+    put_f64(out, n.sum);
+    for buckets in [&n.positive, &n.negative] {
+        put_uint(out, buckets.len() as u64);
+        let mut previous = 0i64;
+        for (&key, &count) in buckets {
+            put_int(out, i64::from(key) - previous);
+            put_uint(out, count);
+            previous = key.into();
+        }
+    }
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -57,9 +90,10 @@ pub fn encode(families: &Collected) -> Vec<u8> {
                     put_f64(&mut out, *value);
                     put_f64(&mut out, *updated);
                 }
-                (_, ValueData::Histogram { counts, sum, .. }) => {
+                (_, ValueData::Histogram { counts, sum, native }) => {
                     counts.iter().for_each(|c| put_uint(&mut out, *c));
                     put_f64(&mut out, *sum);
+                    put_native(&mut out, native.as_deref());
                 }
             }
         }
@@ -101,6 +135,46 @@ impl<'a> Reader<'a> {
             return Err(ExporterError::InvalidReport("count larger than the report"));
         }
         Ok(n as usize)
+    }
+    fn int(&mut self) -> Result<i64> {
+        let n = self.uint()?;
+        Ok((n >> 1) as i64 ^ -((n & 1) as i64))
+    }
+    fn native(&mut self) -> Result<Option<Box<NativeSnapshot>>> {
+        let increments = match self.byte()? {
+            0 => return Ok(None),
+            1 => false,
+            2 => true,
+            _ => return Err(ExporterError::InvalidReport("unknown native histogram kind")),
+        };
+        let schema = i32::try_from(self.int()?)
+            .ok()
+            .filter(|s| NativeConfig::with_schema(*s).is_ok())
+            .ok_or(ExporterError::InvalidReport("native histogram schema out of range"))?;
+        let (zero_threshold, zero_count, count, sum) = (self.f64()?, self.uint()?, self.uint()?, self.f64()?);
+        let mut signs = [BTreeMap::new(), BTreeMap::new()];
+        for buckets in &mut signs {
+            let mut key = 0i64;
+            for _ in 0..self.count()? {
+                key = key
+                    .checked_add(self.int()?)
+                    .ok_or(ExporterError::InvalidReport("native bucket key out of range"))?;
+                let k =
+                    i32::try_from(key).map_err(|_| ExporterError::InvalidReport("native bucket key out of range"))?;
+                buckets.insert(k, self.uint()?);
+            }
+        }
+        let [positive, negative] = signs;
+        Ok(Some(Box::new(NativeSnapshot {
+            schema,
+            zero_threshold,
+            zero_count,
+            positive,
+            negative,
+            count,
+            sum,
+            increments,
+        })))
     }
     fn f64(&mut self) -> Result<f64> {
         let bytes: [u8; 8] = self
@@ -154,8 +228,7 @@ pub fn decode(buf: &[u8]) -> Result<Report<'_>> {
                 Kind::Histogram(_) => ValueData::Histogram {
                     counts: (0..=bounds.len()).map(|_| r.uint()).collect::<Result<_>>()?,
                     sum: r.f64()?,
-                    // Workers report the classic buckets only.
-                    native: None,
+                    native: r.native()?,
                 },
             };
             series.push(ReportedSeries { labels, value });
@@ -194,6 +267,10 @@ mod tests {
         let c = Desc::new("c", "help", Kind::Counter, vec!["a".into(), "b".into()]).unwrap();
         let g = Desc::new("g", "", Kind::Gauge(GaugeMode::LiveMax), vec![]).unwrap();
         let h = Desc::new("h", "x", Kind::Histogram([0.1, 2.5].into()), vec!["n".into()]).unwrap();
+        let mut native = NativeSnapshot::empty(&NativeConfig::with_schema(-2).unwrap());
+        native.positive = [(-40, 3), (-39, 1), (7, 2)].into_iter().collect();
+        native.negative = [(i32::MIN, 1), (i32::MAX, 2)].into_iter().collect();
+        (native.zero_count, native.count, native.sum, native.increments) = (4, 13, -0.5, true);
         vec![
             (
                 c,
@@ -217,16 +294,89 @@ mod tests {
             ),
             (
                 h,
-                vec![SeriesData {
-                    labels: vec!["/x".into()],
-                    value: ValueData::Histogram {
-                        counts: vec![1, 300, 0],
-                        sum: 42.0,
-                        native: None,
+                vec![
+                    SeriesData {
+                        labels: vec!["/x".into()],
+                        value: ValueData::Histogram {
+                            counts: vec![1, 300, 0],
+                            sum: 42.0,
+                            native: None,
+                        },
                     },
-                }],
+                    SeriesData {
+                        labels: vec!["/y".into()],
+                        value: ValueData::Histogram {
+                            counts: vec![13, 0, 0],
+                            sum: -0.5,
+                            native: Some(Box::new(native)),
+                        },
+                    },
+                ],
             ),
         ]
+    }
+
+    /// The native histogram of series `n="a"` in `collected`.
+    fn native_of(collected: &Collected) -> NativeSnapshot {
+        let (_, series) = collected.iter().find(|(d, _)| d.name == "h").unwrap();
+        match &series.iter().find(|s| s.labels == ["a"]).unwrap().value {
+            ValueData::Histogram { native: Some(n), .. } => (**n).clone(),
+            other => panic!("no native buckets: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn native_buckets_ship_as_increments_and_merge_exactly_across_workers() {
+        use crate::metrics::{Cell, Registry};
+        let desc = |schema| {
+            Desc::new("h", "x", Kind::Histogram([0.1].into()), vec!["n".into()])
+                .unwrap()
+                .with_native(NativeConfig::with_schema(schema).unwrap())
+        };
+        let master = Registry::default();
+        master.register(desc(3)).unwrap();
+        // Two workers at different resolutions: the master's merge is at the lower one.
+        let workers = [Registry::default(), Registry::default()];
+        let series: Vec<_> = workers
+            .iter()
+            .zip([3, 1])
+            .map(|(w, schema)| w.register(desc(schema)).unwrap().child(&["a"]).unwrap())
+            .collect();
+        let mut x = 0.37f64;
+        for round in 0..6 {
+            for (i, (w, s)) in workers.iter().zip(&series).enumerate() {
+                let Cell::Histogram(h) = &s.cell else { unreachable!() };
+                for _ in 0..(5 + 3 * round + i) {
+                    x = (x * 7.31).fract();
+                    h.observe((x * 12.0 - 9.0).exp2() * if x < 0.1 { -1.0 } else { 1.0 });
+                }
+                let shipped = w.changes();
+                if round > 0 {
+                    let sent = native_of(&shipped);
+                    assert!(sent.increments, "after the first report, only increments");
+                    let total = native_of(&w.collect());
+                    assert!(sent.positive.len() + sent.negative.len() < total.positive.len() + total.negative.len());
+                }
+                master
+                    .apply_report(&format!("w{i}"), decode(&encode(&shipped)).unwrap())
+                    .unwrap();
+            }
+            let mut expected = native_of(&workers[0].collect());
+            expected.merge(&native_of(&workers[1].collect()));
+            let got = native_of(&master.collect());
+            assert_eq!(got.schema, 1);
+            assert_eq!(
+                (&got.positive, &got.negative, got.zero_count, got.count),
+                (
+                    &expected.positive,
+                    &expected.negative,
+                    expected.zero_count,
+                    expected.count
+                ),
+                "round {round}: bucket by bucket"
+            );
+            assert!((got.sum - expected.sum).abs() < 1e-9 * expected.sum.abs().max(1.0));
+        }
     }
 
     #[test]
@@ -244,6 +394,6 @@ mod tests {
         let mut extra = bytes.clone();
         extra.push(0);
         assert!(decode(&extra).is_err());
-        assert!(decode(b"LPE1\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff").is_err());
+        assert!(decode(b"LPE2\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff").is_err());
     }
 }

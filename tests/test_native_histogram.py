@@ -10,6 +10,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from conftest import EXAMPLES, free_port
 from prometheus_server import PrometheusServer, ScrapedRun, final_scrape, prometheus  # noqa: F401  (fixture)
 
@@ -52,7 +53,9 @@ def assert_buckets_exact(buckets: list[tuple[float, float, float]], values: list
     assert sum(b[2] for b in buckets) == len(values)
 
 
-def test_native_quantiles_within_5_percent_and_classic_queries_unchanged(run_locust, prometheus, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2], ids=["local", "2-workers"])
+def test_native_quantiles_within_5_percent_and_classic_queries_unchanged(run_locust, prometheus, tmp_path, workers):
+    """Also through the master's merge of two workers' reports: exact, bucket by bucket."""
     port = free_port()
     native = prometheus(port, flags=("--enable-feature=native-histograms",))
     plain = prometheus(port)
@@ -62,17 +65,20 @@ def test_native_quantiles_within_5_percent_and_classic_queries_unchanged(run_loc
         )
     times_prefix = tmp_path / "times"
     run = run_locust(
-        SPREAD, users=30, rate=30, run_time=12, autoquit=30,
+        SPREAD, users=30, rate=30, run_time=12, autoquit=30, workers=workers,
         extra=("--prometheus-port", str(port)), env={"SPREAD_TIMES": str(times_prefix)},
     )  # fmt: skip
     run.metrics_port = port
     at = final_scrape(ScrapedRun(run, native))
     plain_at = final_scrape(ScrapedRun(run, plain))
+    # One file per process that ran the test: the local one, or the master and each worker.
+    files = 1 + workers
     deadline = time.monotonic() + 10
-    while not list(tmp_path.glob("times.*")) and time.monotonic() < deadline:
+    while len(list(tmp_path.glob("times.*"))) < files and time.monotonic() < deadline:
         time.sleep(0.2)
-    [times_file] = tmp_path.glob("times.*")
-    seconds = sorted(float(line) / 1000 for line in times_file.read_text().split())
+    texts = [f.read_text() for f in tmp_path.glob("times.*")]
+    assert len(texts) == files, texts
+    seconds = sorted(float(line) / 1000 for text in texts for line in text.split())
     assert len(seconds) >= 1000, len(seconds)
 
     # Counters and gauges come through the protobuf exposition as through the text one.

@@ -115,6 +115,8 @@ pub struct NativeSnapshot {
     pub negative: BTreeMap<i32, u64>,
     pub count: u64,
     pub sum: f64,
+    /// In a worker's report: only what was added since its previous report, not cumulative counts.
+    pub increments: bool,
 }
 
 impl NativeSnapshot {
@@ -127,6 +129,7 @@ impl NativeSnapshot {
             negative: BTreeMap::new(),
             count: 0,
             sum: 0.0,
+            increments: false,
         }
     }
 
@@ -209,6 +212,23 @@ impl NativeSnapshot {
         self.sum += other.sum;
     }
 
+    /// What was added since `earlier`, a previous state of the same histogram: only the buckets that
+    /// grew, at the lower of the two schemas (the histogram may have lowered its resolution since).
+    pub fn minus(&self, earlier: &NativeSnapshot) -> NativeSnapshot {
+        let (mut now, mut then) = (self.clone(), earlier.clone());
+        now.align(&mut then);
+        for (buckets, before) in [(&mut now.positive, &then.positive), (&mut now.negative, &then.negative)] {
+            buckets.retain(|key, n| {
+                *n = n.saturating_sub(before.get(key).copied().unwrap_or(0));
+                *n > 0
+            });
+        }
+        now.zero_count = now.zero_count.saturating_sub(then.zero_count);
+        now.count = now.count.saturating_sub(then.count);
+        now.sum -= then.sum;
+        now
+    }
+
     /// Runs of consecutive keys as (offset from the previous run's end, length), with the counts
     /// as deltas from the previous bucket's: the spans and deltas of the exposition formats.
     pub fn spans_and_deltas(buckets: &BTreeMap<i32, u64>) -> (Vec<(i32, u32)>, Vec<i64>) {
@@ -247,6 +267,16 @@ impl NativeHistogram {
     pub fn observe(&self, v: f64) {
         if !v.is_nan() {
             self.state.lock().observe(v, self.config.max_buckets);
+        }
+    }
+
+    /// Adds a worker's growth in (the master's totals), at the lower schema if it has one.
+    pub fn add(&self, growth: &NativeSnapshot) {
+        let mut state = self.state.lock();
+        state.merge(growth);
+        while state.positive.len() + state.negative.len() > self.config.max_buckets && state.schema > MIN_SCHEMA {
+            let lower = state.schema - 1;
+            state.reduce_to(lower);
         }
     }
 
@@ -390,6 +420,38 @@ mod tests {
         assert_eq!(merged.negative, expected.negative);
         assert_eq!((merged.zero_count, merged.count), (expected.zero_count, expected.count));
         assert!((merged.sum - expected.sum).abs() < 1e-9);
+    }
+
+    #[test]
+    fn increments_hold_only_the_changed_buckets_and_add_back_exactly() {
+        let config = NativeConfig {
+            max_buckets: 12,
+            ..NativeConfig::default()
+        };
+        let h = NativeHistogram::new(config);
+        [0.1, 0.1, 0.5, 2.0, 0.0].iter().for_each(|v| h.observe(*v));
+        let before = h.snapshot();
+        [0.5, 0.5, 3.0].iter().for_each(|v| h.observe(*v));
+        let after = h.snapshot();
+        let added = after.minus(&before);
+        assert_eq!(
+            added.positive.len(),
+            2,
+            "only the buckets of 0.5 and 3.0: {:?}",
+            added.positive
+        );
+        assert_eq!((added.count, added.zero_count, added.sum), (3, 0, 4.0));
+        let mut rebuilt = before.clone();
+        rebuilt.merge(&added);
+        assert_eq!(rebuilt, after);
+        // Past the bucket limit the resolution drops: the increments come at the new schema.
+        let mut rng = Rng(3);
+        (0..500).for_each(|_| h.observe((rng.normal() * 3.0).exp()));
+        let lower = h.snapshot();
+        assert!(lower.schema < after.schema);
+        let mut rebuilt = after.clone();
+        rebuilt.merge(&lower.minus(&after));
+        assert_eq!(rebuilt, lower);
     }
 
     #[test]

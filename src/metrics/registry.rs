@@ -128,9 +128,14 @@ impl Registry {
             for s in f.series() {
                 let data = s.data();
                 let key = (f.desc.name.clone(), series_key(&data.labels));
-                if sent.get(&key) != Some(&data.value) {
-                    sent.insert(key, data.value.clone());
-                    changed.push(data);
+                let previous = sent.get(&key);
+                if previous != Some(&data.value) {
+                    let shipped = SeriesData {
+                        value: data.value.for_report(previous),
+                        labels: data.labels,
+                    };
+                    sent.insert(key, data.value);
+                    changed.push(shipped);
                 }
             }
             if !changed.is_empty() {

@@ -21,6 +21,54 @@ pub enum ValueData {
     },
 }
 
+impl ValueData {
+    /// What a worker ships for a value it last shipped as `previous`: the native buckets as increments
+    /// (the buckets that changed only), unless there is nothing to add them to or the series went back
+    /// (it was removed and made again), when they go whole.
+    pub fn for_report(&self, previous: Option<&ValueData>) -> ValueData {
+        match (self, previous) {
+            (
+                ValueData::Histogram {
+                    counts,
+                    sum,
+                    native: Some(now),
+                },
+                Some(ValueData::Histogram { native: Some(then), .. }),
+            ) if now.count >= then.count => ValueData::Histogram {
+                counts: counts.clone(),
+                sum: *sum,
+                native: Some(Box::new(NativeSnapshot {
+                    increments: true,
+                    ..now.minus(then)
+                })),
+            },
+            _ => self.clone(),
+        }
+    }
+
+    /// On the master: a reported value with cumulative native buckets again, from the `last` value
+    /// reported for the series; without native buckets if there is nothing to add the increments to
+    /// (the master started after the worker's first report: the next full report brings them).
+    pub fn cumulative_after(mut self, last: Option<&ValueData>) -> ValueData {
+        if let ValueData::Histogram { native, .. } = &mut self {
+            if native.as_ref().is_some_and(|n| n.increments) {
+                *native = match (native.take(), last) {
+                    (Some(added), Some(ValueData::Histogram { native: Some(base), .. })) => {
+                        let mut total = base.clone();
+                        total.merge(&NativeSnapshot {
+                            increments: false,
+                            ..*added
+                        });
+                        Some(total)
+                    }
+                    _ => None,
+                };
+            }
+        }
+        self
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesData {
     pub labels: Vec<String>,
@@ -181,6 +229,12 @@ impl Series {
                 let ls = base.map_or(0.0, |(_, ls)| ls);
                 if *ns != ls {
                     h.sum.inc_by(ns - ls);
+                }
+                if let (Some(native), ValueData::Histogram { native: Some(n), .. }) = (&h.native, new) {
+                    match last {
+                        Some(ValueData::Histogram { native: Some(l), .. }) if base.is_some() => native.add(&n.minus(l)),
+                        _ => native.add(n),
+                    }
                 }
             }
             _ => {}

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::cap::{LabelCap, OVERFLOW};
 use super::family::{push_series_key, series_key, Desc, Family, GaugeMode, Kind};
+use super::native_histogram::NativeConfig;
 use super::registry::Report;
 use super::series::{Series, SeriesData, ValueData};
 
@@ -88,10 +89,22 @@ impl Workers {
     /// Past `cap`, series with new values of its label are added to the overflow value's series.
     pub fn apply(&mut self, client_id: &str, families: Report, cap: Option<&LabelCap>) {
         let Workers { workers, totals } = self;
-        for (desc, _) in families.iter().filter(|(d, _)| !matches!(d.kind, Kind::Gauge(_))) {
+        for (desc, series) in families.iter().filter(|(d, _)| !matches!(d.kind, Kind::Gauge(_))) {
             if totals.get(&desc.name).is_none_or(|t| t.family.desc != *desc) {
                 // New, or defined anew (other buckets): the total starts again from what workers report.
-                let family = Arc::new(Family::new(desc.clone()));
+                // Native buckets if the workers have them, at the resolution of the first reported.
+                let native = series.iter().find_map(|s| match &s.value {
+                    ValueData::Histogram { native: Some(n), .. } => Some(NativeConfig {
+                        schema: n.schema,
+                        zero_threshold: n.zero_threshold,
+                        ..NativeConfig::default()
+                    }),
+                    _ => None,
+                });
+                let family = Arc::new(Family::new(match native {
+                    Some(config) => desc.clone().with_native(config),
+                    None => desc.clone(),
+                }));
                 let fresh = Totals {
                     family,
                     slots: HashMap::new(),
@@ -122,10 +135,11 @@ impl Workers {
             let capped = cap.and_then(|c| Some((c, c.position(&desc.name, &desc.label_names)?)));
             let counted = capped.is_some_and(|(c, _)| c.counted == desc.name);
             let last = worker.last.entry(desc.name).or_default();
-            for mut s in series {
+            for s in series {
+                let mut labels = s.labels;
                 key.clear();
-                push_series_key(&mut key, &s.labels);
-                let Some(i) = total.slot(&key, &mut s.labels, capped, counted) else {
+                push_series_key(&mut key, &labels);
+                let Some(i) = total.slot(&key, &mut labels, capped, counted) else {
                     continue;
                 };
                 if last.len() <= i {
@@ -134,13 +148,15 @@ impl Workers {
                 let (Some(held), Some(slot)) = (last.get_mut(i), total.slot.get(i)) else {
                     continue;
                 };
+                // Native buckets shipped as increments: cumulative again, from the value held.
+                let value = s.value.cumulative_after(held.as_ref());
                 // Most series of a periodic full report are unchanged: their total is not even read.
-                if held.as_ref() != Some(&s.value) {
-                    slot.total.add_growth(held.as_ref(), &s.value);
+                if held.as_ref() != Some(&value) {
+                    slot.total.add_growth(held.as_ref(), &value);
                     if let Some(o) = &slot.overflowed {
-                        o.add_growth(held.as_ref(), &s.value);
+                        o.add_growth(held.as_ref(), &value);
                     }
-                    *held = Some(s.value);
+                    *held = Some(value);
                 }
             }
         }
