@@ -8,6 +8,7 @@ mod metrics;
 mod py;
 mod report;
 mod server;
+mod web_config;
 
 #[pyo3::pymodule(gil_used = false)]
 mod _native {
