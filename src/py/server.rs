@@ -27,6 +27,9 @@ pub struct Server {
     host: String,
     #[pyo3(get)]
     port: u16,
+    /// Served over TLS (when it started: a changed web config may change it).
+    #[pyo3(get)]
+    tls: bool,
 }
 
 #[pymethods]
@@ -35,10 +38,11 @@ impl Server {
     #[new]
     #[pyo3(signature = (host, port, web_config=None))]
     fn new(py: Python<'_>, host: &str, port: u16, web_config: Option<PathBuf>) -> PyResult<Self> {
-        let handle = py.detach(|| {
+        let (handle, tls) = py.detach(|| {
             no_panic(|| {
                 let web = web_config.as_deref().map(Web::load).transpose()?;
-                ServerHandle::start(host, port, Limits::DEFAULT, web)
+                let tls = web.as_ref().is_some_and(|w| w.current().tls.is_some());
+                Ok((ServerHandle::start(host, port, Limits::DEFAULT, web)?, tls))
             })
         })?;
         let addr = handle.addr();
@@ -47,6 +51,7 @@ impl Server {
             generation: FORK_GENERATION.load(Ordering::SeqCst),
             host: addr.ip().to_string(),
             port: addr.port(),
+            tls,
         })
     }
 
