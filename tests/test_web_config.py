@@ -21,7 +21,7 @@ import pytest
 import trustme
 from conftest import EXAMPLES, free_port, locust_cmd, samples_of, total
 from locust_prometheus_exporter import PrometheusExporter, _native
-from prometheus_server import prometheus  # noqa: F401  (fixture)
+from prometheus_server import PrometheusServer, prometheus  # noqa: F401  (fixture)
 
 SEED_PLAIN = EXAMPLES / "locustfile.py"
 #: Cost 4, the lowest, where the test does not measure bcrypt itself: a check takes about 1 ms.
@@ -51,7 +51,8 @@ class Pki:
         with open(dir / "server.pem", "wb") as f:
             for blob in pki.server.cert_chain_pems:
                 f.write(blob.bytes())
-        pki.client.private_key_and_cert_chain_pem.write_to_path(dir / "client.pem")
+        pki.client.cert_chain_pems[0].write_to_path(dir / "client.crt")
+        pki.client.private_key_pem.write_to_path(dir / "client.key")
         return pki
 
     def context(self, client: trustme.LeafCert | None = None) -> ssl.SSLContext:
@@ -128,36 +129,82 @@ def test_https_serves_metrics_and_configured_headers(serve, pki):
     status, headers, body = get(port, pki.context())
     assert status == 200
     assert headers["X-Frame-Options"] == "deny" and headers["X-Content-Type-Options"] == "nosniff"
-    samples = samples_of(body.decode())
-    assert total(samples, "locust_exporter_http_requests_total", code="200") >= 0
+    assert ("locust_exporter_http_requests_total", (("code", "200"),)) in samples_of(body.decode())
     # An untrusted certificate is refused by the client: the server really presents the file's certificate.
     other = Pki.make(pki.dir / "other")
     with pytest.raises(ssl.SSLCertVerificationError):
         get(port, other.context())
 
 
+def counted(port: int, context: ssl.SSLContext | None, metric: str, **labels: str) -> float:
+    """A counter of the server's own, scraped (the registry is the process's: other tests count too)."""
+    return total(samples_of(get(port, context)[2].decode()), metric, **labels)
+
+
 def test_plain_http_to_the_tls_port_gets_a_400_that_says_so(serve, pki):
     port = serve(TLS)
+    before = counted(port, pki.context(), "locust_exporter_http_requests_total", code="400")
     status, _, body = get(port)
     assert status == 400
     assert b"HTTP request to an HTTPS server" in body
     # The server goes on serving TLS, and counted the refusal.
-    _, _, body = get(port, pki.context())
-    assert total(samples_of(body.decode()), "locust_exporter_http_requests_total", code="400") >= 1
+    assert counted(port, pki.context(), "locust_exporter_http_requests_total", code="400") == before + 1
 
 
-def test_clients_stalled_before_the_handshake_do_not_delay_a_scrape(serve, pki):
+def test_clients_stalled_before_the_handshake_do_not_delay_a_scrape_and_are_closed(serve, pki):
     port = serve(TLS)
+    dropped = "locust_exporter_connections_dropped_total"
+    before = counted(port, pki.context(), dropped, reason="head_timeout")
+    connected = time.monotonic()
     stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(100)]
     try:
         started = time.monotonic()
         status, _, _ = get(port, pki.context())
         elapsed = time.monotonic() - started
+        assert status == 200
+        assert elapsed < 2, elapsed
+        # The handshake has the request head's 10 s: then the server closes each of them.
+        for s in stalled:
+            s.settimeout(20)
+            assert s.recv(1) == b""
+        closed = time.monotonic() - connected
     finally:
         for s in stalled:
             s.close()
-    assert status == 200
-    assert elapsed < 2, elapsed
+    assert 9 < closed < 14, closed
+    assert counted(port, pki.context(), dropped, reason="head_timeout") == before + 100
+
+
+def tls_session(port: int, context: ssl.SSLContext) -> tuple[str | None, str]:
+    """(TLS version, cipher suite) of a handshake with the server."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            return tls.version(), tls.cipher()[0]
+
+
+def test_versions_and_cipher_suites_are_the_files(serve, pki):
+    port = serve(TLS + "  max_version: TLS12\n  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]\n")
+    assert tls_session(port, pki.context()) == ("TLSv1.2", "ECDHE-ECDSA-AES256-GCM-SHA384")
+    port = serve(TLS + "  min_version: TLS13\n")
+    assert tls_session(port, pki.context())[0] == "TLSv1.3"
+    old = pki.context()
+    old.maximum_version = ssl.TLSVersion.TLSv1_2
+    assert refused(port, old)
+
+
+def test_inline_certificate_key_and_client_ca(serve, pki):
+    def block(name: str, path: str) -> str:
+        return f"  {name}: |\n" + "".join(f"    {line}\n" for line in (pki.dir / path).read_text().splitlines())
+
+    port = serve(
+        "tls_server_config:\n"
+        + block("cert", "server.pem")
+        + block("key", "server.key")
+        + block("client_ca", "ca.pem")
+        + "  client_auth_type: RequireAndVerifyClientCert\n"
+    )
+    assert get(port, pki.context(pki.client))[0] == 200
+    assert refused(port, pki.context())
 
 
 def test_a_rotated_certificate_is_served_without_a_restart(serve, pki):
@@ -244,6 +291,17 @@ def test_changed_users_take_effect_without_a_restart(serve, pki, tmp_path):
     assert get(port, None, basic("alice", "looking-glass"))[0] == 200
 
 
+def test_workers_ignore_the_option(run_locust, tmp_path):
+    """A worker given a file that does not exist runs its part of the test: only the master reads it."""
+    missing = str(tmp_path / "nowhere.yml")
+    run = run_locust(SEED_PLAIN, users=2, rate=2, run_time=3, workers=1,
+                     worker_args=("--prometheus-web-config", missing))  # fmt: skip
+    run.wait_stopped()
+    assert total(run.scrape(), "locust_users_total") == 2
+    assert run.finish() == [0, 0], run.output()
+    assert "web config" not in run.output()
+
+
 def test_rate_limit_answers_429_beyond_the_burst(serve):
     port = serve("rate_limit:\n  interval: 1m\n  burst: 2\n")
     assert [get(port)[0] for _ in range(3)] == [200, 200, 429]
@@ -313,24 +371,42 @@ def test_a_bad_file_stops_locust_at_init_with_one_line(pki, case, target):
     assert "Traceback" not in r.stderr
 
 
-# --- a real Prometheus, over HTTPS with basic auth
+# --- a real Prometheus, over HTTPS with basic auth, and over mutual TLS
+
+
+def https_prometheus(prom: PrometheusServer, **job: object) -> PrometheusServer:
+    """The running Prometheus's job, made the README's HTTPS scrape job (SIGHUP reloads its file)."""
+    config_file = Path(re.search(r"--config.file=(\S+)", " ".join(prom.proc.args)).group(1))
+    config = json.loads(config_file.read_text())
+    [scrape_job] = config["scrape_configs"]
+    scrape_job.update(scheme="https", **job)
+    config_file.write_text(json.dumps(config))
+    prom.proc.send_signal(signal.SIGHUP)
+    https = f"https://{prom.target}/metrics"
+    prom.wait_until(lambda: [t["scrapeUrl"] for t in prom.targets()] == [https], 30, "the HTTPS scrape job")
+    return prom
+
+
+def test_prometheus_scrapes_over_mutual_tls(serve, prometheus, pki):  # noqa: F811
+    port = serve(MTLS.format(auth="RequireAndVerifyClientCert"))
+    tls_config = {"ca_file": "ca.pem", "cert_file": "client.crt", "key_file": "client.key"}
+    prom = https_prometheus(prometheus(port), tls_config={k: str(pki.dir / v) for k, v in tls_config.items()})
+    prom.wait_until(lambda: prom.query('up{job="locust"} == 1'), 30, "a successful scrape over mutual TLS")
+    [target] = prom.targets()
+    assert (target["health"], target["lastError"]) == ("up", ""), target
+    # Without its certificate, the same Prometheus is refused.
+    https_prometheus(prom, tls_config={"ca_file": str(pki.dir / "ca.pem")})
+    prom.wait_until(lambda: prom.targets()[0]["lastError"], 30, "a refused scrape")
+    prom.wait_until(lambda: prom.query('up{job="locust"} == 0'), 30, "the target down")
 
 
 def test_prometheus_scrapes_a_locust_run_over_https_with_basic_auth(run_locust, prometheus, pki, tmp_path):  # noqa: F811
     (pki.dir / "web.yml").write_text(TLS + USERS.format(alice=bcrypt_hash("wonderland", 10), bob=bcrypt_hash("x")))
     (tmp_path / "password").write_text("wonderland\n")
     port = free_port()
-    prom = prometheus(port)
-    # The README's scrape configuration, given to the running Prometheus (SIGHUP reloads its file).
-    config_file = Path(re.search(r"--config.file=(\S+)", " ".join(prom.proc.args)).group(1))
-    config = json.loads(config_file.read_text())
-    [job] = config["scrape_configs"]
-    job.update(scheme="https", tls_config={"ca_file": str(pki.dir / "ca.pem")},
-               basic_auth={"username": "alice", "password_file": str(tmp_path / "password")})  # fmt: skip
-    config_file.write_text(json.dumps(config))
-    prom.proc.send_signal(signal.SIGHUP)
+    prom = https_prometheus(prometheus(port), tls_config={"ca_file": str(pki.dir / "ca.pem")},
+                            basic_auth={"username": "alice", "password_file": str(tmp_path / "password")})  # fmt: skip
     https = f"https://127.0.0.1:{port}/metrics"
-    prom.wait_until(lambda: [t["scrapeUrl"] for t in prom.targets()] == [https], 30, "the HTTPS scrape job")
     options = ("--prometheus-port", str(port), "--prometheus-web-config", str(pki.dir / "web.yml"))
     run = run_locust(SEED_PLAIN, users=2, rate=2, run_time=10, autoquit=20, extra=options)
     run.wait_until(lambda: https in run.output(), 60, "the exporter to serve HTTPS")

@@ -134,3 +134,34 @@ impl Web {
         current.active.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reloads_when_the_file_changes_and_keeps_the_last_valid_config() {
+        let dir = std::env::temp_dir().join(format!("lpe-web-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("web.yml");
+        std::fs::write(&path, "rate_limit:\n  interval: 1h\n  burst: 2\n").unwrap();
+        let web = Web::load(&path).unwrap();
+        let first = web.current();
+        assert!(Arc::ptr_eq(&first, &web.current()), "unchanged: the same config");
+        assert_eq!([first.allow(), first.allow(), first.allow()], [true, true, false]);
+        // A different size is a change whatever the file system's time granularity.
+        std::fs::write(&path, "rate_limit:\n  interval: 1h\n  burst: 3\n").unwrap();
+        let second = web.current();
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(
+            (0..4).map(|_| second.allow()).collect::<Vec<_>>(),
+            [true, true, true, false]
+        );
+        std::fs::write(&path, "rate_limit:\n  interval: 1h\n  burst: 3\n  unknown: 1\n").unwrap();
+        assert!(
+            Arc::ptr_eq(&second, &web.current()),
+            "an invalid change keeps the last valid config"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
