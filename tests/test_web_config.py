@@ -185,6 +185,10 @@ def tls_session(port: int, context: ssl.SSLContext) -> tuple[str | None, str]:
 def test_versions_and_cipher_suites_are_the_files(serve, pki):
     port = serve(TLS + "  max_version: TLS12\n  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]\n")
     assert tls_session(port, pki.context()) == ("TLSv1.2", "ECDHE-ECDSA-AES256-GCM-SHA384")
+    # Go's names: ChaCha20 without `_SHA256`, and a TLS 1.3 suite, which the list does not restrict.
+    suites = "[TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305, TLS_AES_128_GCM_SHA256]"
+    port = serve(TLS + f"  max_version: TLS12\n  cipher_suites: {suites}\n")
+    assert tls_session(port, pki.context()) == ("TLSv1.2", "ECDHE-ECDSA-CHACHA20-POLY1305")
     port = serve(TLS + "  min_version: TLS13\n")
     assert tls_session(port, pki.context())[0] == "TLSv1.3"
     old = pki.context()

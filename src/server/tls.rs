@@ -17,41 +17,6 @@ use tokio::net::TcpStream;
 
 use crate::web_config::{ClientAuth, TlsSettings};
 
-/// Go's names of the TLS 1.2 suites rustls has (the `_SHA256` of ChaCha20's is optional in Go).
-/// TLS 1.3 suites are not configurable, in Go as here.
-const SUITES: [(&str, rustls::SupportedCipherSuite); 6] = [
-    (
-        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-        ring::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-    ),
-    (
-        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-        ring::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-    ),
-    (
-        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
-        ring::cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-    ),
-    (
-        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-        ring::cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-    ),
-    (
-        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-        ring::cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-    ),
-    (
-        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
-        ring::cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-    ),
-];
-
-const TLS13_SUITES: [&str; 3] = [
-    "TLS_AES_128_GCM_SHA256",
-    "TLS_AES_256_GCM_SHA384",
-    "TLS_CHACHA20_POLY1305_SHA256",
-];
-
 /// Go's curve names → ring's key exchange groups.
 const CURVES: [(&str, &dyn rustls::crypto::SupportedKxGroup); 3] = [
     ("X25519", ring::kx_group::X25519),
@@ -63,16 +28,30 @@ const CURVES: [(&str, &dyn rustls::crypto::SupportedKxGroup); 3] = [
 pub fn server_config(settings: TlsSettings) -> Result<Arc<ServerConfig>, String> {
     let mut provider = ring::default_provider();
     if let Some(names) = &settings.cipher_suites {
-        let mut tls12 = Vec::new();
+        // As in Go, the list chooses among TLS 1.2 suites; TLS 1.3's are not configurable (their names
+        // pass). rustls's names are Go's, but for TLS 1.3's prefix, and ChaCha20's `_SHA256`, optional in Go.
+        let name_of = |s: &rustls::SupportedCipherSuite| {
+            let name = s.suite().as_str().unwrap_or("");
+            name.strip_prefix("TLS13_")
+                .map_or(name.to_string(), |rest| format!("TLS_{rest}"))
+        };
+        let is = |s: &rustls::SupportedCipherSuite, name: &str| {
+            let full = name_of(s);
+            full == name || (name.ends_with("CHACHA20_POLY1305") && full == format!("{name}_SHA256"))
+        };
+        let (tls13, tls12): (Vec<_>, Vec<_>) = provider
+            .cipher_suites
+            .iter()
+            .copied()
+            .partition(|s| s.version() == &rustls::version::TLS13);
+        let mut chosen = tls13.clone();
         for name in names {
-            let bare = name
-                .strip_suffix("_SHA256")
-                .filter(|b| b.ends_with("CHACHA20_POLY1305"));
-            match SUITES.iter().find(|(n, _)| *n == name || Some(*n) == bare) {
-                Some((_, suite)) => tls12.push(*suite),
-                None if TLS13_SUITES.contains(&name.as_str()) => {}
+            let found = tls12.iter().find(|s| is(s, name));
+            match found {
+                Some(suite) => chosen.push(*suite),
+                None if tls13.iter().any(|s| is(s, name)) => {}
                 None => {
-                    let known: Vec<_> = SUITES.iter().map(|(n, _)| *n).collect();
+                    let known: Vec<_> = tls12.iter().map(name_of).collect();
                     return Err(format!(
                         "cipher suite {name:?} is not supported by rustls; supported: {}",
                         known.join(", ")
@@ -80,10 +59,7 @@ pub fn server_config(settings: TlsSettings) -> Result<Arc<ServerConfig>, String>
                 }
             }
         }
-        provider
-            .cipher_suites
-            .retain(|s| s.version() == &rustls::version::TLS13);
-        provider.cipher_suites.extend(tls12);
+        provider.cipher_suites = chosen;
     }
     if let Some(names) = &settings.curve_preferences {
         provider.kx_groups = names
