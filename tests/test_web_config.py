@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
 import re
 import signal
 import socket
@@ -373,6 +374,21 @@ def test_a_bad_file_stops_locust_at_init_with_one_line(pki, case, target):
     lines = [line for line in r.stderr.splitlines() if "web config" in line]
     assert len(lines) == 1 and f"web config {path}: " in lines[0] and words in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("source", ["environment", "locust.conf"])
+def test_the_option_is_read_from_the_environment_and_locust_conf(pki, source, target):
+    path, _, _ = write_bad(pki, "not-bcrypt")
+    cmd = locust_cmd(SEED_PLAIN, "--headless", "-u", "1", "-t", "5s", "-H", target, "--prometheus-host", "127.0.0.1",
+                     "--prometheus-port", "0")  # fmt: skip
+    env = dict(os.environ)
+    if source == "environment":
+        env["LOCUST_PROMETHEUS_WEB_CONFIG"] = str(path)
+    else:
+        (pki.dir / "locust.conf").write_text(f"prometheus-web-config = {path}\n")
+        cmd += ["--config", str(pki.dir / "locust.conf")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=pki.dir, env=env)
+    assert r.returncode == 1 and f"web config {path}: " in r.stderr, r.stderr
 
 
 # --- a real Prometheus, over HTTPS with basic auth, and over mutual TLS

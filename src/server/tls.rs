@@ -105,30 +105,25 @@ fn client_verifier(
     algorithms: WebPkiSupportedAlgorithms,
 ) -> Result<Arc<dyn ClientCertVerifier>, String> {
     let auth = settings.client_auth;
-    if !auth.verifies() {
-        return Ok(match auth {
-            ClientAuth::NoClientCert => WebPkiClientVerifier::no_client_auth(),
-            _ => Arc::new(AnyCert {
-                mandatory: auth.requires(),
-                algorithms,
-            }),
-        });
+    if auth == ClientAuth::NoClientCert {
+        return Ok(WebPkiClientVerifier::no_client_auth());
     }
-    let mut roots = RootCertStore::empty();
-    for ca in &settings.client_cas {
-        roots
-            .add(ca.clone())
-            .map_err(|e| format!("client CA certificate not usable: {e}"))?;
-    }
-    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-    if !auth.requires() {
-        builder = builder.allow_unauthenticated();
-    }
-    let verifier = builder.build().map_err(|e| format!("client CA not usable: {e}"))?;
-    if settings.allowed_sans.is_empty() {
-        return Ok(verifier);
-    }
-    let allowed = settings
+    let chain = if auth.verifies() {
+        let mut roots = RootCertStore::empty();
+        for ca in &settings.client_cas {
+            roots
+                .add(ca.clone())
+                .map_err(|e| format!("client CA certificate not usable: {e}"))?;
+        }
+        let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+        if !auth.requires() {
+            builder = builder.allow_unauthenticated();
+        }
+        Some(builder.build().map_err(|e| format!("client CA not usable: {e}"))?)
+    } else {
+        None
+    };
+    let allowed_sans = settings
         .allowed_sans
         .iter()
         .map(|s| {
@@ -136,33 +131,57 @@ fn client_verifier(
                 .map_err(|_| format!("client_allowed_sans: {s:?} is not a DNS name or IP address"))
         })
         .collect::<Result<_, _>>()?;
-    Ok(Arc::new(AllowedSans { verifier, allowed }))
+    Ok(Arc::new(ClientCerts {
+        chain,
+        mandatory: auth.requires(),
+        allowed_sans,
+        algorithms,
+    }))
 }
 
-/// `RequestClientCert` and `RequireAnyClientCert`: a certificate is asked for but not verified,
-/// as in Go (the toolkit calls these insecure for authentication). Its signature of the handshake
-/// is still checked, which proves the client holds its key.
+/// Client certificates as a `client_auth_type` other than `NoClientCert` asks for them.
 #[derive(Debug)]
-struct AnyCert {
+struct ClientCerts {
+    /// The CA's verifier; `None` for `RequestClientCert` and `RequireAnyClientCert`, which take any
+    /// certificate, as in Go (the toolkit calls them insecure for authentication). The client's
+    /// signature of the handshake is checked all the same: it holds the certificate's key.
+    chain: Option<Arc<dyn ClientCertVerifier>>,
     mandatory: bool,
+    /// `client_allowed_sans`: if any, a verified certificate must also name one (DNS names, IP addresses).
+    allowed_sans: Vec<ServerName<'static>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ClientCertVerifier for AnyCert {
+impl ClientCertVerifier for ClientCerts {
     fn client_auth_mandatory(&self) -> bool {
         self.mandatory
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
+        self.chain.as_ref().map_or(&[], |c| c.root_hint_subjects())
     }
 
     fn verify_client_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        if let Some(chain) = &self.chain {
+            chain.verify_client_cert(end_entity, intermediates, now)?;
+        }
+        if !self.allowed_sans.is_empty() {
+            let cert = ParsedCertificate::try_from(end_entity)?;
+            if !self
+                .allowed_sans
+                .iter()
+                .any(|name| rustls::client::verify_server_name(&cert, name).is_ok())
+            {
+                return Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForName,
+                ));
+            }
+        }
         Ok(ClientCertVerified::assertion())
     }
 
@@ -186,66 +205,6 @@ impl ClientCertVerifier for AnyCert {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
-    }
-}
-
-/// `client_allowed_sans`: a verified client certificate must also name one of these (DNS or IP SANs).
-#[derive(Debug)]
-struct AllowedSans {
-    verifier: Arc<dyn ClientCertVerifier>,
-    allowed: Vec<ServerName<'static>>,
-}
-
-impl ClientCertVerifier for AllowedSans {
-    fn client_auth_mandatory(&self) -> bool {
-        self.verifier.client_auth_mandatory()
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.verifier.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self.verifier.verify_client_cert(end_entity, intermediates, now)?;
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        if self
-            .allowed
-            .iter()
-            .any(|name| rustls::client::verify_server_name(&cert, name).is_ok())
-        {
-            Ok(verified)
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForName,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.verifier.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.verifier.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.verifier.supported_verify_schemes()
     }
 }
 
