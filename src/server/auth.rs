@@ -21,6 +21,9 @@ pub struct Users {
     /// tens of milliseconds of CPU by design: a scrape every second would otherwise pay it each time.
     /// It lives as long as these hashes do (a changed file makes new `Users`).
     passed: Mutex<VecDeque<Key>>,
+    /// One bcrypt check at a time, as in the toolkit: a flood of wrong passwords leaves the render
+    /// pool's other thread to scrapes.
+    bcrypt: tokio::sync::Semaphore,
 }
 
 impl Users {
@@ -30,6 +33,7 @@ impl Users {
             Arc::new(Users {
                 hashes,
                 passed: Mutex::new(VecDeque::new()),
+                bcrypt: tokio::sync::Semaphore::new(1),
             })
         })
     }
@@ -40,6 +44,13 @@ impl Users {
             return false;
         };
         let key = key(&user, &password);
+        if self.remembered(&key) {
+            return true;
+        }
+        let Ok(_turn) = self.bcrypt.acquire().await else {
+            return false;
+        };
+        // Checked by another request while this one waited its turn.
         if self.remembered(&key) {
             return true;
         }
