@@ -33,6 +33,14 @@ pub enum ExporterError {
     Bind { addr: String, source: std::io::Error },
     #[error("{0}")]
     InvalidPushConfig(String),
+    #[error("web config {path}: {problem}")]
+    WebConfig { path: String, problem: String },
+    #[error("web config {path}: {what}: {source}")]
+    WebConfigFile {
+        path: String,
+        what: String,
+        source: std::io::Error,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -42,7 +50,7 @@ pub type Result<T> = std::result::Result<T, ExporterError>;
 impl From<ExporterError> for PyErr {
     fn from(err: ExporterError) -> PyErr {
         match err {
-            ExporterError::Bind { ref source, .. } => {
+            ExporterError::Bind { ref source, .. } | ExporterError::WebConfigFile { ref source, .. } => {
                 PyOSError::new_err((source.raw_os_error().unwrap_or(0), err.to_string()))
             }
             ExporterError::Internal(_) => PyRuntimeError::new_err(err.to_string()),

@@ -12,6 +12,7 @@ mod py;
 mod report;
 mod scrape_log;
 mod server;
+mod web_config;
 
 #[pyo3::pymodule(gil_used = false)]
 mod _native {

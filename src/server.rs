@@ -1,8 +1,11 @@
 //! The HTTP server: one native thread running a single-threaded tokio runtime, answering `/metrics`
 //! from Rust-owned state; it never touches Python. Renders run on a small blocking pool beside it.
 
+mod auth;
 mod conn;
 mod stats;
+mod tls;
+mod web;
 
 use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
@@ -16,17 +19,21 @@ use std::time::Duration;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, VARY};
+use hyper::header::{
+    HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, VARY, WWW_AUTHENTICATE,
+};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 pub use conn::Limits;
 use conn::{Close, Conn, Reply, Watched};
 use stats::{Dropped, Stats};
+pub use web::Web;
 
 use crate::errors::{ExporterError, Result};
 use crate::exposition::{scrape_body, Format};
@@ -54,6 +61,8 @@ struct Shared {
     limits: Limits,
     stats: Stats,
     addr: SocketAddr,
+    /// TLS, basic auth, headers and rate limit of a web config file; `None`: plain HTTP, open.
+    web: Option<Web>,
 }
 
 fn internal(e: impl std::fmt::Display) -> ExporterError {
@@ -83,7 +92,7 @@ fn bind(host: &str, port: u16) -> Result<TcpListener> {
 
 impl ServerHandle {
     /// Binds now (so errors reach the caller) and serves from a background thread.
-    pub fn start(host: &str, port: u16, limits: Limits) -> Result<Self> {
+    pub fn start(host: &str, port: u16, limits: Limits, web: Option<Web>) -> Result<Self> {
         let listener = bind(host, port)?;
         listener.set_nonblocking(true).map_err(internal)?;
         let addr = listener.local_addr().map_err(internal)?;
@@ -91,6 +100,7 @@ impl ServerHandle {
             limits,
             stats: Stats::register(global())?,
             addr,
+            web,
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -213,33 +223,39 @@ fn log_accept_error(addr: SocketAddr, e: &std::io::Error) {
     );
 }
 
-async fn serve<IO>(io: IO, conn: Arc<Conn>, shared: Arc<Shared>, _open: Open)
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let io = TokioIo::new(Watched { io, conn: conn.clone() });
-    let service = {
-        let (shared, conn) = (shared.clone(), conn.clone());
-        service_fn(move |request| respond(request, shared.clone(), conn.clone()))
-    };
-    let mut builder = http1::Builder::new();
-    builder.max_header_size(shared.limits.header_bytes);
+/// How a connection ended, before its watchdog closed it.
+enum Ended {
+    Http(hyper::Result<()>),
+    /// Plain HTTP on the TLS port, answered 400.
+    PlainHttp,
+    HandshakeFailed,
+    /// Closed by the client before its first byte.
+    Gone,
+}
+
+async fn serve(stream: TcpStream, conn: Arc<Conn>, shared: Arc<Shared>, _open: Open) {
     let stats = &shared.stats;
     tokio::select! {
-        served = builder.serve_connection(io, service) => match served {
+        ended = connection(stream, conn.clone(), shared.clone()) => match ended {
             // hyper answered the request itself before closing.
-            Err(e) if e.is_parse_too_large() => {
+            Ended::Http(Err(e)) if e.is_parse_too_large() => {
                 stats.response(431);
                 stats.dropped(Dropped::TooLarge);
             }
             // An HTTP/2 preface gets no answer from hyper.
-            Err(e) if e.is_parse_version_h2() => stats.dropped(Dropped::Malformed),
-            Err(e) if e.is_parse() => {
+            Ended::Http(Err(e)) if e.is_parse_version_h2() => stats.dropped(Dropped::Malformed),
+            Ended::Http(Err(e)) if e.is_parse() => {
                 stats.response(400);
                 stats.dropped(Dropped::Malformed);
             }
-            _ => {}
+            Ended::PlainHttp => {
+                stats.response(400);
+                stats.dropped(Dropped::Malformed);
+            }
+            Ended::HandshakeFailed => stats.dropped(Dropped::Handshake),
+            Ended::Http(_) | Ended::Gone => {}
         },
+        // The watchdog's deadline from the connection's start bounds the TLS handshake too.
         why = conn.watchdog(&shared.limits) => match why {
             // Counted as `limit` when it happened.
             Close::Idle | Close::Evicted => {}
@@ -247,6 +263,55 @@ where
             Close::WriteTimeout => stats.dropped(Dropped::WriteTimeout),
         },
     }
+}
+
+/// TLS first when the web config has it (the certificate in use when the connection came), then HTTP.
+async fn connection(stream: TcpStream, conn: Arc<Conn>, shared: Arc<Shared>) -> Ended {
+    let acceptor = shared.web.as_ref().and_then(|w| w.current().tls.clone());
+    let Some(acceptor) = acceptor else {
+        return Ended::Http(
+            http(
+                Watched {
+                    io: stream,
+                    conn: conn.clone(),
+                },
+                conn,
+                shared,
+            )
+            .await,
+        );
+    };
+    match tls::starts_tls(&stream).await {
+        None => return Ended::Gone,
+        Some(false) => {
+            tls::refuse_plain_http(stream).await;
+            return Ended::PlainHttp;
+        }
+        Some(true) => {}
+    }
+    match acceptor
+        .accept(Watched {
+            io: stream,
+            conn: conn.clone(),
+        })
+        .await
+    {
+        Ok(stream) => Ended::Http(http(stream, conn, shared).await),
+        Err(_) => Ended::HandshakeFailed,
+    }
+}
+
+async fn http<IO>(io: IO, conn: Arc<Conn>, shared: Arc<Shared>) -> hyper::Result<()>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = {
+        let shared = shared.clone();
+        service_fn(move |request| respond(request, shared.clone(), conn.clone()))
+    };
+    let mut builder = http1::Builder::new();
+    builder.max_header_size(shared.limits.header_bytes);
+    builder.serve_connection(TokioIo::new(io), service).await
 }
 
 fn request_header(request: &Request<Incoming>, name: hyper::header::HeaderName) -> &str {
@@ -334,15 +399,51 @@ async fn respond(
     conn: Arc<Conn>,
 ) -> std::result::Result<Response<Reply>, Infallible> {
     conn.request_started();
+    // A full scrape (not HEAD, not a selection) is what the end of a run waits for.
+    let full_scrape = (request.uri().path() == "/metrics"
+        && *request.method() == Method::GET
+        && selected_names(request.uri().query().unwrap_or("")).is_empty())
+    .then(|| scrape_log().start());
+    let web = shared.web.as_ref().map(|w| w.current());
+    let mut headers = Vec::new();
+    let (status, body) = match &web {
+        Some(web) if !web.allow() => (
+            StatusCode::TOO_MANY_REQUESTS,
+            Bytes::from_static(b"Too Many Requests\n"),
+        ),
+        Some(web) if !authorized(web, &request).await => {
+            headers.push((WWW_AUTHENTICATE, HeaderValue::from_static(auth::CHALLENGE)));
+            (StatusCode::UNAUTHORIZED, Bytes::from_static(b"Unauthorized\n"))
+        }
+        _ => route(&request, &mut headers).await,
+    };
+    if let Some(web) = &web {
+        headers.extend(web.headers.iter().cloned());
+    }
+    shared.stats.response(status.as_u16());
+    // The length is known: hyper sends it as Content-Length (for HEAD too, without the body).
+    let reply = Reply::new(body, conn).noting_scrape(full_scrape.filter(|_| status == StatusCode::OK));
+    let mut response = Response::new(reply);
+    *response.status_mut() = status;
+    response.headers_mut().extend(headers);
+    Ok(response)
+}
+
+async fn authorized(web: &web::Active, request: &Request<Incoming>) -> bool {
+    match &web.users {
+        Some(users) => users.check(request_header(request, AUTHORIZATION)).await,
+        None => true,
+    }
+}
+
+async fn route(
+    request: &Request<Incoming>,
+    headers: &mut Vec<(hyper::header::HeaderName, HeaderValue)>,
+) -> (StatusCode, Bytes) {
     let path = request.uri().path();
     let known = matches!(path, "/" | "/metrics");
     let method_ok = matches!(*request.method(), Method::GET | Method::HEAD);
-    let names = selected_names(request.uri().query().unwrap_or(""));
-    // A full scrape (not HEAD, not a selection) is what the end of a run waits for.
-    let full_scrape =
-        (path == "/metrics" && *request.method() == Method::GET && names.is_empty()).then(|| scrape_log().start());
-    let mut headers = Vec::new();
-    let (status, body) = match (known, method_ok) {
+    match (known, method_ok) {
         (false, _) => (StatusCode::NOT_FOUND, Bytes::from_static(b"Not Found\n")),
         (true, false) => {
             headers.push((ALLOW, HeaderValue::from_static("GET, HEAD")));
@@ -356,8 +457,9 @@ async fn respond(
             (StatusCode::OK, Bytes::from_static(INDEX.as_bytes()))
         }
         (true, true) => {
-            let format = negotiate_format(request_header(&request, ACCEPT));
-            let gzip = accepts_gzip(request_header(&request, ACCEPT_ENCODING));
+            let format = negotiate_format(request_header(request, ACCEPT));
+            let gzip = accepts_gzip(request_header(request, ACCEPT_ENCODING));
+            let names = selected_names(request.uri().query().unwrap_or(""));
             match render(format, names, gzip).await {
                 Some((body, gzipped)) => {
                     headers.push((CONTENT_TYPE, HeaderValue::from_static(format.content_type())));
@@ -374,14 +476,7 @@ async fn respond(
                 ),
             }
         }
-    };
-    shared.stats.response(status.as_u16());
-    // The length is known: hyper sends it as Content-Length (for HEAD too, without the body).
-    let mut response =
-        Response::new(Reply::new(body, conn).noting_scrape(full_scrape.filter(|_| status == StatusCode::OK)));
-    *response.status_mut() = status;
-    response.headers_mut().extend(headers);
-    Ok(response)
+    }
 }
 
 fn gzip_bytes(body: &[u8]) -> Option<Vec<u8>> {
@@ -441,7 +536,7 @@ mod tests {
 
     #[test]
     fn slow_heads_and_idle_keep_alive_are_closed() {
-        let server = ServerHandle::start("127.0.0.1", 0, SHORT).unwrap();
+        let server = ServerHandle::start("127.0.0.1", 0, SHORT, None).unwrap();
         let mut half = connect(&server);
         half.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").unwrap();
         let took = time_to_close(&mut half);
@@ -476,6 +571,7 @@ mod tests {
                 head: Duration::from_secs(30),
                 ..SHORT
             },
+            None,
         )
         .unwrap();
         let mut slow: Vec<TcpStream> = (0..2).map(|_| connect(&server)).collect();
@@ -503,9 +599,12 @@ mod tests {
         for i in 0..60_000 {
             family.child(&[format!("{long}{i}")]).unwrap();
         }
-        let server = ServerHandle::start("127.0.0.1", 0, SHORT).unwrap();
+        let server = ServerHandle::start("127.0.0.1", 0, SHORT, None).unwrap();
         let mut stalled = connect(&server);
         stalled.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        // The stall counts from the answer's start, which waits for the render (slow in a debug build on
+        // a busy machine): peek, which leaves the socket's buffers full, until the answer has begun.
+        stalled.peek(&mut [0u8; 1]).unwrap();
         std::thread::sleep(Duration::from_millis(1_500));
         let start = Instant::now();
         let mut received = Vec::new();
@@ -528,7 +627,7 @@ mod tests {
 
     #[test]
     fn shutdown_frees_the_port() {
-        let server = ServerHandle::start("127.0.0.1", 0, Limits::DEFAULT).unwrap();
+        let server = ServerHandle::start("127.0.0.1", 0, Limits::DEFAULT, None).unwrap();
         let addr = server.addr();
         let _open = connect(&server);
         server.shutdown();

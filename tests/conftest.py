@@ -197,13 +197,14 @@ class LocustRun:
             time.sleep(0.2)
         raise AssertionError(f"timed out waiting for {what}\n{self.output()}")
 
-    def wait_stopped(self, timeout: float = 60, since: Samples | None = None) -> None:
+    def wait_stopped(self, timeout: float = 60, since: Samples | None = None, by_name: bool = True) -> None:
         """Until Locust's own state says the test stopped and every process's last requests are counted.
 
         A worker's stop does not report; its next periodic report (every 3 s) carries its last requests to
         the master, for Locust's statistics and the exporter alike, and with them its users gauge at 0. So:
         until no user runs by the scrape, and the scrape's requests and failures equal Locust's own (those
-        since the scrape `since`, when Locust's statistics were reset after it).
+        since the scrape `since`, when Locust's statistics were reset after it): name by name, or in all
+        (`by_name=False`) where the exporter caps the names.
         """
         before = requests_by_name(since or {})
 
@@ -217,6 +218,10 @@ class LocustRun:
             }
             now = requests_by_name(samples)
             grown = {k: (r - before.get(k, (0, 0))[0], f - before.get(k, (0, 0))[1]) for k, (r, f) in now.items()}
+            if not by_name:  # Locust's web UI lists 500 names at most: its "Aggregated" row has them all
+                [row] = [row for row in state["stats"] if row["name"] == "Aggregated"]
+                locust = {"all": (float(row["num_requests"]), float(row["num_failures"]))} if row["num_requests"] else {}
+                grown = {"all": tuple(map(sum, zip(*grown.values(), strict=True)))} if grown else {}
             return (
                 state["state"] == "stopped"
                 and total(samples, "locust_users_running") == 0

@@ -31,12 +31,17 @@ VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(\w+)")
 # The seed custom-metrics locustfile (a counter and a gauge), imported unchanged, plus users whose requests
 # fail, so that the failure panels have data too, and time them with a custom histogram; they also post a body.
 LOCUSTFILE = """
+import locust.runners
 from locust import HttpUser, constant, task
 
 from locust_prometheus_exporter import Histogram
 from locustfile_custom_metrics import WebsiteUser, exporter  # noqa: F401  (examples/, on PYTHONPATH)
 
 missing_seconds = Histogram("my_missing_seconds", "Time of a failing request")
+
+# Locust measures its CPU and memory every 10 s, the first after 10 s: every second here, so that the
+# Load generator panels have data in a short run.
+locust.runners.CPU_MONITOR_INTERVAL = 1.0
 
 
 class FailingUser(HttpUser):

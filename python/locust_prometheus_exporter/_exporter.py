@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
@@ -30,6 +31,9 @@ class PrometheusExporter:
         max_names: distinct request names recorded (0: no cap); past it, new names are recorded under
             ``name="<other>"`` and counted in ``locust_exporter_names_overflowed_total``.
             ``--prometheus-max-names`` overrides it.
+        web_config: path of an exporter-toolkit web-config file (TLS, mutual TLS, basic auth), the
+            format of node_exporter's ``--web.config.file``; ``--prometheus-web-config`` overrides it.
+            Read when serving starts: a bad file raises ``ValueError`` (``OSError`` if unreadable).
 
     Raises:
         TypeError, ValueError: for an invalid argument, or buckets that differ from an earlier exporter's.
@@ -43,6 +47,7 @@ class PrometheusExporter:
         buckets: Iterable[float] | None = None,
         per_worker_metrics: bool = False,
         max_names: int = 1000,
+        web_config: str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(host, str) or not host:
             raise TypeError(f"host must be a non-empty str, got {host!r}")
@@ -52,6 +57,7 @@ class PrometheusExporter:
             raise ValueError(f"port must be between 0 and 65535, got {port}")
         self._host = host
         self._port = port
+        self._web_config = os.fspath(web_config) if web_config is not None else None
         self._server: _native.Server | None = None
         self._closed = False
         self._wiring = _locust.install(list(buckets) if buckets is not None else None, per_worker_metrics, max_names)
@@ -65,14 +71,25 @@ class PrometheusExporter:
             return None
         return (server.host, server.port)
 
-    def serve(self, host: str | None = None, port: int | None = None) -> None:
-        """Starts serving now, if not already (``OSError`` when the address cannot be bound).
+    @property
+    def url(self) -> str | None:
+        """``http(s)://host:port/metrics`` while serving, ``None`` otherwise."""
+        server = self._server
+        if server is None or server.closed:
+            return None
+        return f"{'https' if server.tls else 'http'}://{server.host}:{server.port}/metrics"
+
+    def serve(self, host: str | None = None, port: int | None = None, web_config: str | None = None) -> None:
+        """Starts serving now, if not already (``OSError`` when the address cannot be bound, ``ValueError``
+        or ``OSError`` for a bad web-config file).
 
         Locust's ``init`` calls this; call it yourself only outside Locust.
         """
         if self._server is not None or self._closed:
             return
-        self._server = _native.Server(host or self._host, self._port if port is None else port)
+        self._server = _native.Server(
+            host or self._host, self._port if port is None else port, web_config or self._web_config
+        )
 
     def start(self, user: Any = None) -> None:
         """For ``on_start``: starts serving if Locust's ``init`` never came (plain Python use); never raises.

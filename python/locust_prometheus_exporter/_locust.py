@@ -94,6 +94,7 @@ def add_options(parser: Any, **_kw: Any) -> None:
         ("buckets", str, "Comma-separated upper bounds in seconds of locust_request_duration_seconds"),
         ("labels", str, "Comma-separated name=value labels added to every sample, e.g. env=staging,lg=eu1"),
         ("max-names", max_names_option, f"Distinct request names kept; new ones past it are recorded as {OVERFLOW_NAME}; 0: no cap"),
+        ("web-config", str, "Web-config file (TLS, basic auth) in the format of node_exporter's --web.config.file"),
     )
     for name, kind, text in options:
         parser.add_argument(
@@ -194,13 +195,14 @@ class _Wiring:
             _native.set_const_labels(parse_labels(labels))
         host = getattr(options, "prometheus_host", None)
         port = getattr(options, "prometheus_port", None)
+        web_config = getattr(options, "prometheus_web_config", None)
         for i, exporter in enumerate(self.exporters):
             # The options address the first exporter; any other keeps the address it was given.
             if i == 0:
-                exporter.serve(host, port)
+                exporter.serve(host, port, web_config)
             else:
                 exporter.serve()
-            logger.info("Prometheus metrics on http://%s:%d/metrics", *exporter.address or ("?", 0))
+            logger.info("Prometheus metrics on %s", exporter.url)
 
     def _refresh(self) -> None:
         runner = self._runner

@@ -152,7 +152,10 @@ class Server:
 
     host: str
     port: int
-    def __init__(self, host: str, port: int) -> None: ...
+    tls: bool
+    def __init__(self, host: str, port: int, web_config: str | None = None) -> None:
+        """``web_config``: an exporter-toolkit web-config file, read now (``ValueError``, or ``OSError``
+        when it or a file it names cannot be read)."""
     def close(self) -> None:
         """Stops serving and frees the port; idempotent."""
     @property

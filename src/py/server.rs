@@ -11,7 +11,9 @@ use crate::exposition::{scrape_registry, Format};
 use crate::fork;
 use crate::metrics::global;
 use crate::report;
-use crate::server::{Limits, ServerHandle};
+use std::path::PathBuf;
+
+use crate::server::{Limits, ServerHandle, Web};
 
 /// Bumped in a forked child, where the parent's server threads do not exist.
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
@@ -25,19 +27,31 @@ pub struct Server {
     host: String,
     #[pyo3(get)]
     port: u16,
+    /// Served over TLS (when it started: a changed web config may change it).
+    #[pyo3(get)]
+    tls: bool,
 }
 
 #[pymethods]
 impl Server {
+    /// `web_config`: an exporter-toolkit web-config file (TLS, basic auth), read now.
     #[new]
-    fn new(py: Python<'_>, host: &str, port: u16) -> PyResult<Self> {
-        let handle = py.detach(|| no_panic(|| ServerHandle::start(host, port, Limits::DEFAULT)))?;
+    #[pyo3(signature = (host, port, web_config=None))]
+    fn new(py: Python<'_>, host: &str, port: u16, web_config: Option<PathBuf>) -> PyResult<Self> {
+        let (handle, tls) = py.detach(|| {
+            no_panic(|| {
+                let web = web_config.as_deref().map(Web::load).transpose()?;
+                let tls = web.as_ref().is_some_and(|w| w.current().tls.is_some());
+                Ok((ServerHandle::start(host, port, Limits::DEFAULT, web)?, tls))
+            })
+        })?;
         let addr = handle.addr();
         Ok(Server {
             handle: Mutex::new(Some(handle)),
             generation: FORK_GENERATION.load(Ordering::SeqCst),
             host: addr.ip().to_string(),
             port: addr.port(),
+            tls,
         })
     }
 

@@ -8,7 +8,7 @@ use crate::locust_metrics::add;
 use crate::metrics::{Desc, Kind, Registry, Series};
 
 /// Every status the server answers with: its own, and hyper's answers to unparsable requests.
-const CODES: [u16; 6] = [200, 400, 404, 405, 431, 500];
+const CODES: [u16; 8] = [200, 400, 401, 404, 405, 429, 431, 500];
 
 /// Why a connection was closed before it was answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,15 +25,18 @@ pub enum Dropped {
     Malformed,
     /// `accept()` failed (out of descriptors, or the client gave up first).
     AcceptError,
+    /// The TLS handshake failed (no or a refused client certificate, no common version or suite).
+    Handshake,
 }
 
-const REASONS: [(Dropped, &str); 6] = [
+const REASONS: [(Dropped, &str); 7] = [
     (Dropped::Limit, "limit"),
     (Dropped::HeadTimeout, "head_timeout"),
     (Dropped::WriteTimeout, "write_timeout"),
     (Dropped::TooLarge, "too_large"),
     (Dropped::Malformed, "malformed"),
     (Dropped::AcceptError, "accept_error"),
+    (Dropped::Handshake, "tls_handshake"),
 ];
 
 pub struct Stats {
