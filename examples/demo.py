@@ -28,8 +28,8 @@ def main() -> int:
     print("target on http://127.0.0.1:8000; exporter on", METRICS, flush=True)
     locust = subprocess.Popen(
         [sys.executable, "-m", "locust", "-f", str(HERE / "locustfile_custom_metrics.py"), "--headless",
-         "-u", "10", "-r", "2", "-t", "30s", "--prometheus-host", "127.0.0.1", "--only-summary"]  # fmt: skip
-    )
+         "-u", "10", "-r", "2", "-t", "30s", "--prometheus-host", "127.0.0.1", "--only-summary"]
+    )  # fmt: skip
     try:
         time.sleep(20)
         with urllib.request.urlopen(METRICS, timeout=10) as r:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 
@@ -108,7 +109,7 @@ def test_worker_killed_mid_run_loses_nothing_reported(run_locust):
     run.wait_until(lambda: total(run.scrape(), "busy_index_mostrecent") == survivor, 10, "the survivor's report")
     run.wait_stopped()
     history.append(run.scrape())
-    for before, after in zip(history, history[1:]):
+    for before, after in itertools.pairwise(history):
         assert_monotonic(before, after)
     run.finish()
     stats = run.csv_stats()
@@ -147,4 +148,3 @@ def test_two_tests_in_one_master_process_stay_monotonic(run_locust):
         assert value == 1 and labels["target_users"] == "4", labels
         run_ids.append(labels["run_id"])
     assert run_ids[0] != run_ids[1] and all(run_ids), run_ids
-

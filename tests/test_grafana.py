@@ -147,7 +147,7 @@ def evaluate(prom: PrometheusServer, target: dict[str, Any], bound: dict[str, st
     query = substitute(target["expr"], {**bound, "__rate_interval": "5m"})
     legend = target["legendFormat"]
     return {
-        re.sub(r"\{\{(\w+)\}\}", lambda m: r["metric"].get(m.group(1), ""), legend): float(r["value"][1])
+        re.sub(r"\{\{(\w+)\}\}", lambda m, labels=r["metric"]: labels.get(m.group(1), ""), legend): float(r["value"][1])
         for r in prom.query(query, at)
     }
 

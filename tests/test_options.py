@@ -108,9 +108,11 @@ def test_several_exporters_in_one_process_take_the_options_on_the_first(run_locu
     _, _, body = http_get(f"http://[::1]:{served[1][1]}/metrics")
     second = samples_of(body.decode())
     assert run.finish() == [0], run.output()
-    assert requests_by_name(first) == requests_by_name(second) == {
-        k: (float(r), float(f)) for k, (r, f) in run.csv_stats().items()
-    }
+    assert (
+        requests_by_name(first)
+        == requests_by_name(second)
+        == {k: (float(r), float(f)) for k, (r, f) in run.csv_stats().items()}
+    )
     assert total(first, "plain_tasks_total") == total(second, "plain_tasks_total") > 0
 
 
