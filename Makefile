@@ -18,7 +18,8 @@ system-deps: ## Debian packages the tests use (prometheus and promtool, promethe
 $(VENV)/.ready: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "maturin>=1.9.4,<2" "locust>=2.20" "prometheus_client>=0.20" "pytest>=8" pytest-timeout trustme bcrypt
+	$(PIP) install -q "maturin>=1.9.4,<2" "locust>=2.20" "prometheus_client>=0.20" "pytest>=8" pytest-timeout trustme bcrypt \
+	  ruff mypy types-gevent
 	touch $@
 
 venv: $(VENV)/.ready ## Virtualenv with the build and test tools
@@ -49,9 +50,13 @@ dist: venv ## Release wheel (abi3) and sdist in dist/, each pip-installed into a
 	  dist/.venv-check/bin/python -c "import locust_prometheus_exporter as m; m.Counter('dist_check', 'x').inc(); print('$$pkg', 'imports, version', m.__version__)" || exit 1; \
 	done; rm -rf dist/.venv-check
 
-lint: ## rustfmt and clippy
+lint: install ## rustfmt, clippy, ruff, mypy --strict, stubtest of _native.pyi against the built module
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	$(VENV)/bin/ruff check python tests bench examples
+	$(VENV)/bin/ruff format --check python tests bench examples
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest locust_prometheus_exporter._native --allowlist stubtest-allowlist.txt
 
 test-rust: ## Rust unit tests
 	cargo test -q
