@@ -32,7 +32,7 @@ dev: venv ## Debug build installed in place into .venv, for quick iteration (not
 	rm -f python/locust_prometheus_exporter/_native*.so
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop -q
 
-demo: install ## Demo: local target, seed locustfile for ~30 s, a scrape printed mid-run
+demo: install ## Demo: local target, examples/locustfile_custom_metrics.py for ~30 s, a scrape printed mid-run
 	$(PY) examples/demo.py
 
 bench: install ## Benchmark vs prometheus_client, ~3 min, not a test (BENCH_ARGS=--quick: smoke run)

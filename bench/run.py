@@ -1,4 +1,4 @@
-"""Benchmark (issue 5, and issue 3's report sizes): this project against a prometheus_client reference.
+"""Benchmark: this project against a prometheus_client reference (event cost, scrape cost, memory, report sizes).
 
     python bench/run.py [--quick] [--baseline PYTHON]
 
@@ -398,7 +398,7 @@ def reports() -> str:
         )
     return "\n".join(
         [
-            "5. Worker report (issue 3): _native.take_report() bytes; first = every series,"
+            "5. Worker report: _native.take_report() bytes; first = every series,"
             " steady = after ~10% of combinations changed",
             table(["combos", "series", "first B", "B/series", "changed combos", "steady B", "B/changed series"], rows),
         ]

@@ -1,6 +1,6 @@
-"""Demo: the seed's custom-metrics locustfile against the local target, with a scrape printed mid-run.
+"""Demo: examples/locustfile_custom_metrics.py against the local target, with a scrape printed mid-run.
 
-Starts examples/target.py on 127.0.0.1:8000 (the host the seed's locustfile names), runs locust headless
+Starts examples/target.py on 127.0.0.1:8000 (the host that locustfile names), runs locust headless
 for about 30 s with the exporter on 127.0.0.1:9091, prints /metrics while the test runs, and exits with
 Locust's exit code.
 

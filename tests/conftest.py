@@ -75,7 +75,7 @@ def http_get(
 def promtool_check(text: str) -> None:
     """`promtool check metrics` (Prometheus's own parser and linter) accepts a text 0.0.4 exposition.
 
-    Exit 3 means lint findings only; those about user-chosen names (the seed's `my_custom_gauge`
+    Exit 3 means lint findings only; those about user-chosen names (the examples' `my_custom_gauge`
     "should not include type") are the user's to fix, so only our `locust_` families must lint clean.
     """
     if shutil.which("promtool") is None:

@@ -28,7 +28,7 @@ DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
 BUILTINS = {"__rate_interval": "1m", "__interval": "1s", "__range": "1m"}
 VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(\w+)")
 
-# The seed custom-metrics locustfile (a counter and a gauge), imported unchanged, plus users whose requests
+# examples/locustfile_custom_metrics.py (a counter and a gauge), imported unchanged, plus users whose requests
 # fail, so that the failure panels have data too, and time them with a custom histogram; they also post a body.
 LOCUSTFILE = """
 import locust.runners
