@@ -64,7 +64,11 @@ class Pushgateway:
         self._log_file = open(self.log, "w")
         binary = shutil.which("prometheus-pushgateway") or "prometheus-pushgateway"
         # Debian's default persistence file is shared by every Pushgateway of the machine.
-        cmd = [binary, f"--web.listen-address=127.0.0.1:{self.port}", f"--persistence.file={workdir / 'pushgateway.data'}"]
+        cmd = [
+            binary,
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--persistence.file={workdir / 'pushgateway.data'}",
+        ]
         self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT)
 
     def metrics(self) -> dict:
@@ -116,8 +120,8 @@ def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushgatewa
 
 
 class Recorder(http.server.ThreadingHTTPServer):
-    """An HTTP(S) server on 127.0.0.1 that records each POST/PUT (method, path, headers by lowercase name, body size) and answers with
-    the next of `statuses` (then 204): a receiver whose answers the test chooses, on a real socket."""
+    """An HTTP(S) server on 127.0.0.1 that records each POST/PUT (method, path, headers by lowercase name, body size)
+    and answers with the next of `statuses` (then 204): a receiver whose answers the test chooses, on a real socket."""
 
     def __init__(self, statuses: list[int], tls: tuple[Path, Path] | None = None) -> None:
         self.requests: list[tuple[str, str, dict[str, str], int]] = []
