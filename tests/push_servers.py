@@ -86,7 +86,7 @@ class Pushgateway:
 def scraping_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """``start(scrape_port, interval) -> ScrapingPrometheus``, ready."""
     if shutil.which("prometheus") is None:
-        pytest.skip("the prometheus binary is not installed (Debian: apt-get install prometheus)")
+        pytest.fail("the prometheus binary is not installed: `make system-deps` (Debian: apt-get install prometheus)")
     servers: list[ScrapingPrometheus] = []
 
     def start(scrape_port: int | None, interval: float = 5) -> ScrapingPrometheus:
@@ -103,7 +103,7 @@ def scraping_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 @pytest.fixture
 def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushgateway]:
     if shutil.which("prometheus-pushgateway") is None:
-        pytest.skip("prometheus-pushgateway is not installed (Debian: apt-get install prometheus-pushgateway)")
+        pytest.fail("prometheus-pushgateway is not installed: `make system-deps` (Debian: apt-get install prometheus-pushgateway)")
     gateway = Pushgateway(tmp_path_factory.mktemp("pushgateway"))
 
     deadline = time.monotonic() + 20
