@@ -103,7 +103,7 @@ def scraping_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 @pytest.fixture
 def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushgateway]:
     if shutil.which("prometheus-pushgateway") is None:
-        pytest.fail("prometheus-pushgateway is not installed: `make system-deps` (Debian: apt-get install prometheus-pushgateway)")
+        pytest.fail("prometheus-pushgateway is not installed: `make system-deps` (Debian: prometheus-pushgateway)")
     gateway = Pushgateway(tmp_path_factory.mktemp("pushgateway"))
 
     deadline = time.monotonic() + 20
