@@ -18,7 +18,8 @@ system-deps: ## Debian packages the tests use (prometheus and promtool, promethe
 $(VENV)/.ready: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "maturin>=1.9.4,<2" "locust>=2.20" "prometheus_client>=0.20" "pytest>=8" pytest-timeout trustme bcrypt
+	$(PIP) install -q "maturin>=1.9.4,<2" "locust>=2.20" "prometheus_client>=0.20" "pytest>=8" pytest-timeout trustme bcrypt \
+	  ruff mypy types-gevent
 	touch $@
 
 venv: $(VENV)/.ready ## Virtualenv with the build and test tools
@@ -31,7 +32,7 @@ dev: venv ## Debug build installed in place into .venv, for quick iteration (not
 	rm -f python/locust_prometheus_exporter/_native*.so
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop -q
 
-demo: install ## Demo: local target, seed locustfile for ~30 s, a scrape printed mid-run
+demo: install ## Demo: local target, examples/locustfile_custom_metrics.py for ~30 s, a scrape printed mid-run
 	$(PY) examples/demo.py
 
 bench: install ## Benchmark vs prometheus_client, ~3 min, not a test (BENCH_ARGS=--quick: smoke run)
@@ -49,9 +50,13 @@ dist: venv ## Release wheel (abi3) and sdist in dist/, each pip-installed into a
 	  dist/.venv-check/bin/python -c "import locust_prometheus_exporter as m; m.Counter('dist_check', 'x').inc(); print('$$pkg', 'imports, version', m.__version__)" || exit 1; \
 	done; rm -rf dist/.venv-check
 
-lint: ## rustfmt and clippy
+lint: install ## rustfmt, clippy, ruff, mypy --strict, stubtest of _native.pyi against the built module
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	$(VENV)/bin/ruff check python tests bench examples
+	$(VENV)/bin/ruff format --check python tests bench examples
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest locust_prometheus_exporter._native --allowlist stubtest-allowlist.txt
 
 test-rust: ## Rust unit tests
 	cargo test -q

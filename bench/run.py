@@ -1,4 +1,4 @@
-"""Benchmark (issue 5, and issue 3's report sizes): this project against a prometheus_client reference.
+"""Benchmark: this project against a prometheus_client reference (event cost, scrape cost, memory, report sizes).
 
     python bench/run.py [--quick] [--baseline PYTHON]
 
@@ -80,7 +80,10 @@ def verdict(ok: bool) -> str:
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [list(map(str, header)), *[list(map(str, r)) for r in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
+    lines = [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in cells
+    ]
     return "\n".join("  " + line.rstrip() for line in lines)
 
 
@@ -192,9 +195,31 @@ def locust_run(name: str, variant: str, scraped: bool, target: str, duration: in
     cpu_file = workdir / f"{name}.cpu.json"
     env = dict(os.environ, BENCH_EXPORTER=variant, BENCH_METRICS_PORT=str(port), BENCH_CPU_FILE=str(cpu_file))
     # --reset-stats: figures from the steady state, once all users run.
-    cmd = [*pinned(LOCUST_CPU), sys.executable, "-m", "locust", "-f", str(HERE / "locustfile.py"), "--headless",
-           "-u", str(USERS), "-r", str(USERS), "-t", f"{duration}s", "--reset-stats", "--host", target,
-           "--csv", str(workdir / name), "--only-summary", "--loglevel", "WARNING", "--exit-code-on-error", "0"]
+    cmd = [
+        *pinned(LOCUST_CPU),
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(HERE / "locustfile.py"),
+        "--headless",
+        "-u",
+        str(USERS),
+        "-r",
+        str(USERS),
+        "-t",
+        f"{duration}s",
+        "--reset-stats",
+        "--host",
+        target,
+        "--csv",
+        str(workdir / name),
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+        "--exit-code-on-error",
+        "0",
+    ]
     scraper = Scraper(f"http://{HOST}:{port}/metrics")
     with open(workdir / f"{name}.log", "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=HERE)
@@ -244,18 +269,20 @@ def end_to_end(quick: bool, rounds: int = 3) -> str:
     for (variant, scraped), rs in runs.items():
         rps = [r["rps"] for r in rs]
         scrapes = [s for r in rs for s in r["scrapes"]]
-        rows.append([
-            VARIANTS[variant] + (", scraped" if scraped else ""),
-            f"{median('rps', rs):.0f}",
-            f"{(max(rps) - min(rps)) / median('rps', rs):.1%}",
-            f"{median('rps', rs) / base:.1%}",
-            f"{median('cpu_us', rs):.1f}",
-            f"{base_cpu / median('cpu_us', rs):.1%}",
-            median("p50", rs),
-            median("p95", rs),
-            sum(r["failures"] for r in rs),
-            f"{len(scrapes)} / {statistics.median(scrapes) * 1e3:.1f}" if scrapes else "",
-        ])
+        rows.append(
+            [
+                VARIANTS[variant] + (", scraped" if scraped else ""),
+                f"{median('rps', rs):.0f}",
+                f"{(max(rps) - min(rps)) / median('rps', rs):.1%}",
+                f"{median('rps', rs) / base:.1%}",
+                f"{median('cpu_us', rs):.1f}",
+                f"{base_cpu / median('cpu_us', rs):.1%}",
+                median("p50", rs),
+                median("p95", rs),
+                sum(r["failures"] for r in rs),
+                f"{len(scrapes)} / {statistics.median(scrapes) * 1e3:.1f}" if scrapes else "",
+            ]
+        )
     worst = min(median("rps", runs["project", scraped]) for scraped in (False, True)) / base
     # Locust is CPU-bound on its core here, so req/s it can reach goes as 1 / (CPU time per request).
     worst_cpu = min(base_cpu / median("cpu_us", runs["project", scraped]) for scraped in (False, True))
@@ -264,8 +291,21 @@ def end_to_end(quick: bool, rounds: int = 3) -> str:
             f"2. End to end: locust FastHttpUser, {USERS} users, no wait, 10 names, nginx static body on 127.0.0.1;",
             f"   locust on CPU {LOCUST_CPU}, nginx and scraper on CPU {TARGET_CPU}; scraped every {SCRAPE_INTERVAL} s;"
             f" {rounds} interleaved round(s) of {seconds} s per variant (steady state), medians",
-            table(["variant", "req/s", "spread", "vs (a)", "CPU us/req", "req/CPU-s vs (a)", "p50 ms", "p95 ms",
-                   "failures", "scrapes / median ms"], rows),
+            table(
+                [
+                    "variant",
+                    "req/s",
+                    "spread",
+                    "vs (a)",
+                    "CPU us/req",
+                    "req/CPU-s vs (a)",
+                    "p50 ms",
+                    "p95 ms",
+                    "failures",
+                    "scrapes / median ms",
+                ],
+                rows,
+            ),
             "  (spread: (max - min) / median of req/s over the rounds: the machine's noise; CPU us/req: Locust's",
             "   own CPU time per request in the steady state, which a busy machine does not skew)",
             f"  target: req/s with this project >= 98% of (a)   {verdict(worst >= 0.98)} (worst {worst:.1%})",
@@ -284,20 +324,23 @@ def scrape_cost(quick: bool) -> str:
     for variant in ("project", "reference"):
         log(f"scrape cost: {variant}")
         cpus = ["--cpus", f"{LOCUST_CPU},{TARGET_CPU}"] if pinned(TARGET_CPU) else []
-        got[variant] = worker("scrape", variant, "--sizes", sizes, "--scrapes", scrapes, "--idle", str(IDLE_SECONDS),
-                              *cpus)
+        got[variant] = worker(
+            "scrape", variant, "--sizes", sizes, "--scrapes", scrapes, "--idle", str(IDLE_SECONDS), *cpus
+        )
     rows = []
     for size in map(str, SIZES):
         p, r = got["project"][size], got["reference"][size]
-        rows.append([
-            f"{int(size):,}",
-            f"{int(size) * SERIES_PER_COMBO:,}",
-            f"{p['bytes'] / 1e6:.2f} / {r['bytes'] / 1e6:.2f}",
-            f"{p['render'] * 1e3:.2f} / {r['render'] * 1e3:.1f}",
-            f"{p['scrape'] * 1e3:.2f} / {r['scrape'] * 1e3:.1f}",
-            f"{r['scrape'] / p['scrape']:.1f}x",
-            f"{p['stall'] * 1e3:.2f} ({p['max_stall'] * 1e3:.2f}) / {r['stall'] * 1e3:.1f}",
-        ])
+        rows.append(
+            [
+                f"{int(size):,}",
+                f"{int(size) * SERIES_PER_COMBO:,}",
+                f"{p['bytes'] / 1e6:.2f} / {r['bytes'] / 1e6:.2f}",
+                f"{p['render'] * 1e3:.2f} / {r['render'] * 1e3:.1f}",
+                f"{p['scrape'] * 1e3:.2f} / {r['scrape'] * 1e3:.1f}",
+                f"{r['scrape'] / p['scrape']:.1f}x",
+                f"{p['stall'] * 1e3:.2f} ({p['max_stall'] * 1e3:.2f}) / {r['stall'] * 1e3:.1f}",
+            ]
+        )
     idle = " / ".join(f"{got[v]['idle_stall'] * 1e3:.2f}" for v in ("project", "reference")) + " ms"
     p, r = got["project"][str(SIZES[-1])], got["reference"][str(SIZES[-1])]
     speedup = r["scrape"] / p["scrape"]
@@ -324,12 +367,14 @@ def memory() -> str:
     for variant in ("project", "reference"):
         log(f"memory: {variant}")
         delta = worker("memory", variant, "--combos", str(MEMORY_COMBOS))["rss_delta"]
-        rows.append([
-            VARIANTS[variant],
-            f"{delta / 2**20:.1f}",
-            f"{delta / MEMORY_COMBOS * 1000 / 1024:.0f}",
-            f"{delta / (MEMORY_COMBOS * SERIES_PER_COMBO) * 1000 / 1024:.0f}",
-        ])
+        rows.append(
+            [
+                VARIANTS[variant],
+                f"{delta / 2**20:.1f}",
+                f"{delta / MEMORY_COMBOS * 1000 / 1024:.0f}",
+                f"{delta / (MEMORY_COMBOS * SERIES_PER_COMBO) * 1000 / 1024:.0f}",
+            ]
+        )
     return "\n".join(
         [
             f"4. Memory: RSS delta after {MEMORY_COMBOS:,} new label combinations"
@@ -345,21 +390,22 @@ def reports() -> str:
         log(f"worker report: {size} combinations")
         r = worker("report", "--combos", str(size))
         series = size * SERIES_PER_COMBO
-        rows.append([
-            f"{size:,}",
-            f"{series:,}",
-            f"{r['first']:,}",
-            f"{r['first'] / series:.0f}",
-            f"{r['changed']:,}",
-            f"{r['steady']:,}",
-            f"{r['steady'] / (r['changed'] * SERIES_PER_COMBO):.0f}",
-        ])
+        rows.append(
+            [
+                f"{size:,}",
+                f"{series:,}",
+                f"{r['first']:,}",
+                f"{r['first'] / series:.0f}",
+                f"{r['changed']:,}",
+                f"{r['steady']:,}",
+                f"{r['steady'] / (r['changed'] * SERIES_PER_COMBO):.0f}",
+            ]
+        )
     return "\n".join(
         [
-            "5. Worker report (issue 3): _native.take_report() bytes; first = every series,"
+            "5. Worker report: _native.take_report() bytes; first = every series,"
             " steady = after ~10% of combinations changed",
-            table(["combos", "series", "first B", "B/series", "changed combos", "steady B", "B/changed series"],
-                  rows),
+            table(["combos", "series", "first B", "B/series", "changed combos", "steady B", "B/changed series"], rows),
         ]
     )
 
@@ -401,8 +447,9 @@ def master_merge(quick: bool, baseline: str | None) -> str:
     if baseline:
         base = got["baseline"]
         worst = max(now[k] / base[k] for k in ("apply_first", "apply_steady", "apply_full"))
-        lines.append(f"  target: applying a report costs no more than the baseline   {verdict(worst <= 1)}"
-                     f" (worst {worst:.2f}x)")
+        lines.append(
+            f"  target: applying a report costs no more than the baseline   {verdict(worst <= 1)} (worst {worst:.2f}x)"
+        )
     else:
         lines.append("  (--baseline PYTHON: the same figures from an earlier build, side by side)")
     return "\n".join(lines)
@@ -416,8 +463,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs, for smoke-testing the benchmark itself")
     parser.add_argument("--rounds", type=int, default=3, help="end-to-end rounds per variant (more: less noise)")
     parser.add_argument("--only", choices=SECTIONS, action="append", help="run only this section (repeatable)")
-    parser.add_argument("--baseline", metavar="PYTHON",
-                        help="interpreter with an earlier build installed: its master-merge figures side by side")
+    parser.add_argument(
+        "--baseline",
+        metavar="PYTHON",
+        help="interpreter with an earlier build installed: its master-merge figures side by side",
+    )
     args = parser.parse_args()
     quick = args.quick
     chosen = args.only or list(SECTIONS)

@@ -25,14 +25,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import locust  # first: it monkey-patches the process with gevent, as Locust does for every locustfile
-
 import gevent
 import gevent.subprocess
+import locust  # first: it monkey-patches the process with gevent, as Locust does for every locustfile
 from locust.env import Environment
-from requests.exceptions import HTTPError
-
 from reference import ReferenceExporter
+from requests.exceptions import HTTPError
 
 HOST = "127.0.0.1"
 SCRAPER = Path(__file__).with_name("scrape.py")
@@ -185,8 +183,9 @@ def cmd_scrape(args: argparse.Namespace) -> dict[str, Any]:
     if args.cpus:
         os.sched_setaffinity(0, {args.cpus[1]})  # inherited by the scraper process and the server's threads
     # Started while the process is small: forking it later would itself stall the loop.
-    scraper = gevent.subprocess.Popen([sys.executable, str(SCRAPER)], stdin=gevent.subprocess.PIPE,
-                                      stdout=gevent.subprocess.PIPE, text=True)
+    scraper = gevent.subprocess.Popen(
+        [sys.executable, str(SCRAPER)], stdin=gevent.subprocess.PIPE, stdout=gevent.subprocess.PIPE, text=True
+    )
     exp = exporter(args.variant)
     exp.serve()
     if args.cpus:
@@ -274,7 +273,7 @@ def cmd_master(args: argparse.Namespace) -> dict[str, Any]:
     events = [event(i) for i in range(args.combos)]
     first, steady, full = [], [], []
     for w in range(args.workers):
-        changed = [events[(w + r) % 10::10] for r in range(args.rounds)]
+        changed = [events[(w + r) % 10 :: 10] for r in range(args.rounds)]
         _native.after_fork_in_child()
         for kw in events:
             listener(**kw)
@@ -342,8 +341,14 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=300)
     p.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
-    command = {"events": cmd_events, "scrape": cmd_scrape, "memory": cmd_memory, "report": cmd_report,
-               "master": cmd_master, "observe": cmd_observe}  # fmt: skip
+    command = {
+        "events": cmd_events,
+        "scrape": cmd_scrape,
+        "memory": cmd_memory,
+        "report": cmd_report,
+        "master": cmd_master,
+        "observe": cmd_observe,
+    }
     print(json.dumps(command[args.command](args)), flush=True)
 
 

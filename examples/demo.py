@@ -1,6 +1,6 @@
-"""Demo: the seed's custom-metrics locustfile against the local target, with a scrape printed mid-run.
+"""Demo: examples/locustfile_custom_metrics.py against the local target, with a scrape printed mid-run.
 
-Starts examples/target.py on 127.0.0.1:8000 (the host the seed's locustfile names), runs locust headless
+Starts examples/target.py on 127.0.0.1:8000 (the host that locustfile names), runs locust headless
 for about 30 s with the exporter on 127.0.0.1:9091, prints /metrics while the test runs, and exits with
 Locust's exit code.
 
@@ -28,8 +28,8 @@ def main() -> int:
     print("target on http://127.0.0.1:8000; exporter on", METRICS, flush=True)
     locust = subprocess.Popen(
         [sys.executable, "-m", "locust", "-f", str(HERE / "locustfile_custom_metrics.py"), "--headless",
-         "-u", "10", "-r", "2", "-t", "30s", "--prometheus-host", "127.0.0.1", "--only-summary"]  # fmt: skip
-    )
+         "-u", "10", "-r", "2", "-t", "30s", "--prometheus-host", "127.0.0.1", "--only-summary"]
+    )  # fmt: skip
     try:
         time.sleep(20)
         with urllib.request.urlopen(METRICS, timeout=10) as r:

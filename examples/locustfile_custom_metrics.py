@@ -1,11 +1,12 @@
-from locust import HttpUser, task, between
-from locust_prometheus_exporter import PrometheusExporter, Gauge, Counter
+from locust import HttpUser, between, task
+from locust_prometheus_exporter import Counter, Gauge, PrometheusExporter
 
 exporter = PrometheusExporter("0.0.0.0", 9091)
 
 # Define custom metrics
 custom_gauge = Gauge("my_custom_gauge", "A simple gauge metric")
 custom_counter = Counter("my_custom_counter", "A simple counter metric")
+
 
 class WebsiteUser(HttpUser):
     wait_time = between(1, 5)
@@ -15,8 +16,8 @@ class WebsiteUser(HttpUser):
     def index(self):
         self.client.get("/")
         # Update custom metrics
-        custom_gauge.set(self.environment.runner.user_count) # Set gauge to current user count
-        custom_counter.inc() # Increment the counter
+        custom_gauge.set(self.environment.runner.user_count)  # Set gauge to current user count
+        custom_counter.inc()  # Increment the counter
 
     def on_start(self):
         exporter.start(self)

@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 import urllib.request
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +75,7 @@ def http_get(
 def promtool_check(text: str) -> None:
     """`promtool check metrics` (Prometheus's own parser and linter) accepts a text 0.0.4 exposition.
 
-    Exit 3 means lint findings only; those about user-chosen names (the seed's `my_custom_gauge`
+    Exit 3 means lint findings only; those about user-chosen names (the examples' `my_custom_gauge`
     "should not include type") are the user's to fix, so only our `locust_` families must lint clean.
     """
     if shutil.which("promtool") is None:
@@ -220,7 +219,9 @@ class LocustRun:
             grown = {k: (r - before.get(k, (0, 0))[0], f - before.get(k, (0, 0))[1]) for k, (r, f) in now.items()}
             if not by_name:  # Locust's web UI lists 500 names at most: its "Aggregated" row has them all
                 [row] = [row for row in state["stats"] if row["name"] == "Aggregated"]
-                locust = {"all": (float(row["num_requests"]), float(row["num_failures"]))} if row["num_requests"] else {}
+                locust = (
+                    {"all": (float(row["num_requests"]), float(row["num_failures"]))} if row["num_requests"] else {}
+                )
                 grown = {"all": tuple(map(sum, zip(*grown.values(), strict=True)))} if grown else {}
             return (
                 state["state"] == "stopped"
@@ -242,7 +243,9 @@ class LocustRun:
         return codes
 
     def output(self) -> str:
-        return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-6000:]}" for log in self.logs if log.exists())
+        return "\n".join(
+            f"--- {log.name}\n{log.read_text(errors='replace')[-6000:]}" for log in self.logs if log.exists()
+        )
 
     def csv_stats(self) -> dict[tuple[str, str], tuple[int, int]]:
         """Locust's own final statistics: (method, name) -> (requests, failures)."""
@@ -315,13 +318,15 @@ def run_locust(tmp_path, target):
         cmds = [locust_cmd(locustfile, *master_args)]
         cmds += [
             locust_cmd(locustfile, "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port),
-                       *common, *worker_args)  # fmt: skip
+                       *common, *worker_args)
             for _ in range(workers)
-        ]
+        ]  # fmt: skip
         for i, cmd in enumerate(cmds):
             log = tmp_path / f"run{len(runs) - 1}-{'master' if i == 0 else f'worker{i}'}.log"
             run.logs.append(log)
-            run.procs.append(subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=full_env, cwd=tmp_path))
+            run.procs.append(
+                subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=full_env, cwd=tmp_path)
+            )
         return run
 
     yield start

@@ -245,7 +245,7 @@ def scrape_runs(run_locust: Callable[..., LocustRun], start: Callable[[int], Pro
 
         prom.wait_until(scraping, 30, "the first scrape")
     scraped = []
-    for (locustfile, kwargs), port, prom in zip(runs, ports, proms):
+    for (locustfile, kwargs), port, prom in zip(runs, ports, proms, strict=True):
         extra = (*kwargs.get("extra", ()), "--prometheus-port", str(port))  # the last --prometheus-port wins
         run = run_locust(locustfile, **{**kwargs, "extra": extra})
         run.metrics_port = port

@@ -64,7 +64,11 @@ class Pushgateway:
         self._log_file = open(self.log, "w")
         binary = shutil.which("prometheus-pushgateway") or "prometheus-pushgateway"
         # Debian's default persistence file is shared by every Pushgateway of the machine.
-        cmd = [binary, f"--web.listen-address=127.0.0.1:{self.port}", f"--persistence.file={workdir / 'pushgateway.data'}"]
+        cmd = [
+            binary,
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--persistence.file={workdir / 'pushgateway.data'}",
+        ]
         self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT)
 
     def metrics(self) -> dict:
@@ -82,7 +86,7 @@ class Pushgateway:
 def scraping_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """``start(scrape_port, interval) -> ScrapingPrometheus``, ready."""
     if shutil.which("prometheus") is None:
-        pytest.skip("the prometheus binary is not installed (Debian: apt-get install prometheus)")
+        pytest.fail("the prometheus binary is not installed: `make system-deps` (Debian: apt-get install prometheus)")
     servers: list[ScrapingPrometheus] = []
 
     def start(scrape_port: int | None, interval: float = 5) -> ScrapingPrometheus:
@@ -99,7 +103,7 @@ def scraping_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 @pytest.fixture
 def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushgateway]:
     if shutil.which("prometheus-pushgateway") is None:
-        pytest.skip("prometheus-pushgateway is not installed (Debian: apt-get install prometheus-pushgateway)")
+        pytest.fail("prometheus-pushgateway is not installed: `make system-deps` (Debian: prometheus-pushgateway)")
     gateway = Pushgateway(tmp_path_factory.mktemp("pushgateway"))
 
     deadline = time.monotonic() + 20
@@ -116,8 +120,8 @@ def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushgatewa
 
 
 class Recorder(http.server.ThreadingHTTPServer):
-    """An HTTP(S) server on 127.0.0.1 that records each POST/PUT (method, path, headers by lowercase name, body size) and answers with
-    the next of `statuses` (then 204): a receiver whose answers the test chooses, on a real socket."""
+    """An HTTP(S) server on 127.0.0.1 that records each POST/PUT (method, path, headers by lowercase name, body size)
+    and answers with the next of `statuses` (then 204): a receiver whose answers the test chooses, on a real socket."""
 
     def __init__(self, statuses: list[int], tls: tuple[Path, Path] | None = None) -> None:
         self.requests: list[tuple[str, str, dict[str, str], int]] = []

@@ -11,7 +11,6 @@ import time
 
 import pytest
 from conftest import promtool_check, samples_of, total
-
 from locust_prometheus_exporter import Counter, Gauge, Histogram, _native
 
 _ids = itertools.count()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 
@@ -51,9 +52,9 @@ def test_master_and_two_workers_exact(run_locust):
     assert "Address already in use" not in run.output()
 
 
-def test_processes_mode_runs_the_seed_unchanged_and_exact(run_locust):
+def test_processes_mode_runs_the_example_unchanged_and_exact(run_locust):
     run = run_locust(EXAMPLES / "locustfile_custom_metrics.py", users=4, rate=4, run_time=8, processes=2)
-    run.wait_until(lambda: total(run.scrape(), "my_custom_gauge") == 4, 40, "the seed's gauge to show all users")
+    run.wait_until(lambda: total(run.scrape(), "my_custom_gauge") == 4, 40, "the example's gauge to show all users")
     run.wait_stopped()
     final = run.scrape()
     assert run.finish() == [0], run.output()
@@ -64,10 +65,10 @@ def test_processes_mode_runs_the_seed_unchanged_and_exact(run_locust):
     assert "Address already in use" not in run.output()
 
 
-def test_worker_with_processes_runs_the_seed_unchanged_and_exact(run_locust):
+def test_worker_with_processes_runs_the_example_unchanged_and_exact(run_locust):
     """`--worker --processes 2`: the parent only forks; its two children are the workers."""
-    seed = EXAMPLES / "locustfile_custom_metrics.py"
-    run = run_locust(seed, users=4, rate=4, run_time=6, workers=1, worker_args=("--processes", "2"), expect_workers=2)
+    custom = EXAMPLES / "locustfile_custom_metrics.py"
+    run = run_locust(custom, users=4, rate=4, run_time=6, workers=1, worker_args=("--processes", "2"), expect_workers=2)
     run.wait_stopped()
     final = run.scrape()
     assert run.finish() == [0, 0], run.output()
@@ -108,7 +109,7 @@ def test_worker_killed_mid_run_loses_nothing_reported(run_locust):
     run.wait_until(lambda: total(run.scrape(), "busy_index_mostrecent") == survivor, 10, "the survivor's report")
     run.wait_stopped()
     history.append(run.scrape())
-    for before, after in zip(history, history[1:]):
+    for before, after in itertools.pairwise(history):
         assert_monotonic(before, after)
     run.finish()
     stats = run.csv_stats()
@@ -147,4 +148,3 @@ def test_two_tests_in_one_master_process_stay_monotonic(run_locust):
         assert value == 1 and labels["target_users"] == "4", labels
         run_ids.append(labels["run_id"])
     assert run_ids[0] != run_ids[1] and all(run_ids), run_ids
-

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import EXAMPLES, LOCUSTFILES, Samples, http_get, requests_by_name, samples_of, total
 
-SEED_PLAIN = EXAMPLES / "locustfile.py"
-SEED_CUSTOM = EXAMPLES / "locustfile_custom_metrics.py"
+EXAMPLE_PLAIN = EXAMPLES / "locustfile.py"
+EXAMPLE_CUSTOM = EXAMPLES / "locustfile_custom_metrics.py"
 
 # Body sizes served by examples/target.py, by request name suffix.
 RESPONSE_BYTES = {"/": 14, "/about/": 60, "/missing": 10, "/error": 6, "/echo": 123, "refused": 0, "caught": 60}
@@ -22,8 +22,8 @@ def assert_exact(samples: Samples, locust_stats: dict[tuple[str, str], tuple[int
         assert inf == requests
 
 
-@pytest.mark.parametrize("locustfile", [SEED_PLAIN, SEED_CUSTOM], ids=["seed", "seed-custom-metrics"])
-def test_seed_locustfiles_run_unchanged_and_exact(run_locust, locustfile):
+@pytest.mark.parametrize("locustfile", [EXAMPLE_PLAIN, EXAMPLE_CUSTOM], ids=["plain", "custom-metrics"])
+def test_example_locustfiles_run_unchanged_and_exact(run_locust, locustfile):
     run = run_locust(locustfile, users=6, rate=6, run_time=8)
     run.wait_until(lambda: total(run.scrape(), "locust_users_running") == 6, 30, "6 running users")
     # between(1, 5): most of the time most users sleep.
@@ -40,7 +40,7 @@ def test_seed_locustfiles_run_unchanged_and_exact(run_locust, locustfile):
     assert total(final, "locust_users_total") == 6
     assert total(final, "locust_users_running") == 0
     assert total(final, "locust_users_waiting") == 0
-    if locustfile == SEED_CUSTOM:
+    if locustfile == EXAMPLE_CUSTOM:
         # The index task increments the counter once per GET /.
         assert total(final, "my_custom_counter_total") == stats[("GET", "/")][0]
         assert total(mid, "my_custom_gauge") == 6

@@ -223,5 +223,9 @@ def test_malformed_push_header_stops_locust_at_init(run_locust, headers):
     run = headless(run_locust, 3, extra=("--prometheus-remote-write", "http://127.0.0.1:9/api/v1/write"), env=env)
     assert run.finish(timeout=60) == [1], run.output()
     out = run.output()
-    assert re.search(r"ERROR/locust_prometheus_exporter: locust-prometheus-exporter: --prometheus-remote-write: .*header", out, re.IGNORECASE), out
+    assert re.search(
+        r"ERROR/locust_prometheus_exporter: locust-prometheus-exporter: --prometheus-remote-write: .*header",
+        out,
+        re.IGNORECASE,
+    ), out
     assert "Traceback" not in out

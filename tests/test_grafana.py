@@ -28,7 +28,7 @@ DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
 BUILTINS = {"__rate_interval": "1m", "__interval": "1s", "__range": "1m"}
 VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(\w+)")
 
-# The seed custom-metrics locustfile (a counter and a gauge), imported unchanged, plus users whose requests
+# examples/locustfile_custom_metrics.py (a counter and a gauge), imported unchanged, plus users whose requests
 # fail, so that the failure panels have data too, and time them with a custom histogram; they also post a body.
 LOCUSTFILE = """
 import locust.runners
@@ -147,7 +147,7 @@ def evaluate(prom: PrometheusServer, target: dict[str, Any], bound: dict[str, st
     query = substitute(target["expr"], {**bound, "__rate_interval": "5m"})
     legend = target["legendFormat"]
     return {
-        re.sub(r"\{\{(\w+)\}\}", lambda m: r["metric"].get(m.group(1), ""), legend): float(r["value"][1])
+        re.sub(r"\{\{(\w+)\}\}", lambda m, labels=r["metric"]: labels.get(m.group(1), ""), legend): float(r["value"][1])
         for r in prom.query(query, at)
     }
 

@@ -17,7 +17,6 @@ import warnings
 
 import pytest
 from conftest import EXAMPLES, free_port, http_get, locust_cmd, samples_of, total
-
 from locust_prometheus_exporter import Counter, PrometheusExporter, _native
 
 pytestmark = pytest.mark.timeout(120)

@@ -54,7 +54,7 @@ def assert_buckets_exact(buckets: list[tuple[float, float, float]], values: list
 
 
 @pytest.mark.parametrize("workers", [0, 2], ids=["local", "2-workers"])
-def test_native_quantiles_within_5_percent_and_classic_queries_unchanged(run_locust, prometheus, tmp_path, workers):
+def test_native_quantiles_within_5_percent_and_classic_queries_unchanged(run_locust, prometheus, tmp_path, workers):  # noqa: F811
     """Also through the master's merge of two workers' reports: exact, bucket by bucket."""
     port = free_port()
     native = prometheus(port, flags=("--enable-feature=native-histograms",))

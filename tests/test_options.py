@@ -20,7 +20,7 @@ from conftest import (
 )
 from test_e2e import assert_exact
 
-SEED_PLAIN = EXAMPLES / "locustfile.py"
+EXAMPLE_PLAIN = EXAMPLES / "locustfile.py"
 
 
 def bucket_bounds(samples: Samples) -> set[str]:
@@ -83,9 +83,9 @@ def listening(host: str, port: int) -> bool:
 
 
 def test_plugin_adds_no_second_exporter(run_locust):
-    """The seed makes an exporter; the plugin, loaded after it, would make one on its default port 9091."""
+    """The plain example makes an exporter; the plugin, loaded after it, would make one on its default port 9091."""
     busy_before = listening("127.0.0.1", 9091)
-    run = run_locust(f"{SEED_PLAIN},{plugin_path()}", users=1, rate=1, run_time=3)  # type: ignore[arg-type]
+    run = run_locust(f"{EXAMPLE_PLAIN},{plugin_path()}", users=1, rate=1, run_time=3)  # type: ignore[arg-type]
     run.scrape()  # the exporter serves: every exporter of the process was started by now
     during = listening("127.0.0.1", 9091)
     run.wait_stopped()
@@ -108,9 +108,11 @@ def test_several_exporters_in_one_process_take_the_options_on_the_first(run_locu
     _, _, body = http_get(f"http://[::1]:{served[1][1]}/metrics")
     second = samples_of(body.decode())
     assert run.finish() == [0], run.output()
-    assert requests_by_name(first) == requests_by_name(second) == {
-        k: (float(r), float(f)) for k, (r, f) in run.csv_stats().items()
-    }
+    assert (
+        requests_by_name(first)
+        == requests_by_name(second)
+        == {k: (float(r), float(f)) for k, (r, f) in run.csv_stats().items()}
+    )
     assert total(first, "plain_tasks_total") == total(second, "plain_tasks_total") > 0
 
 
@@ -153,7 +155,7 @@ def test_bind_failure_stops_locust_with_a_clear_error(target, tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        cmd = locust_cmd(SEED_PLAIN, "--headless", "-u", "1", "-t", "5s", "-H", target,
+        cmd = locust_cmd(EXAMPLE_PLAIN, "--headless", "-u", "1", "-t", "5s", "-H", target,
                          "--prometheus-host", "127.0.0.1", "--prometheus-port", str(port))  # fmt: skip
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert r.returncode == 1
@@ -167,7 +169,7 @@ def test_workers_never_bind(run_locust):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         env = {"LOCUST_PROMETHEUS_HOST": "127.0.0.1", "LOCUST_PROMETHEUS_PORT": str(taken.getsockname()[1])}
-        run = run_locust(SEED_PLAIN, users=2, rate=2, run_time=3, workers=2, env=env)
+        run = run_locust(EXAMPLE_PLAIN, users=2, rate=2, run_time=3, workers=2, env=env)
         run.wait_stopped()
         assert total(run.scrape(), "locust_users_total") == 2
         assert run.finish() == [0, 0, 0], run.output()

@@ -1,4 +1,4 @@
-"""The seed's PromQL queries, evaluated by a real Prometheus scraping real locust runs, agree with Locust."""
+"""The README's PromQL queries, evaluated by a real Prometheus scraping real locust runs, agree with Locust."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from prometheus_server import (  # noqa: F401  (fixture)
     scrape_runs,
 )
 
-SEED_PLAIN = EXAMPLES / "locustfile.py"
-SEED_CUSTOM = EXAMPLES / "locustfile_custom_metrics.py"
+EXAMPLE_PLAIN = EXAMPLES / "locustfile.py"
+EXAMPLE_CUSTOM = EXAMPLES / "locustfile_custom_metrics.py"
 
-# The seed's two queries, verbatim.
+# The README's two queries, verbatim.
 GET_OK = 'locust_requests_total{method="GET", status="200"}'
 RATE_QUERY = f"sum(rate({GET_OK}[5m]))"
 P95_QUERY = (
@@ -57,7 +57,7 @@ def check_request_rate(scraped: ScrapedRun, at: float) -> None:
     # Exact: the last value Prometheus scraped is Locust's own count.
     last, low, high = increase_bounds(prom, GET_OK, at)
     assert last == prom.value(f"sum({GET_OK})", at) == requests, (last, requests, prom.query(f"{GET_OK}[5m]", at))
-    # The seed file's custom counter is incremented once per GET /; its gauge is set to the user count.
+    # The custom-metrics example's counter is incremented once per GET /; its gauge is set to the user count.
     assert prom.value("my_custom_counter_total", at) == int(rows[("GET", "/")]["Request Count"])
     assert prom.value("max_over_time(my_custom_gauge[5m])", at) == 10
 
@@ -92,21 +92,21 @@ def check_about_p95(scraped: ScrapedRun, at: float) -> None:
         return next(i for i, upper in enumerate(bounds) if seconds <= upper)
 
     # Locust's p95 is rounded (whole ms below 100 ms, 2 significant digits above), which can move it across a
-    # bucket boundary: one bucket either way. The seed query's estimate, from rate() (without the requests of
+    # bucket boundary: one bucket either way. The README query's estimate, from rate() (without the requests of
     # the series' first sample) interpolated inside the bucket, too.
     locust_p95 = float(about["95%"]) / 1000
     assert abs(bucket_of(locust_p95) - p95_bucket) <= 1, (locust_p95, counts)
     assert abs(bucket_of(estimate) - p95_bucket) <= 1, (estimate, counts)
 
 
-def test_seed_queries_through_prometheus_match_locust(run_locust, prometheus):  # noqa: F811
-    # The seed's rate query on the custom-metrics seed file and its p95 query on the plain one (the only one
+def test_readme_queries_through_prometheus_match_locust(run_locust, prometheus):  # noqa: F811
+    # The README's rate query on the custom-metrics example and its p95 query on the plain one (the only one
     # with /about/), side by side to halve the wall time. Users spawn at 2/s so that a request series' first
     # sample, which rate() cannot count, holds few requests.
     custom, plain = scrape_runs(
         run_locust, prometheus,
-        (SEED_CUSTOM, dict(users=10, rate=2, run_time=30, autoquit=20)),
-        (SEED_PLAIN, dict(users=20, rate=2, run_time=30, autoquit=20)),
+        (EXAMPLE_CUSTOM, dict(users=10, rate=2, run_time=30, autoquit=20)),
+        (EXAMPLE_PLAIN, dict(users=20, rate=2, run_time=30, autoquit=20)),
     )  # fmt: skip
     at = {}
     for name, scraped in (("custom", custom), ("plain", plain)):

@@ -12,17 +12,14 @@ import time
 
 import pytest
 from conftest import EXAMPLES, LOCUSTFILES, locust_cmd, total
+from locust_prometheus_exporter._locust import OVERFLOW_NAME
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_server import final_scrape, prometheus, scrape_runs  # noqa: F401  (fixture)
-
-from locust_prometheus_exporter._locust import OVERFLOW_NAME
 
 
 def run_script(body: str) -> dict:
     """Runs `body` in a fresh interpreter (its own registry, apart from this session's) and returns its JSON."""
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(body)], capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(body)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.splitlines()[-1])
 

@@ -11,7 +11,6 @@ import warnings
 import locust
 import pytest
 from conftest import OPENMETRICS, TEXT, free_port, http_get, samples_of, scrape, total
-
 from locust_prometheus_exporter import Counter, PrometheusExporter, _locust, _native
 
 PROMETHEUS_ACCEPT = (

@@ -24,7 +24,7 @@ from conftest import EXAMPLES, free_port, locust_cmd, samples_of, total
 from locust_prometheus_exporter import PrometheusExporter, _native
 from prometheus_server import PrometheusServer, prometheus  # noqa: F401  (fixture)
 
-SEED_PLAIN = EXAMPLES / "locustfile.py"
+EXAMPLE_PLAIN = EXAMPLES / "locustfile.py"
 #: Cost 4, the lowest, where the test does not measure bcrypt itself: a check takes about 1 ms.
 FAST_COST = 4
 
@@ -299,7 +299,7 @@ def test_changed_users_take_effect_without_a_restart(serve, pki, tmp_path):
 def test_workers_ignore_the_option(run_locust, tmp_path):
     """A worker given a file that does not exist runs its part of the test: only the master reads it."""
     missing = str(tmp_path / "nowhere.yml")
-    run = run_locust(SEED_PLAIN, users=2, rate=2, run_time=3, workers=1,
+    run = run_locust(EXAMPLE_PLAIN, users=2, rate=2, run_time=3, workers=1,
                      worker_args=("--prometheus-web-config", missing))  # fmt: skip
     run.wait_stopped()
     assert total(run.scrape(), "locust_users_total") == 2
@@ -367,7 +367,7 @@ def test_a_bad_file_raises_with_the_file_and_the_problem(pki, case):
                                   "key-mismatch", "unknown-client-auth", "not-bcrypt"])  # fmt: skip
 def test_a_bad_file_stops_locust_at_init_with_one_line(pki, case, target):
     path, _, words = write_bad(pki, case)
-    cmd = locust_cmd(SEED_PLAIN, "--headless", "-u", "1", "-t", "5s", "-H", target, "--prometheus-host", "127.0.0.1",
+    cmd = locust_cmd(EXAMPLE_PLAIN, "--headless", "-u", "1", "-t", "5s", "-H", target, "--prometheus-host", "127.0.0.1",
                      "--prometheus-port", "0", "--prometheus-web-config", str(path))  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=pki.dir)
     assert r.returncode == 1, r.stderr
@@ -379,7 +379,7 @@ def test_a_bad_file_stops_locust_at_init_with_one_line(pki, case, target):
 @pytest.mark.parametrize("source", ["environment", "locust.conf"])
 def test_the_option_is_read_from_the_environment_and_locust_conf(pki, source, target):
     path, _, _ = write_bad(pki, "not-bcrypt")
-    cmd = locust_cmd(SEED_PLAIN, "--headless", "-u", "1", "-t", "5s", "-H", target, "--prometheus-host", "127.0.0.1",
+    cmd = locust_cmd(EXAMPLE_PLAIN, "--headless", "-u", "1", "-t", "5s", "-H", target, "--prometheus-host", "127.0.0.1",
                      "--prometheus-port", "0")  # fmt: skip
     env = dict(os.environ)
     if source == "environment":
@@ -428,7 +428,7 @@ def test_prometheus_scrapes_a_locust_run_over_https_with_basic_auth(run_locust, 
                             basic_auth={"username": "alice", "password_file": str(tmp_path / "password")})  # fmt: skip
     https = f"https://127.0.0.1:{port}/metrics"
     options = ("--prometheus-port", str(port), "--prometheus-web-config", str(pki.dir / "web.yml"))
-    run = run_locust(SEED_PLAIN, users=2, rate=2, run_time=10, autoquit=20, extra=options)
+    run = run_locust(EXAMPLE_PLAIN, users=2, rate=2, run_time=10, autoquit=20, extra=options)
     run.wait_until(lambda: https in run.output(), 60, "the exporter to serve HTTPS")
     get_ok = 'locust_requests_total{method="GET", status="200"}'
     prom.wait_until(lambda: prom.query(f"sum({get_ok})"), 60, "requests scraped over HTTPS")

@@ -75,7 +75,7 @@ def add_options(parser: Any, **_kw: Any) -> None:
         env_var="LOCUST_PROMETHEUS_PUSHGATEWAY",
         default=None,
         include_in_web_ui=False,
-        help="Pushgateway URL (e.g. http://pushgateway:9091) to push to, under job=\"locust\"",
+        help='Pushgateway URL (e.g. http://pushgateway:9091) to push to, under job="locust"',
     )
     parser.add_argument(
         "--prometheus-pushgateway-run-id",
@@ -106,7 +106,9 @@ def _credentials(option: str) -> dict[str, Any]:
     ``LOCUST_PROMETHEUS_<OPTION>_*`` (``_HEADERS``: ``Name=value,Name2=value2``); ``ValueError`` for bad headers."""
     prefix = f"LOCUST_PROMETHEUS_{option.upper()}_"
     names = ("username", "password", "bearer_token", "ca_file")
-    given: dict[str, Any] = {name: os.environ[prefix + name.upper()] for name in names if os.environ.get(prefix + name.upper())}
+    given: dict[str, Any] = {
+        name: os.environ[prefix + name.upper()] for name in names if os.environ.get(prefix + name.upper())
+    }
     headers = []
     for part in filter(str.strip, os.environ.get(prefix + "HEADERS", "").split(",")):
         name, sep, value = part.partition("=")
@@ -220,7 +222,9 @@ class _EndOfRun:
         if scraped:
             logger.info("Final scrape of /metrics answered after %.1f s", waited)
         else:
-            logger.warning("No final scrape of /metrics within %.1f s: Prometheus misses what came after its last", waited)
+            logger.warning(
+                "No final scrape of /metrics within %.1f s: Prometheus misses what came after its last", waited
+            )
 
     def _finish_pushes(self, started: float) -> None:
         linger = self._linger_for(self._push_interval)

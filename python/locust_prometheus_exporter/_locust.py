@@ -93,7 +93,7 @@ def add_options(parser: Any, **_kw: Any) -> None:
         ("port", int, "Port of the Prometheus exporter's /metrics (overrides the locustfile)"),
         ("buckets", str, "Comma-separated upper bounds in seconds of locust_request_duration_seconds"),
         ("labels", str, "Comma-separated name=value labels added to every sample, e.g. env=staging,lg=eu1"),
-        ("max-names", max_names_option, f"Distinct request names kept; new ones past it are recorded as {OVERFLOW_NAME}; 0: no cap"),
+        ("max-names", max_names_option, f"Distinct request names kept, later ones as {OVERFLOW_NAME}; 0: no cap"),
         ("web-config", str, "Web-config file (TLS, basic auth) in the format of node_exporter's --web.config.file"),
     )
     for name, kind, text in options:

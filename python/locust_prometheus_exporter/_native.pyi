@@ -2,14 +2,38 @@
 
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, final
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+__all__ = [
+    "OVERFLOW_NAME",
+    "Counter",
+    "Gauge",
+    "Histogram",
+    "Pusher",
+    "RequestListener",
+    "Server",
+    "Timer",
+    "__version__",
+    "after_fork_in_child",
+    "after_fork_in_parent",
+    "apply_report",
+    "before_fork",
+    "render",
+    "scrape_mark",
+    "scrapes_seen",
+    "set_const_labels",
+    "set_live_workers",
+    "take_report",
+    "wait_for_scrape",
+]
 
 __version__: str
 #: The `name` label value of requests past the cap on distinct request names.
 OVERFLOW_NAME: str
 
+@final
 class Timer:
     """Context manager and decorator returned by ``time()`` and ``track_inprogress()``."""
 
@@ -22,23 +46,24 @@ class Timer:
     def fresh(self) -> Timer:
         """A new timer for the same metric."""
 
+@final
 class Counter:
     """A monotonically increasing value, exposed as ``<name>_total`` (a trailing ``_total`` is not doubled).
 
     Raises ``ValueError`` for an invalid or already registered name, invalid label names.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         name: str,
         documentation: str,
-        labelnames: Sequence[str] = (),
+        labelnames: Sequence[str] = ...,
         namespace: str = "",
         subsystem: str = "",
         unit: str = "",
         *,
-        max_series: int = 10000,
-    ) -> None: ...
+        max_series: int = ...,
+    ) -> Counter: ...
     def labels(self, *labelvalues: object, **labelkwargs: object) -> Counter:
         """The child for these label values (converted with ``str()``)."""
     def remove(self, *labelvalues: object) -> None:
@@ -48,6 +73,7 @@ class Counter:
     def inc(self, amount: float = 1.0) -> None:
         """Adds ``amount``; ``ValueError`` if it is negative, NaN or infinite."""
 
+@final
 class Gauge:
     """A value that goes up and down.
 
@@ -56,18 +82,18 @@ class Gauge:
     ``live`` variants of each, which leave out workers Locust marked missing. Default ``livesum``.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         name: str,
         documentation: str,
-        labelnames: Sequence[str] = (),
+        labelnames: Sequence[str] = ...,
         namespace: str = "",
         subsystem: str = "",
         unit: str = "",
         multiprocess_mode: str = "livesum",
         *,
-        max_series: int = 10000,
-    ) -> None: ...
+        max_series: int = ...,
+    ) -> Gauge: ...
     def labels(self, *labelvalues: object, **labelkwargs: object) -> Gauge:
         """The child for these label values (converted with ``str()``)."""
     def remove(self, *labelvalues: object) -> None:
@@ -87,6 +113,7 @@ class Gauge:
     def time(self) -> Timer:
         """Sets the gauge to the duration in seconds of a block or decorated function."""
 
+@final
 class Histogram:
     """Observations counted in buckets (upper bounds in increasing order; ``+Inf`` is implied).
 
@@ -94,11 +121,11 @@ class Histogram:
     default) beside the classic ones, served in the protobuf format to a Prometheus that asks for it.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         name: str,
         documentation: str,
-        labelnames: Sequence[str] = (),
+        labelnames: Sequence[str] = ...,
         namespace: str = "",
         subsystem: str = "",
         unit: str = "",
@@ -106,8 +133,8 @@ class Histogram:
         native: bool = False,
         native_schema: int | None = None,
         *,
-        max_series: int = 10000,
-    ) -> None: ...
+        max_series: int = ...,
+    ) -> Histogram: ...
     def labels(self, *labelvalues: object, **labelkwargs: object) -> Histogram:
         """The child for these label values (converted with ``str()``)."""
     def remove(self, *labelvalues: object) -> None:
@@ -119,10 +146,11 @@ class Histogram:
     def time(self) -> Timer:
         """Observes the duration in seconds of a block or decorated function."""
 
+@final
 class RequestListener:
     """Locust's metrics, and the callable registered on ``events.request``."""
 
-    def __init__(self, buckets: Sequence[float] | None = None, per_worker: bool = False) -> None: ...
+    def __new__(cls, buckets: Sequence[float] | None = None, per_worker: bool = False) -> RequestListener: ...
     def __call__(self, **kwargs: Any) -> None:
         """Records one request event; never raises."""
     def set_buckets(self, buckets: Sequence[float]) -> None:
@@ -147,13 +175,14 @@ class RequestListener:
     @property
     def memory_usage(self) -> Gauge: ...
 
+@final
 class Server:
     """A ``/metrics`` HTTP server on a native thread; binds when constructed (``OSError`` on failure)."""
 
     host: str
     port: int
     tls: bool
-    def __init__(self, host: str, port: int, web_config: str | None = None) -> None:
+    def __new__(cls, host: str, port: int, web_config: str | None = None) -> Server:
         """``web_config``: an exporter-toolkit web-config file, read now (``ValueError``, or ``OSError``
         when it or a file it names cannot be read)."""
     def close(self) -> None:
@@ -184,3 +213,46 @@ def after_fork_in_parent() -> None:
 
 def after_fork_in_child() -> None:
     """In a forked child: zero every value and forget the parent's server."""
+
+def scrape_mark() -> int:
+    """Now, on the clock of ``wait_for_scrape`` (nanoseconds, monotonic)."""
+
+def scrapes_seen() -> tuple[int, float | None]:
+    """``(scrapes started, the scrape interval seen in seconds or None)`` since the process started."""
+
+def wait_for_scrape(mark: int, timeout: float) -> bool:
+    """Waits, without the GIL, until a full scrape of ``/metrics`` that started after ``mark`` has been answered,
+    or ``timeout`` seconds passed; returns whether one was."""
+
+@final
+class Pusher:
+    """Pushes the metrics from a native thread (``protocol``: ``"remote_write"`` or ``"pushgateway"``).
+
+    ``ValueError`` for a malformed URL or header, an unreadable CA file, or a bad interval.
+    """
+
+    def __new__(
+        cls,
+        protocol: str,
+        url: str,
+        interval: float,
+        instance: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        bearer_token: str | None = None,
+        ca_file: str | None = None,
+        headers: Sequence[tuple[str, str]] = ...,
+    ) -> Pusher: ...
+    def set_grouping(self, grouping: Sequence[tuple[str, str]]) -> None:
+        """Pushgateway grouping labels after ``job`` (such as ``run_id``), for the pushes from now on."""
+    def request_final(self) -> None:
+        """Starts the final push (after the push under way, if any)."""
+    def wait_final(self, timeout: float) -> bool:
+        """Waits without the GIL until the final push is done or ``timeout`` seconds passed; whether it is done."""
+    def take_messages(self) -> list[str]:
+        """Log lines from the pushing thread since the last call (one per kind of failure)."""
+    def stats(self) -> tuple[int, int, int]:
+        """``(pushes sent, attempts failed, samples dropped)``."""
+    def stop(self) -> None:
+        """Stops the pushing thread; a push under way is abandoned at its next retry."""

@@ -1,7 +1,6 @@
 """Steady traffic with custom metrics of every kind, for the distributed-mode tests."""
 
 from locust import HttpUser, constant, task
-
 from locust_prometheus_exporter import Counter, Gauge, Histogram, PrometheusExporter
 
 # One locust_users_running / _waiting series per worker.

@@ -2,7 +2,6 @@
 
 import locust.runners
 from locust import User, constant, task
-
 from locust_prometheus_exporter import PrometheusExporter
 
 # Locust's default is every 10 s, the first after 10 s: shorter, so that a short run sees measures.

@@ -4,7 +4,6 @@ import itertools
 import os
 
 from locust import User, constant, task
-
 from locust_prometheus_exporter import PrometheusExporter
 
 exporter = PrometheusExporter("127.0.0.1", 9091)

@@ -1,7 +1,8 @@
 """Every kind of request outcome, from HttpUser and FastHttpUser alike, against examples/target.py."""
 
-from locust import FastHttpUser, HttpUser, TaskSet, constant, events, task
+from typing import ClassVar
 
+from locust import FastHttpUser, HttpUser, TaskSet, constant, events, task
 from locust_prometheus_exporter import PrometheusExporter
 
 exporter = PrometheusExporter("127.0.0.1", 0)
@@ -53,12 +54,12 @@ class Outcomes(TaskSet):
 
 
 class Http(HttpUser):
-    tasks = [Outcomes]
+    tasks: ClassVar = [Outcomes]
     wait_time = constant(0.05)
     prefix = "http"
 
 
 class Fast(FastHttpUser):
-    tasks = [Outcomes]
+    tasks: ClassVar = [Outcomes]
     wait_time = constant(0.05)
     prefix = "fast"

@@ -10,7 +10,6 @@ import os
 import random
 
 from locust import HttpUser, constant, events, task
-
 from locust_prometheus_exporter import Histogram, PrometheusExporter
 
 exporter = PrometheusExporter("127.0.0.1", 0)
