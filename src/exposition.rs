@@ -211,7 +211,7 @@ pub fn family_label_names(desc: &Desc, series: &[SeriesData]) -> Vec<String> {
 
 /// What the endpoint serves: every metric of the registry, and the process metrics (a registered
 /// family of the same name wins).
-fn served_families(registry: &Registry) -> Collected {
+pub(crate) fn served_families(registry: &Registry) -> Collected {
     let mut families = registry.collect();
     let process: Collected = crate::process::collect()
         .into_iter()

@@ -21,9 +21,9 @@ from prometheus_server import PrometheusServer
 
 class ScrapingPrometheus(PrometheusServer):
     """Prometheus scraping 127.0.0.1:scrape_port as job "locust" every `interval` s (none with `scrape_port=None`),
-    with the remote-write receiver on."""
+    with the remote-write receiver on, and `flags` added to its command line."""
 
-    def __init__(self, workdir: Path, scrape_port: int | None, interval: float) -> None:
+    def __init__(self, workdir: Path, scrape_port: int | None, interval: float, flags: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.target = f"127.0.0.1:{scrape_port}"
@@ -39,6 +39,7 @@ class ScrapingPrometheus(PrometheusServer):
             f"--storage.tsdb.path={workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--web.enable-remote-write-receiver",
+            *flags,
         ]
         self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT)
 
@@ -84,13 +85,13 @@ class Pushgateway:
 
 @pytest.fixture
 def scraping_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    """``start(scrape_port, interval) -> ScrapingPrometheus``, ready."""
+    """``start(scrape_port, interval, flags) -> ScrapingPrometheus``, ready."""
     if shutil.which("prometheus") is None:
         pytest.fail("the prometheus binary is not installed: `make system-deps` (Debian: apt-get install prometheus)")
     servers: list[ScrapingPrometheus] = []
 
-    def start(scrape_port: int | None, interval: float = 5) -> ScrapingPrometheus:
-        server = ScrapingPrometheus(tmp_path_factory.mktemp("prometheus"), scrape_port, interval)
+    def start(scrape_port: int | None, interval: float = 5, flags: tuple[str, ...] = ()) -> ScrapingPrometheus:
+        server = ScrapingPrometheus(tmp_path_factory.mktemp("prometheus"), scrape_port, interval, flags)
         servers.append(server)
         server.wait_ready()
         return server

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import signal
 import socket
@@ -124,8 +125,9 @@ def push_summary(out: str, what: str) -> tuple[int, int, int]:
 @pytest.mark.parametrize("workers", [0, 2], ids=["local", "master-2-workers"])
 def test_pushes_hold_the_exact_final_counts(run_locust, scraping_prometheus, pushgateway, workers):  # noqa: F811
     """No scraper: remote write to a real Prometheus and a real Pushgateway get Locust's final counts, name by
-    name, after a 12 s headless run. The distributed run also groups the Pushgateway's metrics by run_id."""
-    prom = scraping_prometheus(None)
+    name, after a 12 s headless run. The distributed run also groups the Pushgateway's metrics by run_id.
+    (Remote write sends native histograms by default: this Prometheus takes them.)"""
+    prom = scraping_prometheus(None, flags=("--enable-feature=native-histograms",))
     extra = ["--prometheus-remote-write", f"{prom.url}/api/v1/write", "--prometheus-pushgateway", pushgateway.url]
     if workers:
         extra.append("--prometheus-pushgateway-run-id")
@@ -145,6 +147,35 @@ def test_pushes_hold_the_exact_final_counts(run_locust, scraping_prometheus, pus
     run_ids = {dict(labels).get("run_id") for name, labels in gateway if name == "locust_requests_total"}
     [(_, info)] = [k for k in gateway if k[0] == "locust_test_info"]
     assert run_ids == ({dict(info)["run_id"]} if workers else {None})
+
+
+def test_remote_write_sends_the_native_histograms(run_locust, scraping_prometheus):  # noqa: F811
+    """Prometheus with native histograms stores the pushed native histogram of the request durations: its
+    count is Locust's final request count, and its quantiles answer. Without the feature, the same Prometheus
+    takes the pushes of --prometheus-remote-write-classic-only (and refuses the native samples)."""
+    prom = scraping_prometheus(None, flags=("--enable-feature=native-histograms",))
+    run = headless(run_locust, 8, extra=["--prometheus-remote-write", f"{prom.url}/api/v1/write"])
+    assert run.finish(timeout=90) == [0], run.output()
+    sent, failed, dropped = push_summary(run.output(), "remote write")
+    assert sent >= 2 and (failed, dropped) == (0, 0), run.output()
+    total = sum(final_requests(run).values())
+    assert prom.value('histogram_count(sum(locust_request_duration_seconds{job="locust"}))') == total
+    assert prom.value('sum(locust_request_duration_seconds_count{job="locust"})') == total  # classic too
+    median = prom.value('histogram_quantile(0.5, sum(locust_request_duration_seconds{job="locust"}))')
+    assert math.isfinite(median) and median > 0
+    by_name = prom.query('histogram_count(sum by (name) (locust_request_duration_seconds{job="locust"}))')
+    assert len(by_name) >= 2  # one native series per (method, name), and no other family sent as native
+    assert prom.query("busy_response_bytes_count")
+    assert not prom.query("busy_response_bytes")  # a classic-only histogram has no native series
+
+    plain = scraping_prometheus(None)
+    for extra, refused in (((), True), (("--prometheus-remote-write-classic-only",), False)):
+        args = ["--prometheus-remote-write", f"{plain.url}/api/v1/write", "--prometheus-linger", "3", *extra]
+        run = headless(run_locust, 3, extra=args)
+        assert run.finish(timeout=60) == [0], run.output()
+        sent = push_summary(run.output(), "remote write")[0]
+        assert (sent == 0) == refused, run.output()
+    assert stored_requests(plain) == final_requests(run)
 
 
 def test_unreachable_and_refused_pushes_never_stop_the_test(run_locust, scraping_prometheus):  # noqa: F811

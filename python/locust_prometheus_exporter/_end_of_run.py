@@ -71,6 +71,15 @@ def add_options(parser: Any, **_kw: Any) -> None:
         "LOCUST_PROMETHEUS_REMOTE_WRITE_USERNAME/_PASSWORD or _BEARER_TOKEN, a CA from _CA_FILE",
     )
     parser.add_argument(
+        "--prometheus-remote-write-classic-only",
+        env_var="LOCUST_PROMETHEUS_REMOTE_WRITE_CLASSIC_ONLY",
+        action="store_true",
+        default=False,
+        include_in_web_ui=False,
+        help="Send histograms by remote write as classic buckets only, without the native histogram samples "
+        "(for a receiver without native histograms, e.g. Prometheus without --enable-feature=native-histograms)",
+    )
+    parser.add_argument(
         "--prometheus-pushgateway",
         env_var="LOCUST_PROMETHEUS_PUSHGATEWAY",
         default=None,
@@ -148,6 +157,8 @@ class _EndOfRun:
             url = getattr(options, f"prometheus_{option}", None)
             if not url:
                 continue
+            if option == "remote_write" and getattr(options, "prometheus_remote_write_classic_only", False):
+                protocol = "remote_write_classic"
             try:
                 pusher = _native.Pusher(protocol, url, self._push_interval, instance, **_credentials(option))
             except ValueError as e:

@@ -226,7 +226,8 @@ def wait_for_scrape(mark: int, timeout: float) -> bool:
 
 @final
 class Pusher:
-    """Pushes the metrics from a native thread (``protocol``: ``"remote_write"`` or ``"pushgateway"``).
+    """Pushes the metrics from a native thread (``protocol``: ``"remote_write"``, ``"remote_write_classic"``
+    (without the native histograms) or ``"pushgateway"``).
 
     ``ValueError`` for a malformed URL or header, an unreadable CA file, or a bad interval.
     """

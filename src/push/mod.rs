@@ -25,14 +25,17 @@ const ERROR_BODY: u64 = 300;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
-    RemoteWrite,
+    /// `native`: whether the native histograms are sent too, beside the classic buckets.
+    RemoteWrite {
+        native: bool,
+    },
     Pushgateway,
 }
 
 impl Protocol {
     fn name(self) -> &'static str {
         match self {
-            Protocol::RemoteWrite => "remote write",
+            Protocol::RemoteWrite { .. } => "remote write",
             Protocol::Pushgateway => "Pushgateway",
         }
     }
@@ -264,7 +267,7 @@ impl Shared {
     fn batch(&self) -> Batch {
         let grouping = self.state.lock().grouping.clone();
         match self.config.protocol {
-            Protocol::RemoteWrite => remote_write::batch(&self.config.url, &self.config.instance),
+            Protocol::RemoteWrite { native } => remote_write::batch(&self.config.url, &self.config.instance, native),
             Protocol::Pushgateway => pushgateway::batch(&self.config.url, &grouping),
         }
     }

@@ -30,7 +30,8 @@ pub fn wait_for_scrape(py: Python<'_>, mark: u64, timeout: f64) -> bool {
     py.detach(|| scrape_log().wait_answered_after(from_nanos(mark), timeout))
 }
 
-/// Pushes the metrics from a native thread (`protocol`: `"remote_write"` or `"pushgateway"`).
+/// Pushes the metrics from a native thread (`protocol`: `"remote_write"`, `"remote_write_classic"`
+/// (without the native histograms) or `"pushgateway"`).
 /// `ValueError` for a malformed URL or header, an unreadable CA file, or a bad interval.
 #[pyclass(frozen, name = "Pusher", module = "locust_prometheus_exporter._native")]
 pub struct PyPusher {
@@ -54,7 +55,8 @@ impl PyPusher {
         headers: Vec<(String, String)>,
     ) -> PyResult<Self> {
         let protocol = match protocol {
-            "remote_write" => Protocol::RemoteWrite,
+            "remote_write" => Protocol::RemoteWrite { native: true },
+            "remote_write_classic" => Protocol::RemoteWrite { native: false },
             "pushgateway" => Protocol::Pushgateway,
             other => return Err(ExporterError::InvalidPushConfig(format!("unknown push protocol {other:?}")).into()),
         };
