@@ -65,7 +65,7 @@ def test_native_quantiles_within_5_percent_and_classic_queries_unchanged(run_loc
         )
     times_prefix = tmp_path / "times"
     run = run_locust(
-        SPREAD, users=30, rate=30, run_time=12, autoquit=30, workers=workers,
+        SPREAD, users=30, rate=30, run_time=24, autoquit=30, workers=workers,
         extra=("--prometheus-port", str(port)), env={"SPREAD_TIMES": str(times_prefix)},
     )  # fmt: skip
     run.metrics_port = port
