@@ -26,9 +26,11 @@ def main() -> int:
     server = target.serve(8000)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print("target on http://127.0.0.1:8000; exporter on", METRICS, flush=True)
+    # The demo's own scrape is not a Prometheus: no final scrape to wait for at the end (--prometheus-linger 0).
     locust = subprocess.Popen(
         [sys.executable, "-m", "locust", "-f", str(HERE / "locustfile_custom_metrics.py"), "--headless",
-         "-u", "10", "-r", "2", "-t", "30s", "--prometheus-host", "127.0.0.1", "--only-summary"]
+         "-u", "10", "-r", "2", "-t", "30s", "--prometheus-host", "127.0.0.1", "--prometheus-linger", "0",
+         "--only-summary"]
     )  # fmt: skip
     try:
         time.sleep(20)
