@@ -227,8 +227,12 @@ def test_health_of_a_master_and_its_workers(run_locust):
     assert_process_metrics(samples, run.procs[0].pid)
     ids = {c["id"] for c in run.web_state()["workers"]}
     assert len(ids) == 2
-    for metric in ("locust_cpu_usage_percent", "locust_memory_usage_bytes"):
-        assert health(samples, metric).keys() == ids | {"master"}, metric
+    metrics = ("locust_cpu_usage_percent", "locust_memory_usage_bytes")
+    # A worker's measure reaches the master with its next heartbeat (every second): poll for it.
+    run.wait_until(
+        lambda: all(health(run.scrape(), m).keys() == ids | {"master"} for m in metrics), 15, "every process's measures"
+    )
+    samples = run.scrape()
     assert all(v > 10e6 for v in health(samples, "locust_memory_usage_bytes").values())
     assert run.finish() == [0, 0, 0], run.output()
 
