@@ -38,8 +38,8 @@ pub use web::Web;
 use crate::errors::{ExporterError, Result};
 use crate::exposition::{scrape_body, Format};
 use crate::fork;
-use crate::metrics::global;
-use crate::scrape_log::scrape_log;
+use crate::metrics::Registry;
+use crate::scrape_log::ScrapeLog;
 
 const INDEX: &str = "<!doctype html>\n<html><head><title>Locust Prometheus exporter</title></head>\n\
 <body><h1>Locust Prometheus exporter</h1><p><a href=\"metrics\">Metrics</a></p></body></html>\n";
@@ -54,10 +54,15 @@ pub struct ServerHandle {
     stop: oneshot::Sender<()>,
     thread: JoinHandle<()>,
     addr: SocketAddr,
+    scrapes: Arc<ScrapeLog>,
 }
 
 /// What every connection of one server shares.
 struct Shared {
+    /// What `/metrics` serves.
+    registry: Arc<Registry>,
+    /// When `/metrics` was scraped in full, for the end of a run.
+    scrapes: Arc<ScrapeLog>,
     limits: Limits,
     stats: Stats,
     addr: SocketAddr,
@@ -92,13 +97,16 @@ fn bind(host: &str, port: u16) -> Result<TcpListener> {
 
 impl ServerHandle {
     /// Binds now (so errors reach the caller) and serves from a background thread.
-    pub fn start(host: &str, port: u16, limits: Limits, web: Option<Web>) -> Result<Self> {
+    pub fn start(registry: Arc<Registry>, host: &str, port: u16, limits: Limits, web: Option<Web>) -> Result<Self> {
         let listener = bind(host, port)?;
         listener.set_nonblocking(true).map_err(internal)?;
         let addr = listener.local_addr().map_err(internal)?;
+        let scrapes = Arc::new(ScrapeLog::new());
         let shared = Arc::new(Shared {
+            stats: Stats::register(&registry)?,
+            registry,
+            scrapes: scrapes.clone(),
             limits,
-            stats: Stats::register(global())?,
             addr,
             web,
         });
@@ -121,11 +129,20 @@ impl ServerHandle {
                 runtime.shutdown_timeout(STOP_GRACE);
             })
             .map_err(internal)?;
-        Ok(ServerHandle { stop, thread, addr })
+        Ok(ServerHandle {
+            stop,
+            thread,
+            addr,
+            scrapes,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    pub fn scrape_log(&self) -> Arc<ScrapeLog> {
+        self.scrapes.clone()
     }
 
     /// Stops serving; returns once the server thread is gone, and with it the listening socket.
@@ -378,11 +395,11 @@ fn selected_names(query: &str) -> Vec<String> {
 }
 
 /// Renders (and compresses) off the server's thread; at most `Limits::renders` at once, the rest queue.
-async fn render(format: Format, names: Vec<String>, gzip: bool) -> Option<(Vec<u8>, bool)> {
+async fn render(registry: Arc<Registry>, format: Format, names: Vec<String>, gzip: bool) -> Option<(Vec<u8>, bool)> {
     tokio::task::spawn_blocking(move || {
         let body = {
             let _pass = fork::enter();
-            scrape_body(global(), format, &names)
+            scrape_body(&registry, format, &names)
         };
         match gzip.then(|| gzip_bytes(&body)).flatten() {
             Some(z) => (z, true),
@@ -403,7 +420,7 @@ async fn respond(
     let full_scrape = (request.uri().path() == "/metrics"
         && *request.method() == Method::GET
         && selected_names(request.uri().query().unwrap_or("")).is_empty())
-    .then(|| scrape_log().start());
+    .then(|| shared.scrapes.start());
     let web = shared.web.as_ref().map(|w| w.current());
     let mut headers = Vec::new();
     let (status, body) = match &web {
@@ -415,14 +432,15 @@ async fn respond(
             headers.push((WWW_AUTHENTICATE, HeaderValue::from_static(auth::CHALLENGE)));
             (StatusCode::UNAUTHORIZED, Bytes::from_static(b"Unauthorized\n"))
         }
-        _ => route(&request, &mut headers).await,
+        _ => route(&request, &shared.registry, &mut headers).await,
     };
     if let Some(web) = &web {
         headers.extend(web.headers.iter().cloned());
     }
     shared.stats.response(status.as_u16());
     // The length is known: hyper sends it as Content-Length (for HEAD too, without the body).
-    let reply = Reply::new(body, conn).noting_scrape(full_scrape.filter(|_| status == StatusCode::OK));
+    let scrape = full_scrape.filter(|_| status == StatusCode::OK);
+    let reply = Reply::new(body, conn).noting_scrape(scrape.map(|started| (shared.scrapes.clone(), started)));
     let mut response = Response::new(reply);
     *response.status_mut() = status;
     response.headers_mut().extend(headers);
@@ -438,6 +456,7 @@ async fn authorized(web: &web::Active, request: &Request<Incoming>) -> bool {
 
 async fn route(
     request: &Request<Incoming>,
+    registry: &Arc<Registry>,
     headers: &mut Vec<(hyper::header::HeaderName, HeaderValue)>,
 ) -> (StatusCode, Bytes) {
     let path = request.uri().path();
@@ -460,7 +479,7 @@ async fn route(
             let format = negotiate_format(request_header(request, ACCEPT));
             let gzip = accepts_gzip(request_header(request, ACCEPT_ENCODING));
             let names = selected_names(request.uri().query().unwrap_or(""));
-            match render(format, names, gzip).await {
+            match render(registry.clone(), format, names, gzip).await {
                 Some((body, gzipped)) => {
                     headers.push((CONTENT_TYPE, HeaderValue::from_static(format.content_type())));
                     headers.push((VARY, HeaderValue::from_static("Accept, Accept-Encoding")));
@@ -536,7 +555,7 @@ mod tests {
 
     #[test]
     fn slow_heads_and_idle_keep_alive_are_closed() {
-        let server = ServerHandle::start("127.0.0.1", 0, SHORT, None).unwrap();
+        let server = ServerHandle::start(Arc::default(), "127.0.0.1", 0, SHORT, None).unwrap();
         let mut half = connect(&server);
         half.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").unwrap();
         let took = time_to_close(&mut half);
@@ -565,6 +584,7 @@ mod tests {
     #[test]
     fn at_the_limit_the_oldest_waiting_connection_makes_room() {
         let server = ServerHandle::start(
+            Arc::default(),
             "127.0.0.1",
             0,
             Limits {
@@ -592,14 +612,15 @@ mod tests {
     #[test]
     fn a_client_that_does_not_read_is_dropped() {
         // A body far larger than what the socket buffers hold.
-        let family = global()
+        let registry = Arc::new(Registry::default());
+        let family = registry
             .get_or_register(Desc::new("rust_test_big", "h", Kind::Counter, vec!["l".into()]).unwrap())
             .unwrap();
         let long = "x".repeat(200);
         for i in 0..60_000 {
             family.child(&[format!("{long}{i}")]).unwrap();
         }
-        let server = ServerHandle::start("127.0.0.1", 0, SHORT, None).unwrap();
+        let server = ServerHandle::start(registry, "127.0.0.1", 0, SHORT, None).unwrap();
         let mut stalled = connect(&server);
         stalled.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         // The stall counts from the answer's start, which waits for the render (slow in a debug build on
@@ -627,7 +648,7 @@ mod tests {
 
     #[test]
     fn shutdown_frees_the_port() {
-        let server = ServerHandle::start("127.0.0.1", 0, Limits::DEFAULT, None).unwrap();
+        let server = ServerHandle::start(Arc::default(), "127.0.0.1", 0, Limits::DEFAULT, None).unwrap();
         let addr = server.addr();
         let _open = connect(&server);
         server.shutdown();

@@ -13,5 +13,5 @@ pub use family::{check_buckets, push_series_key, series_key, Desc, Family, Gauge
 pub use native_histogram::{NativeConfig, NativeSnapshot};
 #[cfg(test)]
 pub use registry::as_report;
-pub use registry::{global, Collected, Registry, Report};
+pub use registry::{Collected, Registry, Report};
 pub use series::{now, Cell, ReportedSeries, Scalar, Series, SeriesData, ValueData};

@@ -9,8 +9,9 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
+use super::registry::{chosen, CollectorRegistry};
 use crate::errors::ExporterError;
-use crate::metrics::{check_buckets, global, now, Cell, Desc, Family, GaugeMode, Kind, NativeConfig, Scalar, Series};
+use crate::metrics::{check_buckets, now, Cell, Desc, Family, GaugeMode, Kind, NativeConfig, Registry, Scalar, Series};
 
 /// Series a custom metric keeps at most, unless told otherwise (`max_series=`).
 const DEFAULT_MAX_SERIES: usize = 10_000;
@@ -23,6 +24,8 @@ const DEFAULT_BUCKETS: [f64; 14] = [
 /// A family and, once labels are bound (or when it has none), one of its series.
 #[derive(Clone)]
 pub struct Metric {
+    /// Where the family is registered (where a series past `max_series` is counted).
+    registry: Arc<Registry>,
     family: Arc<Family>,
     series: Option<Arc<Series>>,
 }
@@ -46,18 +49,23 @@ fn full_name(name: &str, namespace: &str, subsystem: &str, unit: &str, kind: &Ki
 }
 
 impl Metric {
-    pub fn new(family: Arc<Family>) -> Self {
+    pub fn new(registry: Arc<Registry>, family: Arc<Family>) -> Self {
         let series = family
             .desc
             .label_names
             .is_empty()
             .then(|| family.child::<&str>(&[]).ok())
             .flatten();
-        Metric { family, series }
+        Metric {
+            registry,
+            family,
+            series,
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
     fn register(
+        registry: Arc<Registry>,
         name: &str,
         documentation: &str,
         labelnames: Vec<String>,
@@ -78,9 +86,9 @@ impl Metric {
             Some(config) => desc.with_native(config),
             None => desc,
         };
-        let family = global().register(desc)?;
+        let family = registry.register(desc)?;
         family.set_max_series(max_series);
-        Ok(Metric::new(family))
+        Ok(Metric::new(registry, family))
     }
 
     /// A series past `max_series`: recorded into nothing, counted, logged once. Counting and logging
@@ -93,7 +101,7 @@ impl Metric {
             Kind::Counter,
             vec!["metric".into()],
         )
-        .and_then(|desc| global().get_or_register(desc))
+        .and_then(|desc| self.registry.get_or_register(desc))
         .and_then(|family| family.child(&[name]));
         if let Ok(Cell::Scalar(s)) = counted.as_deref().map(|series| &series.cell) {
             s.add(1.0);
@@ -154,8 +162,8 @@ impl Metric {
             other => other?,
         };
         Ok(Metric {
-            family: self.family.clone(),
             series: Some(series),
+            ..self.clone()
         })
     }
 
@@ -314,19 +322,22 @@ pub struct Counter {
 metric_methods! {
     Counter,
     #[new]
-    #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", *, max_series=DEFAULT_MAX_SERIES))]
+    #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", registry=None, *, max_series=DEFAULT_MAX_SERIES))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         name: &str,
         documentation: &str,
         labelnames: Vec<String>,
         namespace: &str,
         subsystem: &str,
         unit: &str,
+        registry: Option<&Bound<'_, CollectorRegistry>>,
         max_series: usize,
     ) -> PyResult<Self> {
         Ok(Counter {
             metric: Metric::register(
+                chosen(py, registry)?,
                 name,
                 documentation,
                 labelnames,
@@ -361,21 +372,23 @@ pub struct Gauge {
 metric_methods! {
     Gauge,
     #[new]
-    #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", multiprocess_mode="livesum", *, max_series=DEFAULT_MAX_SERIES))]
+    #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", registry=None, multiprocess_mode="livesum", *, max_series=DEFAULT_MAX_SERIES))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         name: &str,
         documentation: &str,
         labelnames: Vec<String>,
         namespace: &str,
         subsystem: &str,
         unit: &str,
+        registry: Option<&Bound<'_, CollectorRegistry>>,
         multiprocess_mode: &str,
         max_series: usize,
     ) -> PyResult<Self> {
         let kind = Kind::Gauge(GaugeMode::parse(multiprocess_mode)?);
         Ok(Gauge {
-            metric: Metric::register(name, documentation, labelnames, namespace, subsystem, unit, kind, max_series, None)?,
+            metric: Metric::register(chosen(py, registry)?, name, documentation, labelnames, namespace, subsystem, unit, kind, max_series, None)?,
         })
     }
 
@@ -430,17 +443,19 @@ metric_methods! {
     #[new]
     /// `native=True` adds Prometheus native buckets of `native_schema` (-4 to 8, 3 by default).
     #[pyo3(signature = (
-        name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", buckets=None,
+        name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", registry=None, buckets=None,
         native=false, native_schema=None, *, max_series=DEFAULT_MAX_SERIES,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         name: &str,
         documentation: &str,
         labelnames: Vec<String>,
         namespace: &str,
         subsystem: &str,
         unit: &str,
+        registry: Option<&Bound<'_, CollectorRegistry>>,
         buckets: Option<Vec<f64>>,
         native: bool,
         native_schema: Option<i32>,
@@ -454,6 +469,7 @@ metric_methods! {
         };
         Ok(Histogram {
             metric: Metric::register(
+                chosen(py, registry)?,
                 name, documentation, labelnames, namespace, subsystem, unit, kind, max_series, native,
             )?,
         })
