@@ -26,6 +26,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -68,6 +69,18 @@ struct Shared {
     addr: SocketAddr,
     /// TLS, basic auth, headers and rate limit of a web config file; `None`: plain HTTP, open.
     web: Option<Web>,
+    /// The kinds of error already logged (see `log_once`).
+    logged: Mutex<HashSet<String>>,
+}
+
+impl Shared {
+    /// Logs an error of the server's threads the first time its `kind` happens: they never call into
+    /// Python's logging, so this goes to stderr. Every occurrence is counted in the server's own metrics.
+    fn log_once(&self, kind: &str, message: impl FnOnce() -> String) {
+        if self.logged.lock().insert(kind.to_string()) {
+            eprintln!("locust-prometheus-exporter: {}; this error is logged once.", message());
+        }
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> ExporterError {
@@ -109,6 +122,7 @@ impl ServerHandle {
             limits,
             addr,
             web,
+            logged: Mutex::new(HashSet::new()),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -157,7 +171,6 @@ async fn accept_loop(listener: tokio::net::TcpListener, mut stopped: oneshot::Re
     // Every connection accepted, oldest first: the candidates to make room at the limit.
     let mut accepted_conns: VecDeque<Weak<Conn>> = VecDeque::new();
     let mut pause = ACCEPT_PAUSE.0;
-    let mut logged = HashSet::new();
     loop {
         let accepted = tokio::select! {
             _ = &mut stopped => return,
@@ -183,9 +196,8 @@ async fn accept_loop(listener: tokio::net::TcpListener, mut stopped: oneshot::Re
             }
             Err(e) => {
                 shared.stats.dropped(Dropped::AcceptError);
-                if logged.insert(e.raw_os_error().unwrap_or(-1)) {
-                    log_accept_error(shared.addr, &e);
-                }
+                let kind = format!("accept {}", e.raw_os_error().unwrap_or(-1));
+                shared.log_once(&kind, || accept_error(shared.addr, &e));
                 // The failed connection stays queued: without a pause the loop would spin on it.
                 tokio::select! {
                     _ = &mut stopped => return,
@@ -225,8 +237,7 @@ impl Drop for Open {
     }
 }
 
-/// Once per kind of error and server: the server thread does not call into Python's logging.
-fn log_accept_error(addr: SocketAddr, e: &std::io::Error) {
+fn accept_error(addr: SocketAddr, e: &std::io::Error) -> String {
     const EMFILE: i32 = 24;
     const ENFILE: i32 = 23;
     let advice = match e.raw_os_error() {
@@ -234,10 +245,7 @@ fn log_accept_error(addr: SocketAddr, e: &std::io::Error) {
         Some(ENFILE) => " The system is out of file descriptors.",
         _ => "",
     };
-    eprintln!(
-        "locust-prometheus-exporter: accepting a connection on {addr} failed: {e}.{advice} \
-         Retrying every second at most; this error is logged once."
-    );
+    format!("accepting a connection on {addr} failed: {e}.{advice} Retrying every second at most")
 }
 
 /// How a connection ended, before its watchdog closed it.
@@ -314,7 +322,16 @@ async fn connection(stream: TcpStream, conn: Arc<Conn>, shared: Arc<Shared>) -> 
         .await
     {
         Ok(stream) => Ended::Http(http(stream, conn, shared).await),
-        Err(_) => Ended::HandshakeFailed,
+        Err(e) => {
+            shared.log_once("tls handshake", || {
+                format!(
+                    "a TLS handshake on {} failed: {e} (each failure is counted in \
+                     locust_exporter_connections_dropped_total{{reason=\"tls_handshake\"}})",
+                    shared.addr
+                )
+            });
+            Ended::HandshakeFailed
+        }
     }
 }
 
@@ -395,7 +412,12 @@ fn selected_names(query: &str) -> Vec<String> {
 }
 
 /// Renders (and compresses) off the server's thread; at most `Limits::renders` at once, the rest queue.
-async fn render(registry: Arc<Registry>, format: Format, names: Vec<String>, gzip: bool) -> Option<(Vec<u8>, bool)> {
+async fn render(
+    registry: Arc<Registry>,
+    format: Format,
+    names: Vec<String>,
+    gzip: bool,
+) -> std::result::Result<(Vec<u8>, bool), tokio::task::JoinError> {
     tokio::task::spawn_blocking(move || {
         let body = {
             let _pass = fork::enter();
@@ -407,7 +429,6 @@ async fn render(registry: Arc<Registry>, format: Format, names: Vec<String>, gzi
         }
     })
     .await
-    .ok()
 }
 
 async fn respond(
@@ -432,7 +453,7 @@ async fn respond(
             headers.push((WWW_AUTHENTICATE, HeaderValue::from_static(auth::CHALLENGE)));
             (StatusCode::UNAUTHORIZED, Bytes::from_static(b"Unauthorized\n"))
         }
-        _ => route(&request, &shared.registry, &mut headers).await,
+        _ => route(&request, &shared, &mut headers).await,
     };
     if let Some(web) = &web {
         headers.extend(web.headers.iter().cloned());
@@ -456,7 +477,7 @@ async fn authorized(web: &web::Active, request: &Request<Incoming>) -> bool {
 
 async fn route(
     request: &Request<Incoming>,
-    registry: &Arc<Registry>,
+    shared: &Shared,
     headers: &mut Vec<(hyper::header::HeaderName, HeaderValue)>,
 ) -> (StatusCode, Bytes) {
     let path = request.uri().path();
@@ -479,8 +500,8 @@ async fn route(
             let format = negotiate_format(request_header(request, ACCEPT));
             let gzip = accepts_gzip(request_header(request, ACCEPT_ENCODING));
             let names = selected_names(request.uri().query().unwrap_or(""));
-            match render(registry.clone(), format, names, gzip).await {
-                Some((body, gzipped)) => {
+            match render(shared.registry.clone(), format, names, gzip).await {
+                Ok((body, gzipped)) => {
                     headers.push((CONTENT_TYPE, HeaderValue::from_static(format.content_type())));
                     headers.push((VARY, HeaderValue::from_static("Accept, Accept-Encoding")));
                     if gzipped {
@@ -489,10 +510,13 @@ async fn route(
                     (StatusCode::OK, Bytes::from(body))
                 }
                 // The render panicked; the server goes on.
-                None => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    Bytes::from_static(b"Internal Server Error\n"),
-                ),
+                Err(e) => {
+                    shared.log_once("render", || format!("rendering /metrics failed: {e} (answered 500)"));
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        Bytes::from_static(b"Internal Server Error\n"),
+                    )
+                }
             }
         }
     }
