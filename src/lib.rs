@@ -21,7 +21,7 @@ mod _native {
     #[pymodule_export]
     use crate::py::listener::RequestListener;
     #[pymodule_export]
-    use crate::py::metric::{Counter, Gauge, Histogram, Timer};
+    use crate::py::metric::{Counter, Gauge, Histogram, Timed, Timer};
     #[pymodule_export]
     use crate::py::server::{
         after_fork_in_child, after_fork_in_parent, apply_report, before_fork, render, set_const_labels,

@@ -593,7 +593,9 @@ mod tests {
     fn a_client_that_does_not_read_is_dropped() {
         // A body far larger than what the socket buffers hold.
         let family = global()
-            .get_or_register(Desc::new("rust_test_big", "h", Kind::Counter, vec!["l".into()]).unwrap())
+            .get_or_register::<crate::metrics::Counter>(
+                Desc::new("rust_test_big", "h", Kind::Counter, vec!["l".into()]).unwrap(),
+            )
             .unwrap();
         let long = "x".repeat(200);
         for i in 0..60_000 {

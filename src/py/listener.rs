@@ -7,9 +7,9 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString};
 
-use super::metric::{parse_buckets, Counter, Gauge, Metric};
-use crate::locust_metrics::{LocustMetrics, Request, DEFAULT_BUCKETS};
-use crate::metrics::global;
+use super::metric::{Counter, Gauge, Metric};
+use crate::locust_metrics::{LocustMetrics, Request};
+use crate::metrics::{global, parse_buckets};
 
 /// Locust's metrics, and the callable to register on `events.request`.
 #[pyclass(frozen, module = "locust_prometheus_exporter._native")]
@@ -91,7 +91,7 @@ impl RequestListener {
     #[new]
     #[pyo3(signature = (buckets=None, per_worker=false))]
     fn new(buckets: Option<Vec<f64>>, per_worker: bool) -> PyResult<Self> {
-        let bounds = parse_buckets(buckets, &DEFAULT_BUCKETS)?;
+        let bounds = parse_buckets(buckets)?;
         Ok(RequestListener {
             metrics: Arc::new(LocustMetrics::new(global(), &bounds, per_worker)?),
         })
@@ -133,7 +133,7 @@ impl RequestListener {
 
     /// Other buckets for `locust_request_duration_seconds` (from Locust's options, before the test).
     fn set_buckets(&self, buckets: Vec<f64>) -> PyResult<()> {
-        let bounds = parse_buckets(Some(buckets), &DEFAULT_BUCKETS)?;
+        let bounds = parse_buckets(Some(buckets))?;
         Ok(self.metrics.set_buckets(global(), &bounds)?)
     }
 
