@@ -24,7 +24,7 @@ struct Slot {
     overflowed: Option<Arc<Series<Counter>>>,
 }
 
-/// A counter or histogram family's totals: the sum of every worker's series (atomic cells: a scrape
+/// A counter or histogram family's totals: the sum of every worker's series (atomics: a scrape
 /// reads them while reports add to them), and the slot of each reported series key.
 struct Totals {
     family: AnyFamily,

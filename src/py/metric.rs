@@ -7,6 +7,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::errors::{ExporterError, Result};
 use crate::metrics::{
@@ -266,6 +267,12 @@ impl Timed {
         let result = self.func.bind(py).call(args, kwargs);
         self.action.stop(start);
         result
+    }
+
+    /// `func` (which the `__dict__` holds too, as `__wrapped__`): lets the garbage collector see cycles
+    /// through it, such as a decorated function's module globals holding the decorated function.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> std::result::Result<(), PyTraverseError> {
+        visit.call(&self.func)
     }
 
     /// Binds to an instance as a function does, so that a decorated method gets its `self`.
