@@ -7,7 +7,7 @@ use std::sync::{Arc, LazyLock};
 use parking_lot::{Mutex, RwLock};
 
 use super::cap::LabelCap;
-use super::family::{series_key, AnyFamily, Desc, Family, Kind};
+use super::family::{series_key, AnyFamily, Desc, Family};
 use super::names::check_label_names;
 use super::series::{MetricType, ReportedSeries, SeriesData, ValueData};
 use super::workers::Workers;
@@ -46,7 +46,12 @@ impl Registry {
     /// Registers a new family of `M` (`desc` being of its kind); its names must not clash with any
     /// registered family's samples.
     pub fn register<M: MetricType>(&self, desc: Desc) -> Result<Arc<Family<M>>> {
-        self.checked(&desc, M::is_kind)?;
+        if !M::is_kind(&desc.kind) {
+            return Err(ExporterError::Internal(format!(
+                "{} registered as another kind",
+                desc.name
+            )));
+        }
         let family = Arc::new(Family::new(desc));
         self.insert(M::erase(family.clone()))?;
         Ok(family)
@@ -73,35 +78,28 @@ impl Registry {
         })
     }
 
-    /// A family reported by a worker: the one registered with exactly this descriptor, or a new one.
-    fn get_or_register_any(&self, desc: &Desc) -> Result<()> {
+    /// A family reported by a worker: known if registered with exactly this descriptor, else new.
+    fn get_or_register_reported(&self, desc: &Desc) -> Result<()> {
         match self.families.read().get(&desc.name) {
             Some(f) if f.desc() == desc => return Ok(()),
             Some(_) => return Err(ExporterError::Duplicate(desc.name.clone())),
             None => {}
         }
-        self.checked(desc, |_| true)?;
         self.insert(AnyFamily::new(desc.clone()))
     }
 
-    fn checked(&self, desc: &Desc, is_kind: fn(&Kind) -> bool) -> Result<()> {
-        if !is_kind(&desc.kind) {
-            return Err(ExporterError::Internal(format!(
-                "{} registered as another kind",
-                desc.name
-            )));
-        }
-        check_const_label_clash(&self.const_labels.read(), std::slice::from_ref(desc))
-    }
-
-    /// Adds a family unless its names clash with a registered family's samples.
+    /// Adds a family unless its labels clash with the constant ones or its names with a registered
+    /// family's samples.
     fn insert(&self, family: AnyFamily) -> Result<()> {
+        let desc = family.desc();
+        check_const_label_clash(&self.const_labels.read(), std::slice::from_ref(desc))?;
         let mut families = self.families.write();
         let taken: HashSet<String> = families.values().flat_map(|f| f.desc().exposed_names()).collect();
-        if let Some(clash) = family.desc().exposed_names().into_iter().find(|n| taken.contains(n)) {
+        if let Some(clash) = desc.exposed_names().into_iter().find(|n| taken.contains(n)) {
             return Err(ExporterError::Duplicate(clash));
         }
-        families.insert(family.desc().name.clone(), family);
+        let name = desc.name.clone();
+        families.insert(name, family);
         Ok(())
     }
 
@@ -174,7 +172,7 @@ impl Registry {
     pub fn apply_report(&self, client_id: &str, families: Report) -> Result<()> {
         let (accepted, refused): (Report, Report) = families
             .into_iter()
-            .partition(|(desc, _)| self.get_or_register_any(desc).is_ok());
+            .partition(|(desc, _)| self.get_or_register_reported(desc).is_ok());
         let cap = self.label_cap.read().clone();
         self.workers.lock().apply(client_id, accepted, cap.as_deref());
         if refused.is_empty() {
@@ -233,7 +231,8 @@ fn check_const_label_clash(labels: &[(String, String)], descs: &[Desc]) -> Resul
 
 #[cfg(test)]
 mod tests {
-    use super::super::series::{Counter, Histogram};
+    use super::super::family::{GaugeMode, Kind};
+    use super::super::series::{Counter, Gauge, Histogram};
     use super::*;
 
     fn counter(name: &str) -> Desc {
@@ -250,10 +249,14 @@ mod tests {
                 Err(ExporterError::Duplicate(_))
             ));
         }
-        let gauge = Desc::new("x_created", "h", Kind::Gauge(super::super::GaugeMode::Sum), vec![]).unwrap();
-        assert!(r.register::<super::super::series::Gauge>(gauge).is_err());
+        let gauge = Desc::new("x_created", "h", Kind::Gauge(GaugeMode::Sum), vec![]).unwrap();
+        assert!(r.register::<Gauge>(gauge).is_err());
         assert_eq!(r.families().len(), 1);
         assert!(r.get_or_register::<Counter>(counter("x")).is_ok());
+        assert!(
+            r.get_or_register::<Gauge>(counter("x")).is_err(),
+            "found only as the type it was registered as"
+        );
     }
 
     #[test]
