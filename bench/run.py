@@ -403,7 +403,7 @@ def reports() -> str:
         )
     return "\n".join(
         [
-            "5. Worker report: _native.take_report() bytes; first = every series,"
+            "5. Worker report: CollectorRegistry.take_report() bytes; first = every series,"
             " steady = after ~10% of combinations changed",
             table(["combos", "series", "first B", "B/series", "changed combos", "steady B", "B/changed series"], rows),
         ]
@@ -440,7 +440,7 @@ def master_merge(quick: bool, baseline: str | None) -> str:
     lines = [
         f"6. Master merge: {workers} workers each reporting the same {combos:,} combinations"
         f" ({combos * SERIES_PER_COMBO:,} series, {now['bytes'] / 1e6:.1f} MB scraped); in-process render and",
-        "   _native.apply_report(), medians, best of the runs; reports made by the project's own registry; one core",
+        "   apply_report(), medians, best of the runs; reports made by the project's own registry; one core",
         table(["measure", *builds], rows),
         f"  target: {workers}-worker render <= 3x the 1-worker one   {verdict(ratio <= 3)} ({ratio:.2f}x)",
     ]

@@ -43,11 +43,11 @@ class Project:
 
     def __init__(self, host: str, port: int) -> None:
         # Imported here: the other variants' processes never load the project.
-        from locust_prometheus_exporter import PrometheusExporter, _native
+        from locust_prometheus_exporter import PrometheusExporter
 
         # No cap on request names: the reference has none, and the sizes measured go past the default.
         self.exporter = PrometheusExporter(host, port, max_names=0)
-        self.render = _native.render
+        self.render = self.exporter.registry.render
 
     def serve(self) -> None:
         self.exporter.serve()
@@ -241,14 +241,14 @@ def cmd_memory(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     """Worker report sizes: the first (every series) and a steady one with ~10% of combinations changed."""
-    from locust_prometheus_exporter import _native
+    from locust_prometheus_exporter import REGISTRY
 
     exporter("project")
     events = [event(i) for i in range(args.combos)]
     fire_all(events)
-    first = len(_native.take_report())
+    first = len(REGISTRY.take_report())
     fire_all(events[::10])
-    return {"first": first, "steady": len(_native.take_report()), "changed": len(events[::10])}
+    return {"first": first, "steady": len(REGISTRY.take_report()), "changed": len(events[::10])}
 
 
 def timed(f: Any, *args: Any) -> float:
@@ -263,13 +263,13 @@ def cmd_master(args: argparse.Namespace) -> dict[str, Any]:
     periodic full one (every series, the changed ones at their new values).
 
     The reports are real: made in this process by the project's own registry, which starts from zero for each
-    worker (as a forked child does); then it starts from zero again and serves as the master. Only the stable
-    API is used, so an earlier build runs this command too (before/after).
+    worker (as a forked child does); then it starts from zero again and serves as the master.
     """
-    from locust_prometheus_exporter import _native
+    from locust_prometheus_exporter import CollectorRegistry, _native
 
-    # Within the default cap on request names (1,000), which a build that has one applies.
-    listener = _native.RequestListener()
+    registry = CollectorRegistry()
+    # Within the default cap on request names (1,000).
+    listener = _native.RequestListener(registry)
     events = [event(i) for i in range(args.combos)]
     first, steady, full = [], [], []
     for w in range(args.workers):
@@ -277,25 +277,25 @@ def cmd_master(args: argparse.Namespace) -> dict[str, Any]:
         _native.after_fork_in_child()
         for kw in events:
             listener(**kw)
-        first.append(_native.take_report())
+        first.append(registry.take_report())
         mine = []
         for batch in changed:
             for kw in batch:
                 listener(**kw)
-            mine.append(_native.take_report())
+            mine.append(registry.take_report())
         steady.append(mine)
         _native.after_fork_in_child()
         for kw in events + [kw for batch in changed for kw in batch]:
             listener(**kw)
-        full.append(_native.take_report())
+        full.append(registry.take_report())
     _native.after_fork_in_child()
     ids = [f"worker-{w}" for w in range(args.workers)]
 
     def render() -> float:
-        return statistics.median(timed(_native.render) for _ in range(args.scrapes))
+        return statistics.median(timed(registry.render) for _ in range(args.scrapes))
 
     def apply(reports: list[bytes], workers: range) -> list[float]:
-        return [timed(_native.apply_report, ids[w], reports[w]) for w in workers]
+        return [timed(registry.apply_report, ids[w], reports[w]) for w in workers]
 
     apply_first = apply(first, range(1))
     render_one = render()
@@ -305,7 +305,7 @@ def cmd_master(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "render_one": render_one,
         "render_all": render(),
-        "bytes": len(_native.render()),
+        "bytes": len(registry.render()),
         "apply_first": statistics.median(apply_first),
         "apply_steady": statistics.median(apply_steady),
         "apply_full": statistics.median(apply_full),

@@ -1,7 +1,6 @@
 //! Prometheus text format 0.0.4 and OpenMetrics 1.0.0 rendering of collected families.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::metrics::{Collected, Desc, Kind, Registry, SeriesData, ValueData};
 
@@ -177,23 +176,37 @@ fn write_family(
 /// (as prometheus_client's `name[]` filter, by any of the family's sample names),
 /// with `constant` labels on every sample.
 pub fn render(collected: &Collected, format: Format, only: &[String], constant: &[(String, String)]) -> String {
-    // Sized like the previous scrape's, so a large page is not copied over and over as it grows.
-    let mut out = String::with_capacity(LAST_SIZE.load(Ordering::Relaxed).max(4096));
+    let mut out = String::with_capacity(4096);
+    render_into(&mut out, collected, format, only, constant);
+    out
+}
+
+fn render_into(
+    out: &mut String,
+    collected: &Collected,
+    format: Format,
+    only: &[String],
+    constant: &[(String, String)],
+) {
     for (desc, series) in collected {
         if !selected(desc, only) {
             continue;
         }
         let label_names = family_label_names(desc, series);
-        write_family(&mut out, desc, series, format, &label_names, constant);
+        write_family(out, desc, series, format, &label_names, constant);
     }
     if format == Format::OpenMetrics {
         out.push_str("# EOF\n");
     }
-    LAST_SIZE.store(out.len() + out.len() / 8, Ordering::Relaxed);
-    out
 }
 
-static LAST_SIZE: AtomicUsize = AtomicUsize::new(0);
+/// `render` for a scrape of `registry`, in a buffer sized like its previous one.
+fn render_sized(registry: &Registry, collected: &Collected, format: Format, only: &[String]) -> String {
+    let mut out = String::with_capacity(registry.render_size_hint());
+    render_into(&mut out, collected, format, only, &registry.const_labels());
+    registry.note_render_size(out.len());
+    out
+}
 
 /// Whether `only` (empty: everything) names any of the family's sample names.
 pub fn selected(desc: &Desc, only: &[String]) -> bool {
@@ -224,12 +237,12 @@ pub(crate) fn served_families(registry: &Registry) -> Collected {
 
 /// What a scrape of `registry` gets in a text format, its constant labels added.
 pub fn scrape(registry: &Registry, format: Format, only: &[String]) -> String {
-    render(&served_families(registry), format, only, &registry.const_labels())
+    render_sized(registry, &served_families(registry), format, only)
 }
 
 /// The registry's metrics alone, which stay the same from one call to the next while nothing is recorded.
 pub fn scrape_registry(registry: &Registry, format: Format, only: &[String]) -> String {
-    render(&registry.collect(), format, only, &registry.const_labels())
+    render_sized(registry, &registry.collect(), format, only)
 }
 
 /// The body of a scrape in any format, the binary one included.

@@ -17,22 +17,27 @@ mod web_config;
 #[pyo3::pymodule(gil_used = false)]
 mod _native {
     #[pymodule_export]
-    use crate::py::end_of_run::{scrape_mark, scrapes_seen, wait_for_scrape, PyPusher};
+    use crate::py::fork::{after_fork_in_child, after_fork_in_parent, before_fork};
     #[pymodule_export]
     use crate::py::listener::RequestListener;
     #[pymodule_export]
     use crate::py::metric::{Counter, Gauge, Histogram, Timed, Timer};
     #[pymodule_export]
-    use crate::py::server::{
-        after_fork_in_child, after_fork_in_parent, apply_report, before_fork, render, set_const_labels,
-        set_live_workers, take_report, Server,
-    };
+    use crate::py::push::PyPusher;
+    #[pymodule_export]
+    use crate::py::registry::CollectorRegistry;
+    #[pymodule_export]
+    use crate::py::server::Server;
 
     use pyo3::prelude::*;
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        m.add(
+            "REGISTRY",
+            crate::py::registry::default_registry(m.py())?.clone_ref(m.py()),
+        )?;
         m.add("OVERFLOW_NAME", crate::metrics::OVERFLOW)
     }
 }

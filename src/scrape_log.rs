@@ -1,4 +1,4 @@
-//! When `/metrics` was scraped: the server notes each scrape's start and answer, so that the end of
+//! When `/metrics` was scraped: a server notes each scrape's start and answer, so that the end of
 //! a run can wait for one scrape that started after the test stopped (the final scrape).
 
 use std::sync::OnceLock;
@@ -76,12 +76,6 @@ impl ScrapeLog {
         self.answered.wait_while_for(&mut s, |s| !answered(s), timeout);
         answered(&mut s)
     }
-}
-
-/// The process's log, noted by every server of the process.
-pub fn scrape_log() -> &'static ScrapeLog {
-    static LOG: ScrapeLog = ScrapeLog::new();
-    &LOG
 }
 
 /// Instants as plain numbers for Python: nanoseconds since the first call in the process.

@@ -26,6 +26,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -38,8 +39,8 @@ pub use web::Web;
 use crate::errors::{ExporterError, Result};
 use crate::exposition::{scrape_body, Format};
 use crate::fork;
-use crate::metrics::global;
-use crate::scrape_log::scrape_log;
+use crate::metrics::Registry;
+use crate::scrape_log::ScrapeLog;
 
 const INDEX: &str = "<!doctype html>\n<html><head><title>Locust Prometheus exporter</title></head>\n\
 <body><h1>Locust Prometheus exporter</h1><p><a href=\"metrics\">Metrics</a></p></body></html>\n";
@@ -54,15 +55,32 @@ pub struct ServerHandle {
     stop: oneshot::Sender<()>,
     thread: JoinHandle<()>,
     addr: SocketAddr,
+    scrapes: Arc<ScrapeLog>,
 }
 
 /// What every connection of one server shares.
 struct Shared {
+    /// What `/metrics` serves.
+    registry: Arc<Registry>,
+    /// When `/metrics` was scraped in full, for the end of a run.
+    scrapes: Arc<ScrapeLog>,
     limits: Limits,
     stats: Stats,
     addr: SocketAddr,
     /// TLS, basic auth, headers and rate limit of a web config file; `None`: plain HTTP, open.
     web: Option<Web>,
+    /// The kinds of error already logged (see `log_once`).
+    logged: Mutex<HashSet<String>>,
+}
+
+impl Shared {
+    /// Logs an error of the server's threads the first time its `kind` happens: they never call into
+    /// Python's logging, so this goes to stderr. Every occurrence is counted in the server's own metrics.
+    fn log_once(&self, kind: &str, message: impl FnOnce() -> String) {
+        if self.logged.lock().insert(kind.to_string()) {
+            eprintln!("locust-prometheus-exporter: {}; this error is logged once.", message());
+        }
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> ExporterError {
@@ -92,15 +110,19 @@ fn bind(host: &str, port: u16) -> Result<TcpListener> {
 
 impl ServerHandle {
     /// Binds now (so errors reach the caller) and serves from a background thread.
-    pub fn start(host: &str, port: u16, limits: Limits, web: Option<Web>) -> Result<Self> {
+    pub fn start(registry: Arc<Registry>, host: &str, port: u16, limits: Limits, web: Option<Web>) -> Result<Self> {
         let listener = bind(host, port)?;
         listener.set_nonblocking(true).map_err(internal)?;
         let addr = listener.local_addr().map_err(internal)?;
+        let scrapes = Arc::new(ScrapeLog::new());
         let shared = Arc::new(Shared {
+            stats: Stats::register(&registry)?,
+            registry,
+            scrapes: scrapes.clone(),
             limits,
-            stats: Stats::register(global())?,
             addr,
             web,
+            logged: Mutex::new(HashSet::new()),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -121,11 +143,20 @@ impl ServerHandle {
                 runtime.shutdown_timeout(STOP_GRACE);
             })
             .map_err(internal)?;
-        Ok(ServerHandle { stop, thread, addr })
+        Ok(ServerHandle {
+            stop,
+            thread,
+            addr,
+            scrapes,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    pub fn scrape_log(&self) -> Arc<ScrapeLog> {
+        self.scrapes.clone()
     }
 
     /// Stops serving; returns once the server thread is gone, and with it the listening socket.
@@ -140,7 +171,6 @@ async fn accept_loop(listener: tokio::net::TcpListener, mut stopped: oneshot::Re
     // Every connection accepted, oldest first: the candidates to make room at the limit.
     let mut accepted_conns: VecDeque<Weak<Conn>> = VecDeque::new();
     let mut pause = ACCEPT_PAUSE.0;
-    let mut logged = HashSet::new();
     loop {
         let accepted = tokio::select! {
             _ = &mut stopped => return,
@@ -166,9 +196,8 @@ async fn accept_loop(listener: tokio::net::TcpListener, mut stopped: oneshot::Re
             }
             Err(e) => {
                 shared.stats.dropped(Dropped::AcceptError);
-                if logged.insert(e.raw_os_error().unwrap_or(-1)) {
-                    log_accept_error(shared.addr, &e);
-                }
+                let kind = format!("accept {}", e.raw_os_error().unwrap_or(-1));
+                shared.log_once(&kind, || accept_error(shared.addr, &e));
                 // The failed connection stays queued: without a pause the loop would spin on it.
                 tokio::select! {
                     _ = &mut stopped => return,
@@ -208,8 +237,7 @@ impl Drop for Open {
     }
 }
 
-/// Once per kind of error and server: the server thread does not call into Python's logging.
-fn log_accept_error(addr: SocketAddr, e: &std::io::Error) {
+fn accept_error(addr: SocketAddr, e: &std::io::Error) -> String {
     const EMFILE: i32 = 24;
     const ENFILE: i32 = 23;
     let advice = match e.raw_os_error() {
@@ -217,10 +245,7 @@ fn log_accept_error(addr: SocketAddr, e: &std::io::Error) {
         Some(ENFILE) => " The system is out of file descriptors.",
         _ => "",
     };
-    eprintln!(
-        "locust-prometheus-exporter: accepting a connection on {addr} failed: {e}.{advice} \
-         Retrying every second at most; this error is logged once."
-    );
+    format!("accepting a connection on {addr} failed: {e}.{advice} Retrying every second at most")
 }
 
 /// How a connection ended, before its watchdog closed it.
@@ -297,7 +322,16 @@ async fn connection(stream: TcpStream, conn: Arc<Conn>, shared: Arc<Shared>) -> 
         .await
     {
         Ok(stream) => Ended::Http(http(stream, conn, shared).await),
-        Err(_) => Ended::HandshakeFailed,
+        Err(e) => {
+            shared.log_once("tls handshake", || {
+                format!(
+                    "a TLS handshake on {} failed: {e} (each failure is counted in \
+                     locust_exporter_connections_dropped_total{{reason=\"tls_handshake\"}})",
+                    shared.addr
+                )
+            });
+            Ended::HandshakeFailed
+        }
     }
 }
 
@@ -378,11 +412,16 @@ fn selected_names(query: &str) -> Vec<String> {
 }
 
 /// Renders (and compresses) off the server's thread; at most `Limits::renders` at once, the rest queue.
-async fn render(format: Format, names: Vec<String>, gzip: bool) -> Option<(Vec<u8>, bool)> {
+async fn render(
+    registry: Arc<Registry>,
+    format: Format,
+    names: Vec<String>,
+    gzip: bool,
+) -> std::result::Result<(Vec<u8>, bool), tokio::task::JoinError> {
     tokio::task::spawn_blocking(move || {
         let body = {
             let _pass = fork::enter();
-            scrape_body(global(), format, &names)
+            scrape_body(&registry, format, &names)
         };
         match gzip.then(|| gzip_bytes(&body)).flatten() {
             Some(z) => (z, true),
@@ -390,7 +429,6 @@ async fn render(format: Format, names: Vec<String>, gzip: bool) -> Option<(Vec<u
         }
     })
     .await
-    .ok()
 }
 
 async fn respond(
@@ -403,7 +441,7 @@ async fn respond(
     let full_scrape = (request.uri().path() == "/metrics"
         && *request.method() == Method::GET
         && selected_names(request.uri().query().unwrap_or("")).is_empty())
-    .then(|| scrape_log().start());
+    .then(|| shared.scrapes.start());
     let web = shared.web.as_ref().map(|w| w.current());
     let mut headers = Vec::new();
     let (status, body) = match &web {
@@ -415,14 +453,15 @@ async fn respond(
             headers.push((WWW_AUTHENTICATE, HeaderValue::from_static(auth::CHALLENGE)));
             (StatusCode::UNAUTHORIZED, Bytes::from_static(b"Unauthorized\n"))
         }
-        _ => route(&request, &mut headers).await,
+        _ => route(&request, &shared, &mut headers).await,
     };
     if let Some(web) = &web {
         headers.extend(web.headers.iter().cloned());
     }
     shared.stats.response(status.as_u16());
     // The length is known: hyper sends it as Content-Length (for HEAD too, without the body).
-    let reply = Reply::new(body, conn).noting_scrape(full_scrape.filter(|_| status == StatusCode::OK));
+    let scrape = full_scrape.filter(|_| status == StatusCode::OK);
+    let reply = Reply::new(body, conn).noting_scrape(scrape.map(|started| (shared.scrapes.clone(), started)));
     let mut response = Response::new(reply);
     *response.status_mut() = status;
     response.headers_mut().extend(headers);
@@ -438,6 +477,7 @@ async fn authorized(web: &web::Active, request: &Request<Incoming>) -> bool {
 
 async fn route(
     request: &Request<Incoming>,
+    shared: &Shared,
     headers: &mut Vec<(hyper::header::HeaderName, HeaderValue)>,
 ) -> (StatusCode, Bytes) {
     let path = request.uri().path();
@@ -460,8 +500,8 @@ async fn route(
             let format = negotiate_format(request_header(request, ACCEPT));
             let gzip = accepts_gzip(request_header(request, ACCEPT_ENCODING));
             let names = selected_names(request.uri().query().unwrap_or(""));
-            match render(format, names, gzip).await {
-                Some((body, gzipped)) => {
+            match render(shared.registry.clone(), format, names, gzip).await {
+                Ok((body, gzipped)) => {
                     headers.push((CONTENT_TYPE, HeaderValue::from_static(format.content_type())));
                     headers.push((VARY, HeaderValue::from_static("Accept, Accept-Encoding")));
                     if gzipped {
@@ -470,10 +510,13 @@ async fn route(
                     (StatusCode::OK, Bytes::from(body))
                 }
                 // The render panicked; the server goes on.
-                None => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    Bytes::from_static(b"Internal Server Error\n"),
-                ),
+                Err(e) => {
+                    shared.log_once("render", || format!("rendering /metrics failed: {e} (answered 500)"));
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        Bytes::from_static(b"Internal Server Error\n"),
+                    )
+                }
             }
         }
     }
@@ -536,7 +579,7 @@ mod tests {
 
     #[test]
     fn slow_heads_and_idle_keep_alive_are_closed() {
-        let server = ServerHandle::start("127.0.0.1", 0, SHORT, None).unwrap();
+        let server = ServerHandle::start(Arc::default(), "127.0.0.1", 0, SHORT, None).unwrap();
         let mut half = connect(&server);
         half.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").unwrap();
         let took = time_to_close(&mut half);
@@ -565,6 +608,7 @@ mod tests {
     #[test]
     fn at_the_limit_the_oldest_waiting_connection_makes_room() {
         let server = ServerHandle::start(
+            Arc::default(),
             "127.0.0.1",
             0,
             Limits {
@@ -592,7 +636,8 @@ mod tests {
     #[test]
     fn a_client_that_does_not_read_is_dropped() {
         // A body far larger than what the socket buffers hold.
-        let family = global()
+        let registry = Arc::new(Registry::default());
+        let family = registry
             .get_or_register::<crate::metrics::Counter>(
                 Desc::new("rust_test_big", "h", Kind::Counter, vec!["l".into()]).unwrap(),
             )
@@ -601,7 +646,7 @@ mod tests {
         for i in 0..60_000 {
             family.child(&[format!("{long}{i}")]).unwrap();
         }
-        let server = ServerHandle::start("127.0.0.1", 0, SHORT, None).unwrap();
+        let server = ServerHandle::start(registry, "127.0.0.1", 0, SHORT, None).unwrap();
         let mut stalled = connect(&server);
         stalled.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         // The stall counts from the answer's start, which waits for the render (slow in a debug build on
@@ -629,7 +674,7 @@ mod tests {
 
     #[test]
     fn shutdown_frees_the_port() {
-        let server = ServerHandle::start("127.0.0.1", 0, Limits::DEFAULT, None).unwrap();
+        let server = ServerHandle::start(Arc::default(), "127.0.0.1", 0, Limits::DEFAULT, None).unwrap();
         let addr = server.addr();
         let _open = connect(&server);
         server.shutdown();

@@ -8,10 +8,11 @@ Three lines in a locustfile::
 
 Importing this package has no side effects; constructing a :class:`PrometheusExporter` subscribes to
 Locust's events. Custom :class:`Counter`, :class:`Gauge` and :class:`Histogram` metrics behave as in
-prometheus_client and are served by every exporter of the process.
+prometheus_client: they are registered in :data:`REGISTRY` unless given another :class:`CollectorRegistry`
+with ``registry=``, and an exporter serves the registry it was given (``REGISTRY`` by default).
 """
 
 from ._exporter import PrometheusExporter
-from ._native import Counter, Gauge, Histogram, __version__
+from ._native import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, __version__
 
-__all__ = ["Counter", "Gauge", "Histogram", "PrometheusExporter", "__version__"]
+__all__ = ["REGISTRY", "CollectorRegistry", "Counter", "Gauge", "Histogram", "PrometheusExporter", "__version__"]

@@ -7,7 +7,6 @@ write and to a Pushgateway when asked to: every push interval from a native thre
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import time
@@ -15,99 +14,24 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import gevent
-import locust.log
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import MasterRunner
 
-from . import _native
+from . import _native, _options
+from ._log import logger
 
 if TYPE_CHECKING:
     from locust.env import Environment
     from locust.event import Events
     from locust.runners import Runner
 
-    from ._locust import _Wiring
+    from ._recording import Recorder
 
-logger = logging.getLogger("locust_prometheus_exporter")
-
-#: Longest default wait for the final scrape (seconds); the default is twice the scrape interval seen.
-LINGER_CAP = 60.0
 #: The native waits run in slices of this many seconds, so that a second Ctrl-C is seen promptly.
 WAIT_SLICE = 0.25
 #: How often the pushing threads' log lines are taken into Python's log (seconds).
 LOG_INTERVAL = 1.0
 #: (option, protocol) of the push targets.
 PUSHES = (("remote_write", "remote_write"), ("pushgateway", "pushgateway"))
-
-
-def install(events: Events, wiring: _Wiring) -> None:
-    """Adds the listeners. Call it at import, before Locust makes its runner: Locust fires ``quitting``
-    in reverse order, so this listener runs after the master's, which tells workers to quit and takes
-    their last reports. ``wiring``'s ``init`` listener, added before, has started serving."""
-    end = _EndOfRun(wiring)
-    events.init_command_line_parser.add_listener(add_options)
-    events.init.add_listener(end.on_init)
-    events.test_start.add_listener(end.on_test_start)
-    events.test_stop.add_listener(end.on_test_stop)
-    events.quitting.add_listener(end.on_quitting)
-
-
-def add_options(parser: Any, **_kw: Any) -> None:
-    parser.add_argument(
-        "--prometheus-linger",
-        env_var="LOCUST_PROMETHEUS_LINGER",
-        type=float,
-        default=None,
-        include_in_web_ui=False,
-        help="Seconds Locust waits at quit for a final scrape of /metrics and the final pushes (default: twice "
-        f"the scrape or push interval, at most {LINGER_CAP:g}; 0: do not wait). A final scrape is waited for "
-        "only when /metrics was scraped during the run.",
-    )
-    parser.add_argument(
-        "--prometheus-remote-write",
-        env_var="LOCUST_PROMETHEUS_REMOTE_WRITE",
-        default=None,
-        include_in_web_ui=False,
-        help="Prometheus remote write URL (e.g. http://prometheus:9090/api/v1/write) to push to; credentials from "
-        "LOCUST_PROMETHEUS_REMOTE_WRITE_USERNAME/_PASSWORD or _BEARER_TOKEN, a CA from _CA_FILE",
-    )
-    parser.add_argument(
-        "--prometheus-remote-write-classic-only",
-        env_var="LOCUST_PROMETHEUS_REMOTE_WRITE_CLASSIC_ONLY",
-        action="store_true",
-        default=False,
-        include_in_web_ui=False,
-        help="Send histograms by remote write as classic buckets only, without the native histogram samples "
-        "(for a receiver without native histograms, e.g. Prometheus without --enable-feature=native-histograms)",
-    )
-    parser.add_argument(
-        "--prometheus-pushgateway",
-        env_var="LOCUST_PROMETHEUS_PUSHGATEWAY",
-        default=None,
-        include_in_web_ui=False,
-        help='Pushgateway URL (e.g. http://pushgateway:9091) to push to, under job="locust"',
-    )
-    parser.add_argument(
-        "--prometheus-pushgateway-run-id",
-        env_var="LOCUST_PROMETHEUS_PUSHGATEWAY_RUN_ID",
-        action="store_true",
-        default=False,
-        include_in_web_ui=False,
-        help="Add the test's run_id to the Pushgateway grouping key: each test keeps its own group",
-    )
-    parser.add_argument(
-        "--prometheus-push-interval",
-        env_var="LOCUST_PROMETHEUS_PUSH_INTERVAL",
-        type=float,
-        default=5.0,
-        include_in_web_ui=False,
-        help="Seconds between pushes (remote write, Pushgateway); a final push is made at quit",
-    )
-
-
-def _fail_init(message: str) -> None:
-    """One error line; Locust then exits with code 1 after its ``init`` event, as for any failed listener."""
-    logger.error("locust-prometheus-exporter: %s", message)
-    locust.log.unhandled_greenlet_exception = True
 
 
 def _credentials(option: str) -> dict[str, Any]:
@@ -129,9 +53,14 @@ def _credentials(option: str) -> dict[str, Any]:
     return given
 
 
-class _EndOfRun:
-    def __init__(self, wiring: _Wiring) -> None:
-        self._wiring = wiring
+class EndOfRun:
+    """The end of the run of one exporter: the final scrape of its server, and the pushes of its registry."""
+
+    def __init__(self, events: Events, recorder: Recorder) -> None:
+        """Call it at import, before Locust makes its runner: Locust fires ``quitting`` in reverse order, so the
+        listener added here runs after the master's, which tells workers to quit and takes their last reports."""
+        self._recorder = recorder
+        self._server: _native.Server | None = None
         self._runner: Runner | None = None
         self._linger: float | None = None
         self._push_interval = 0.0
@@ -139,49 +68,56 @@ class _EndOfRun:
         self._pushers: list[_native.Pusher] = []
         #: When the last test stopped, on a local runner (``scrape_mark()``), while no other test runs.
         self._stopped: int | None = None
+        events.test_start.add_listener(self._on_test_start)
+        events.test_stop.add_listener(self._on_test_stop)
+        events.quitting.add_listener(self._on_quitting)
 
-    def on_init(self, environment: Environment, runner: Runner | None = None, **_kw: Any) -> None:
-        if runner is None or isinstance(runner, WorkerRunner):
+    def start(
+        self, environment: Environment, runner: Runner | None, server: _native.Server | None, pushes: bool
+    ) -> None:
+        """On ``init``, in the serving process, once ``server`` serves; ``pushes``: whether the push options
+        are this exporter's (the first exporter's)."""
+        if runner is None:
             return
-        options = environment.parsed_options
-        linger = getattr(options, "prometheus_linger", None)
+        self._server = server
+        linger = _options.option(environment, "linger")
         if linger is not None and not 0 <= linger < float("inf"):
-            _fail_init(f"--prometheus-linger must be a number of seconds >= 0, got {linger}")
-            return
+            _options.fail(f"--prometheus-linger must be a number of seconds >= 0, got {linger}")
         self._linger = linger
-        self._push_interval = getattr(options, "prometheus_push_interval", 5.0)
-        self._group_by_run = getattr(options, "prometheus_pushgateway_run_id", False)
-        address = next((e.address for e in self._wiring.exporters if e.address), None)
-        instance = f"{socket.gethostname()}:{address[1] if address else 0}"
-        for option, protocol in PUSHES:
-            url = getattr(options, f"prometheus_{option}", None)
+        self._push_interval = _options.option(environment, "push-interval") or 5.0
+        self._group_by_run = bool(_options.option(environment, "pushgateway-run-id"))
+        instance = f"{socket.gethostname()}:{server.port if server else 0}"
+        for option, protocol in PUSHES if pushes else ():
+            url = _options.option(environment, option)
             if not url:
                 continue
-            if option == "remote_write" and getattr(options, "prometheus_remote_write_classic_only", False):
+            if option == "remote_write" and _options.option(environment, "remote-write-classic-only"):
                 protocol = "remote_write_classic"
             try:
-                pusher = _native.Pusher(protocol, url, self._push_interval, instance, **_credentials(option))
+                pusher = _native.Pusher(
+                    self._recorder.registry, protocol, url, self._push_interval, instance, **_credentials(option)
+                )
             except ValueError as e:
-                _fail_init(f"--prometheus-{option.replace('_', '-')}: {e}")
-                return
+                _options.fail(f"--prometheus-{option.replace('_', '-')}: {e}")
             self._pushers.append(pusher)
             logger.info("Pushing metrics by %s every %g s", pusher, self._push_interval)
         self._runner = runner
         if self._pushers:
             gevent.spawn(self._log_pushes)
 
-    def on_test_start(self, **_kw: Any) -> None:
+    def _on_test_start(self, **_kw: Any) -> None:
         self._stopped = None
-        if self._group_by_run and self._wiring.run_id:
+        run_id = self._recorder.run_id
+        if self._group_by_run and run_id:
             for pusher in self._pushers:
-                pusher.set_grouping([("run_id", self._wiring.run_id)])
+                pusher.set_grouping([("run_id", run_id)])
 
-    def on_test_stop(self, **_kw: Any) -> None:
+    def _on_test_stop(self, **_kw: Any) -> None:
         # A local runner's counts are final when its test stops: a scrape since then is the final one (as in
         # `--autoquit` runs, scraped while they linger). A master's are final only after its workers' last
         # reports, which Locust takes when it quits.
         if self._runner is not None and not isinstance(self._runner, MasterRunner):
-            self._stopped = _native.scrape_mark()
+            self._stopped = _native.Server.scrape_mark()
 
     def _log_pushes(self) -> None:
         while True:
@@ -193,7 +129,7 @@ class _EndOfRun:
             for message in pusher.take_messages():
                 logger.warning("%s", message)
 
-    def on_quitting(self, **_kw: Any) -> None:
+    def _on_quitting(self, **_kw: Any) -> None:
         runner = self._runner
         if runner is None:
             return
@@ -201,7 +137,7 @@ class _EndOfRun:
             # On Ctrl-C a local runner is still running: stop it first, or the final scrape is not final.
             # (A master was quit by its own listener, which ran before this one.)
             runner.stop()
-        mark = self._stopped if self._stopped is not None else _native.scrape_mark()
+        mark = self._stopped if self._stopped is not None else _native.Server.scrape_mark()
         for pusher in self._pushers:
             pusher.request_final()
         started = time.monotonic()
@@ -220,15 +156,18 @@ class _EndOfRun:
     def _linger_for(self, interval: float | None) -> float:
         if self._linger is not None:
             return self._linger
-        return min(2 * interval, LINGER_CAP) if interval is not None else 0.0
+        return min(2 * interval, _options.LINGER_CAP) if interval is not None else 0.0
 
     def _wait_for_scrape(self, mark: int, started: float) -> None:
-        scrapes, interval = _native.scrapes_seen()
+        server = self._server
+        if server is None or server.closed:
+            return
+        scrapes, interval = server.scrapes_seen()
         linger = self._linger_for(interval)
         if scrapes == 0 or linger == 0:
             return
         logger.info("Waiting up to %.1f s for a final scrape of /metrics (--prometheus-linger)", linger)
-        scraped = _wait_natively(lambda left: _native.wait_for_scrape(mark, left), started + linger)
+        scraped = _wait_natively(lambda left: server.wait_for_scrape(mark, left), started + linger)
         waited = time.monotonic() - started
         if scraped:
             logger.info("Final scrape of /metrics answered after %.1f s", waited)

@@ -1,16 +1,29 @@
-"""The public exporter object: configuration and the server's lifetime."""
+"""The public exporter object: configuration and the server's lifetime.
+
+An exporter owns what it uses: the recorder of its registry (shared with the other exporters of that
+registry), its server, and its end of run. None of them knows of the exporter.
+"""
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import _locust, _native
+import locust
+from locust.runners import WorkerRunner
 
-logger = logging.getLogger("locust_prometheus_exporter")
+from . import _native, _options, _recording
+from ._end_of_run import EndOfRun
+from ._log import logger
+
+if TYPE_CHECKING:
+    from locust.env import Environment
+    from locust.runners import Runner
+
+#: The first exporter made in this process: the one the ``--prometheus-*`` options address.
+_first: PrometheusExporter | None = None
 
 
 class PrometheusExporter:
@@ -20,11 +33,13 @@ class PrometheusExporter:
     socket, no thread, since ``locust --processes`` forks after the import. The server starts on Locust's
     ``init`` event in the process that is not a worker (the master, or the only process), so workers
     never bind. ``--prometheus-host`` / ``--prometheus-port`` (or ``LOCUST_PROMETHEUS_HOST`` /
-    ``LOCUST_PROMETHEUS_PORT``) override ``host`` and ``port`` given here.
+    ``LOCUST_PROMETHEUS_PORT``) override ``host`` and ``port`` given here, for the first exporter made.
 
     Args:
         host: address to listen on (``"0.0.0.0"`` all IPv4, ``"::"`` all, ``"127.0.0.1"`` local only).
         port: TCP port; 0 picks a free one (see :attr:`address`).
+        registry: the metrics served, and where Locust's metrics are recorded (the default
+            :data:`REGISTRY` holds every metric made without ``registry=``).
         buckets: upper bounds in seconds of ``locust_request_duration_seconds`` (default 1 ms to 60 s).
         per_worker_metrics: in distributed mode, one ``locust_users_running``/``waiting`` series per
             worker (label ``worker``) instead of their sum.
@@ -36,7 +51,8 @@ class PrometheusExporter:
             Read when serving starts: a bad file raises ``ValueError`` (``OSError`` if unreadable).
 
     Raises:
-        TypeError, ValueError: for an invalid argument, or buckets that differ from an earlier exporter's.
+        TypeError, ValueError: for an invalid argument, or buckets that differ from those of an earlier
+            exporter of the same registry.
     """
 
     def __init__(
@@ -44,6 +60,7 @@ class PrometheusExporter:
         host: str = "0.0.0.0",
         port: int = 9091,
         *,
+        registry: _native.CollectorRegistry = _native.REGISTRY,
         buckets: Iterable[float] | None = None,
         per_worker_metrics: bool = False,
         max_names: int = 1000,
@@ -55,13 +72,36 @@ class PrometheusExporter:
             raise TypeError(f"port must be an int, got {port!r}")
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {port}")
+        if not isinstance(registry, _native.CollectorRegistry):
+            raise TypeError(f"registry must be a CollectorRegistry, got {registry!r}")
         self._host = host
         self._port = port
         self._web_config = os.fspath(web_config) if web_config is not None else None
+        self._registry = registry
         self._server: _native.Server | None = None
         self._closed = False
-        self._wiring = _locust.install(list(buckets) if buckets is not None else None, per_worker_metrics, max_names)
-        self._wiring.exporters.append(self)
+        self._init_seen = False
+        recorder = _recording.recorder_for(
+            registry, list(buckets) if buckets is not None else None, per_worker_metrics, max_names
+        )
+        global _first
+        self._takes_options = _first is None
+        if _first is None:
+            _first = self
+        events = locust.events
+        _options.install(events)
+        events.init.add_listener(self._on_init)
+        self._end = EndOfRun(events, recorder)
+
+    @classmethod
+    def first(cls) -> PrometheusExporter | None:
+        """The first exporter made in this process, which the ``--prometheus-*`` options address; ``None`` if none."""
+        return _first
+
+    @property
+    def registry(self) -> _native.CollectorRegistry:
+        """The registry served, into which Locust's metrics are recorded."""
+        return self._registry
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -88,7 +128,7 @@ class PrometheusExporter:
         if self._server is not None or self._closed:
             return
         self._server = _native.Server(
-            host or self._host, self._port if port is None else port, web_config or self._web_config
+            self._registry, host or self._host, self._port if port is None else port, web_config or self._web_config
         )
 
     def start(self, user: Any = None) -> None:
@@ -96,12 +136,27 @@ class PrometheusExporter:
 
         It is idempotent and does not count users: Locust's runner does, for every user.
         """
-        if self._wiring.init_seen or self._server is not None or self._closed:
+        if self._init_seen or self._server is not None or self._closed:
             return
         try:
             self.serve()
         except Exception:
             logger.exception("locust-prometheus-exporter could not start serving")
+
+    def _on_init(self, environment: Environment, runner: Runner | None = None, **_kw: Any) -> None:
+        """Serves in the process that is not a worker; a configuration it cannot serve stops Locust."""
+        self._init_seen = True
+        if isinstance(runner, WorkerRunner):
+            return
+        host = port = web_config = None
+        if self._takes_options:
+            host, port, web_config = (_options.option(environment, name) for name in ("host", "port", "web-config"))
+        try:
+            self.serve(host, port, web_config)
+        except (OSError, ValueError) as e:
+            _options.fail(e.strerror if isinstance(e, OSError) and e.strerror else str(e))
+        logger.info("Prometheus metrics on %s", self.url)
+        self._end.start(environment, runner, self._server, pushes=self._takes_options)
 
     def stop(self, user: Any = None) -> None:
         """For ``on_stop``: does nothing, so the endpoint keeps serving the final values until Locust quits."""

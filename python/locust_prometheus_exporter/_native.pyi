@@ -8,6 +8,8 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 __all__ = [
     "OVERFLOW_NAME",
+    "REGISTRY",
+    "CollectorRegistry",
     "Counter",
     "Gauge",
     "Histogram",
@@ -19,20 +21,35 @@ __all__ = [
     "__version__",
     "after_fork_in_child",
     "after_fork_in_parent",
-    "apply_report",
     "before_fork",
-    "render",
-    "scrape_mark",
-    "scrapes_seen",
-    "set_const_labels",
-    "set_live_workers",
-    "take_report",
-    "wait_for_scrape",
 ]
 
 __version__: str
 #: The `name` label value of requests past the cap on distinct request names.
 OVERFLOW_NAME: str
+
+@final
+class CollectorRegistry:
+    """Metrics registered together and served together, as in prometheus_client.
+
+    A metric's name is unique within its registry; the same name may live in two registries.
+    """
+
+    def __new__(cls) -> CollectorRegistry: ...
+    def render(self, openmetrics: bool = False, names: list[str] = ...) -> bytes:
+        """The exposition a scrape gets (text 0.0.4, or OpenMetrics 1.0.0), without the process metrics;
+        ``names`` keeps only the metrics with one of these sample names."""
+    def take_report(self) -> bytes:
+        """On a worker: the series changed since the last call, encoded for Locust's report."""
+    def apply_report(self, client_id: str, data: bytes) -> None:
+        """On the master: takes one worker's report; ``ValueError`` if it is malformed."""
+    def set_const_labels(self, labels: list[tuple[str, str]]) -> None:
+        """Labels added to every sample; ``ValueError`` if one clashes with a metric's label names."""
+    def set_live_workers(self, client_ids: list[str]) -> None:
+        """On the master: the workers Locust has not marked missing."""
+
+#: The process's default registry: metrics and exporters made without ``registry=`` use it.
+REGISTRY: CollectorRegistry
 
 @final
 class Timer:
@@ -67,6 +84,7 @@ class Counter:
         namespace: str = "",
         subsystem: str = "",
         unit: str = "",
+        registry: CollectorRegistry | None = None,
         *,
         max_series: int = ...,
     ) -> Counter: ...
@@ -96,6 +114,7 @@ class Gauge:
         namespace: str = "",
         subsystem: str = "",
         unit: str = "",
+        registry: CollectorRegistry | None = None,
         multiprocess_mode: str = "livesum",
         *,
         max_series: int = ...,
@@ -135,6 +154,7 @@ class Histogram:
         namespace: str = "",
         subsystem: str = "",
         unit: str = "",
+        registry: CollectorRegistry | None = None,
         buckets: Sequence[float] | None = None,
         native: bool = False,
         native_schema: int | None = None,
@@ -154,9 +174,11 @@ class Histogram:
 
 @final
 class RequestListener:
-    """Locust's metrics, and the callable registered on ``events.request``."""
+    """Locust's metrics in one registry, and the callable registered on ``events.request``."""
 
-    def __new__(cls, buckets: Sequence[float] | None = None, per_worker: bool = False) -> RequestListener: ...
+    def __new__(
+        cls, registry: CollectorRegistry, buckets: Sequence[float] | None = None, per_worker: bool = False
+    ) -> RequestListener: ...
     def __call__(self, **kwargs: Any) -> None:
         """Records one request event; never raises."""
     def set_buckets(self, buckets: Sequence[float]) -> None:
@@ -183,56 +205,39 @@ class RequestListener:
 
 @final
 class Server:
-    """A ``/metrics`` HTTP server on a native thread; binds when constructed (``OSError`` on failure)."""
+    """A ``/metrics`` HTTP server of ``registry`` on a native thread; binds when constructed (``OSError`` if not)."""
 
     host: str
     port: int
     tls: bool
-    def __new__(cls, host: str, port: int, web_config: str | None = None) -> Server:
+    def __new__(cls, registry: CollectorRegistry, host: str, port: int, web_config: str | None = None) -> Server:
         """``web_config``: an exporter-toolkit web-config file, read now (``ValueError``, or ``OSError``
         when it or a file it names cannot be read)."""
     def close(self) -> None:
         """Stops serving and frees the port; idempotent."""
     @property
     def closed(self) -> bool: ...
-
-def render(openmetrics: bool = False, names: list[str] = ...) -> bytes:
-    """The exposition a scrape gets (text 0.0.4, or OpenMetrics 1.0.0), without the process metrics."""
-
-def take_report() -> bytes:
-    """On a worker: the series changed since the last call, encoded for Locust's report."""
-
-def apply_report(client_id: str, data: bytes) -> None:
-    """On the master: takes one worker's report; ``ValueError`` if it is malformed."""
-
-def set_const_labels(labels: list[tuple[str, str]]) -> None:
-    """Labels added to every sample; ``ValueError`` if one clashes with a metric's label names."""
-
-def set_live_workers(client_ids: list[str]) -> None:
-    """On the master: the workers Locust has not marked missing."""
+    @staticmethod
+    def scrape_mark() -> int:
+        """Now, on the clock of ``wait_for_scrape`` (nanoseconds, monotonic)."""
+    def scrapes_seen(self) -> tuple[int, float | None]:
+        """``(scrapes started, the scrape interval seen in seconds or None)`` of this server's ``/metrics``."""
+    def wait_for_scrape(self, mark: int, timeout: float) -> bool:
+        """Waits, without the GIL, until a full scrape of ``/metrics`` that started after ``mark`` has been
+        answered, or ``timeout`` seconds passed; returns whether one was."""
 
 def before_fork() -> None:
-    """Before a fork: waits until no native thread is inside the registry (renders under way end)."""
+    """Before a fork: waits until no native thread is inside a registry (renders under way end)."""
 
 def after_fork_in_parent() -> None:
     """After a fork, in the parent: lets renders go on."""
 
 def after_fork_in_child() -> None:
-    """In a forked child: zero every value and forget the parent's server."""
-
-def scrape_mark() -> int:
-    """Now, on the clock of ``wait_for_scrape`` (nanoseconds, monotonic)."""
-
-def scrapes_seen() -> tuple[int, float | None]:
-    """``(scrapes started, the scrape interval seen in seconds or None)`` since the process started."""
-
-def wait_for_scrape(mark: int, timeout: float) -> bool:
-    """Waits, without the GIL, until a full scrape of ``/metrics`` that started after ``mark`` has been answered,
-    or ``timeout`` seconds passed; returns whether one was."""
+    """In a forked child: zero every registry's values and forget the parent's servers."""
 
 @final
 class Pusher:
-    """Pushes the metrics from a native thread (``protocol``: ``"remote_write"``, ``"remote_write_classic"``
+    """Pushes ``registry``'s metrics from a native thread (``protocol``: ``"remote_write"``, ``"remote_write_classic"``
     (without the native histograms) or ``"pushgateway"``).
 
     ``ValueError`` for a malformed URL or header, an unreadable CA file, or a bad interval.
@@ -240,6 +245,7 @@ class Pusher:
 
     def __new__(
         cls,
+        registry: CollectorRegistry,
         protocol: str,
         url: str,
         interval: float,

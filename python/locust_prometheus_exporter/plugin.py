@@ -5,7 +5,7 @@
 It defines no users. If the locustfiles before it already made an exporter, it adds none.
 """
 
-from locust_prometheus_exporter import PrometheusExporter, _locust
+from locust_prometheus_exporter import PrometheusExporter
 
-if not _locust.has_exporter():
+if PrometheusExporter.first() is None:
     exporter = PrometheusExporter()

@@ -15,5 +15,5 @@ pub use family::{parse_buckets, push_series_key, series_key, Desc, Family, Gauge
 pub use native_histogram::{NativeConfig, NativeSnapshot};
 #[cfg(test)]
 pub use registry::as_report;
-pub use registry::{global, Collected, Registry, Report};
+pub use registry::{Collected, Registry, Report};
 pub use series::{now, Counter, Gauge, Histogram, MetricType, ReportedSeries, Series, SeriesData, ValueData};

@@ -1,8 +1,8 @@
-//! The process-wide registry: every family, the workers' reports, and what changed since the last report.
+//! A registry: its families, the workers' reports, and what changed since the last report.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
@@ -31,16 +31,13 @@ pub struct Registry {
     const_labels: RwLock<Vec<(String, String)>>,
     /// The cap on request names, applied to what this process records and to workers' reports.
     label_cap: RwLock<Option<Arc<LabelCap>>>,
+    /// The size of the last text rendering and an eighth: the next one is allocated at that size,
+    /// so a large page is not copied over and over as it grows.
+    render_size: AtomicUsize,
 }
 
 /// One report in this many carries every series: once a minute at Locust's 3 s report interval.
 const FULL_REPORT_EVERY: u64 = 20;
-
-static GLOBAL: LazyLock<Registry> = LazyLock::new(Registry::default);
-
-pub fn global() -> &'static Registry {
-    &GLOBAL
-}
 
 impl Registry {
     /// Registers a new family of `M` (`desc` being of its kind); its names must not clash with any
@@ -120,6 +117,15 @@ impl Registry {
     /// The registry's label cap, made by `make` on first use.
     pub fn label_cap(&self, make: impl FnOnce() -> LabelCap) -> Arc<LabelCap> {
         self.label_cap.write().get_or_insert_with(|| Arc::new(make())).clone()
+    }
+
+    /// The capacity to allocate for a text rendering, and the size of the one just made.
+    pub fn render_size_hint(&self) -> usize {
+        self.render_size.load(Ordering::Relaxed).max(4096)
+    }
+
+    pub fn note_render_size(&self, len: usize) {
+        self.render_size.store(len + len / 8, Ordering::Relaxed);
     }
 
     pub fn families(&self) -> Vec<AnyFamily> {

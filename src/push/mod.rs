@@ -16,6 +16,7 @@ use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
 use ureq::Agent;
 
 use crate::errors::{ExporterError, Result};
+use crate::metrics::Registry;
 
 /// Longest time one HTTP request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,6 +63,8 @@ impl Auth {
 }
 
 pub struct PushConfig {
+    /// What is pushed.
+    pub registry: Arc<Registry>,
     pub protocol: Protocol,
     pub url: String,
     pub interval: Duration,
@@ -267,8 +270,10 @@ impl Shared {
     fn batch(&self) -> Batch {
         let grouping = self.state.lock().grouping.clone();
         match self.config.protocol {
-            Protocol::RemoteWrite { native } => remote_write::batch(&self.config.url, &self.config.instance, native),
-            Protocol::Pushgateway => pushgateway::batch(&self.config.url, &grouping),
+            Protocol::RemoteWrite { native } => {
+                remote_write::batch(&self.config.registry, &self.config.url, &self.config.instance, native)
+            }
+            Protocol::Pushgateway => pushgateway::batch(&self.config.registry, &self.config.url, &grouping),
         }
     }
 

@@ -5,7 +5,7 @@ use base64::Engine;
 
 use super::Batch;
 use crate::exposition::{scrape, Format};
-use crate::metrics::global;
+use crate::metrics::Registry;
 
 pub const JOB: &str = "locust";
 
@@ -28,8 +28,8 @@ pub fn group_url(base: &str, grouping: &[(String, String)]) -> String {
     url
 }
 
-pub fn batch(base: &str, grouping: &[(String, String)]) -> Batch {
-    let text = scrape(global(), Format::Text, &[]);
+pub fn batch(registry: &Registry, base: &str, grouping: &[(String, String)]) -> Batch {
+    let text = scrape(registry, Format::Text, &[]);
     let samples = text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count() as u64;
     Batch {
         url: group_url(base, grouping),

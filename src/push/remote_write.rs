@@ -16,7 +16,7 @@ use prost::Message;
 use super::pushgateway::JOB;
 use super::Batch;
 use crate::exposition::{render, served_families, Format};
-use crate::metrics::global;
+use crate::metrics::Registry;
 use crate::protobuf_exposition::{self as exposition_pb, MetricFamily, MetricType};
 
 #[derive(Clone, PartialEq, Message)]
@@ -220,8 +220,7 @@ fn now_millis() -> i64 {
 }
 
 /// The request of one push; `native`: with the native histograms too.
-pub fn batch(url: &str, instance: &str, native: bool) -> Batch {
-    let registry = global();
+pub fn batch(registry: &Registry, url: &str, instance: &str, native: bool) -> Batch {
     // One collection for both expositions, so that the classic and native series agree.
     let collected = served_families(registry);
     let constant = registry.const_labels();
@@ -361,7 +360,7 @@ mod tests {
 
     #[test]
     fn the_request_round_trips_through_snappy_and_protobuf() {
-        let b = batch("http://127.0.0.1:1/api/v1/write", "h:1", true);
+        let b = batch(&Registry::default(), "http://127.0.0.1:1/api/v1/write", "h:1", true);
         let proto = snap::raw::Decoder::new().decompress_vec(&b.body).unwrap();
         let request = WriteRequest::decode(&proto[..]).unwrap();
         assert_eq!(request.timeseries.len() as u64, b.samples);

@@ -8,12 +8,14 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString};
 
 use super::metric::{Counter, Gauge, Metric};
+use super::registry::CollectorRegistry;
 use crate::locust_metrics::{LocustMetrics, Request};
-use crate::metrics::{global, parse_buckets};
+use crate::metrics::{parse_buckets, Registry};
 
-/// Locust's metrics, and the callable to register on `events.request`.
+/// Locust's metrics in one registry, and the callable to register on `events.request`.
 #[pyclass(frozen, module = "locust_prometheus_exporter._native")]
 pub struct RequestListener {
+    registry: Arc<Registry>,
     metrics: Arc<LocustMetrics>,
 }
 
@@ -88,12 +90,15 @@ fn number(value: Option<&Bound<'_, PyAny>>) -> Option<f64> {
 
 #[pymethods]
 impl RequestListener {
+    /// Registers Locust's metrics in `registry` (or finds them there, registered alike).
     #[new]
-    #[pyo3(signature = (buckets=None, per_worker=false))]
-    fn new(buckets: Option<Vec<f64>>, per_worker: bool) -> PyResult<Self> {
+    #[pyo3(signature = (registry, buckets=None, per_worker=false))]
+    fn new(registry: &Bound<'_, CollectorRegistry>, buckets: Option<Vec<f64>>, per_worker: bool) -> PyResult<Self> {
+        let registry = registry.get().inner.clone();
         let bounds = parse_buckets(buckets)?;
         Ok(RequestListener {
-            metrics: Arc::new(LocustMetrics::new(global(), &bounds, per_worker)?),
+            metrics: Arc::new(LocustMetrics::new(&registry, &bounds, per_worker)?),
+            registry,
         })
     }
 
@@ -134,7 +139,7 @@ impl RequestListener {
     /// Other buckets for `locust_request_duration_seconds` (from Locust's options, before the test).
     fn set_buckets(&self, buckets: Vec<f64>) -> PyResult<()> {
         let bounds = parse_buckets(Some(buckets))?;
-        Ok(self.metrics.set_buckets(global(), &bounds)?)
+        Ok(self.metrics.set_buckets(&self.registry, &bounds)?)
     }
 
     /// At most `max` distinct request names (0: no cap); new ones past it go under `name="<other>"`.
@@ -152,7 +157,7 @@ impl RequestListener {
     #[getter]
     fn test_info(&self) -> Gauge {
         Gauge {
-            metric: Metric::new(self.metrics.test_info.clone()),
+            metric: Metric::new(self.registry.clone(), self.metrics.test_info.clone()),
         }
     }
 
@@ -160,7 +165,7 @@ impl RequestListener {
     #[getter]
     fn users_total(&self) -> Counter {
         Counter {
-            metric: Metric::new(self.metrics.users_total.clone()),
+            metric: Metric::new(self.registry.clone(), self.metrics.users_total.clone()),
         }
     }
 
@@ -168,7 +173,7 @@ impl RequestListener {
     #[getter]
     fn users_running(&self) -> Gauge {
         Gauge {
-            metric: Metric::new(self.metrics.users_running.clone()),
+            metric: Metric::new(self.registry.clone(), self.metrics.users_running.clone()),
         }
     }
 
@@ -176,7 +181,7 @@ impl RequestListener {
     #[getter]
     fn users_waiting(&self) -> Gauge {
         Gauge {
-            metric: Metric::new(self.metrics.users_waiting.clone()),
+            metric: Metric::new(self.registry.clone(), self.metrics.users_waiting.clone()),
         }
     }
 
@@ -184,7 +189,7 @@ impl RequestListener {
     #[getter]
     fn cpu_usage(&self) -> Gauge {
         Gauge {
-            metric: Metric::new(self.metrics.cpu_usage.clone()),
+            metric: Metric::new(self.registry.clone(), self.metrics.cpu_usage.clone()),
         }
     }
 
@@ -192,7 +197,7 @@ impl RequestListener {
     #[getter]
     fn memory_usage(&self) -> Gauge {
         Gauge {
-            metric: Metric::new(self.metrics.memory_usage.clone()),
+            metric: Metric::new(self.registry.clone(), self.metrics.memory_usage.clone()),
         }
     }
 
@@ -200,7 +205,7 @@ impl RequestListener {
     #[getter]
     fn workers(&self) -> Gauge {
         Gauge {
-            metric: Metric::new(self.metrics.workers.clone()),
+            metric: Metric::new(self.registry.clone(), self.metrics.workers.clone()),
         }
     }
 }

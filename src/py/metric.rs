@@ -9,9 +9,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
+use super::registry::{chosen, CollectorRegistry};
 use crate::errors::{ExporterError, Result};
 use crate::metrics::{
-    self, global, now, parse_buckets, Desc, Family, GaugeMode, Kind, MetricType, NativeConfig, Series,
+    self, now, parse_buckets, Desc, Family, GaugeMode, Kind, MetricType, NativeConfig, Registry, Series,
 };
 
 /// Series a custom metric keeps at most, unless told otherwise (`max_series=`).
@@ -19,6 +20,8 @@ const DEFAULT_MAX_SERIES: usize = 10_000;
 
 /// A family and, once labels are bound (or when it has none), one of its series.
 pub struct Metric<M> {
+    /// Where the family is registered (where a series past `max_series` is counted).
+    registry: Arc<Registry>,
     family: Arc<Family<M>>,
     series: Option<Arc<Series<M>>>,
 }
@@ -26,6 +29,7 @@ pub struct Metric<M> {
 impl<M> Clone for Metric<M> {
     fn clone(&self) -> Self {
         Metric {
+            registry: self.registry.clone(),
             family: self.family.clone(),
             series: self.series.clone(),
         }
@@ -51,18 +55,23 @@ fn full_name(name: &str, namespace: &str, subsystem: &str, unit: &str, kind: &Ki
 }
 
 impl<M: MetricType> Metric<M> {
-    pub fn new(family: Arc<Family<M>>) -> Self {
+    pub fn new(registry: Arc<Registry>, family: Arc<Family<M>>) -> Self {
         let series = family
             .desc
             .label_names
             .is_empty()
             .then(|| family.child::<&str>(&[]).ok())
             .flatten();
-        Metric { family, series }
+        Metric {
+            registry,
+            family,
+            series,
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
     fn register(
+        registry: Arc<Registry>,
         name: &str,
         documentation: &str,
         labelnames: Vec<String>,
@@ -83,9 +92,9 @@ impl<M: MetricType> Metric<M> {
             Some(config) => desc.with_native(config),
             None => desc,
         };
-        let family = global().register::<M>(desc)?;
+        let family = registry.register::<M>(desc)?;
         family.set_max_series(max_series);
-        Ok(Metric::new(family))
+        Ok(Metric::new(registry, family))
     }
 
     /// A series past `max_series`: recorded into nothing, counted, logged once. Counting and logging
@@ -98,7 +107,7 @@ impl<M: MetricType> Metric<M> {
             Kind::Counter,
             vec!["metric".into()],
         )
-        .and_then(|desc| global().get_or_register::<metrics::Counter>(desc))
+        .and_then(|desc| self.registry.get_or_register::<metrics::Counter>(desc))
         .and_then(|family| family.child(&[name]));
         if let Ok(series) = counted {
             series.inc(1.0);
@@ -156,8 +165,8 @@ impl<M: MetricType> Metric<M> {
             other => other?,
         };
         Ok(Metric {
-            family: self.family.clone(),
             series: Some(series),
+            ..self.clone()
         })
     }
 
@@ -334,19 +343,22 @@ pub struct Counter {
 metric_methods! {
     Counter,
     #[new]
-    #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", *, max_series=DEFAULT_MAX_SERIES))]
+    #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", registry=None, *, max_series=DEFAULT_MAX_SERIES))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         name: &str,
         documentation: &str,
         labelnames: Vec<String>,
         namespace: &str,
         subsystem: &str,
         unit: &str,
+        registry: Option<&Bound<'_, CollectorRegistry>>,
         max_series: usize,
-    ) -> Result<Self> {
+    ) -> PyResult<Self> {
         Ok(Counter {
             metric: Metric::register(
+                chosen(py, registry)?,
                 name,
                 documentation,
                 labelnames,
@@ -379,21 +391,23 @@ pub struct Gauge {
 metric_methods! {
     Gauge,
     #[new]
-    #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", multiprocess_mode="livesum", *, max_series=DEFAULT_MAX_SERIES))]
+    #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", registry=None, multiprocess_mode="livesum", *, max_series=DEFAULT_MAX_SERIES))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         name: &str,
         documentation: &str,
         labelnames: Vec<String>,
         namespace: &str,
         subsystem: &str,
         unit: &str,
+        registry: Option<&Bound<'_, CollectorRegistry>>,
         multiprocess_mode: &str,
         max_series: usize,
-    ) -> Result<Self> {
+    ) -> PyResult<Self> {
         let kind = Kind::Gauge(GaugeMode::parse(multiprocess_mode)?);
         Ok(Gauge {
-            metric: Metric::register(name, documentation, labelnames, namespace, subsystem, unit, kind, max_series, None)?,
+            metric: Metric::register(chosen(py, registry)?, name, documentation, labelnames, namespace, subsystem, unit, kind, max_series, None)?,
         })
     }
 
@@ -438,30 +452,33 @@ metric_methods! {
     #[new]
     /// `native=True` adds Prometheus native buckets of `native_schema` (-4 to 8, 3 by default).
     #[pyo3(signature = (
-        name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", buckets=None,
+        name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", registry=None, buckets=None,
         native=false, native_schema=None, *, max_series=DEFAULT_MAX_SERIES,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         name: &str,
         documentation: &str,
         labelnames: Vec<String>,
         namespace: &str,
         subsystem: &str,
         unit: &str,
+        registry: Option<&Bound<'_, CollectorRegistry>>,
         buckets: Option<Vec<f64>>,
         native: bool,
         native_schema: Option<i32>,
         max_series: usize,
-    ) -> Result<Self> {
+    ) -> PyResult<Self> {
         let kind = Kind::Histogram(parse_buckets(buckets)?.into());
         let native = match (native, native_schema) {
-            (false, Some(_)) => return Err(ExporterError::SchemaWithoutNative),
+            (false, Some(_)) => return Err(ExporterError::SchemaWithoutNative.into()),
             (false, None) => None,
             (true, schema) => Some(NativeConfig::with_schema(schema.unwrap_or(NativeConfig::default().schema))?),
         };
         Ok(Histogram {
             metric: Metric::register(
+                chosen(py, registry)?,
                 name, documentation, labelnames, namespace, subsystem, unit, kind, max_series, native,
             )?,
         })

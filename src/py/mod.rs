@@ -1,6 +1,8 @@
 //! The Python-facing classes and functions; argument handling only, the work is in the core.
 
-pub mod end_of_run;
+pub mod fork;
 pub mod listener;
 pub mod metric;
+pub mod push;
+pub mod registry;
 pub mod server;

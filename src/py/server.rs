@@ -1,18 +1,16 @@
-//! Python handles on the HTTP server and on the registry's distributed-mode operations.
+//! The Python handle on the HTTP server, and on the log of its scrapes that the end of a run waits on.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
 
+use super::registry::CollectorRegistry;
 use crate::errors::no_panic;
-use crate::exposition::{scrape_registry, Format};
-use crate::fork;
-use crate::metrics::global;
-use crate::report;
-use std::path::PathBuf;
-
+use crate::scrape_log::{from_nanos, to_nanos, ScrapeLog};
 use crate::server::{Limits, ServerHandle, Web};
 
 /// Bumped in a forked child, where the parent's server threads do not exist.
@@ -22,6 +20,7 @@ static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 #[pyclass(frozen, module = "locust_prometheus_exporter._native")]
 pub struct Server {
     handle: Mutex<Option<ServerHandle>>,
+    scrapes: Arc<ScrapeLog>,
     generation: u64,
     #[pyo3(get)]
     host: String,
@@ -34,19 +33,27 @@ pub struct Server {
 
 #[pymethods]
 impl Server {
-    /// `web_config`: an exporter-toolkit web-config file (TLS, basic auth), read now.
+    /// Serves `registry`; `web_config`: an exporter-toolkit web-config file (TLS, basic auth), read now.
     #[new]
-    #[pyo3(signature = (host, port, web_config=None))]
-    fn new(py: Python<'_>, host: &str, port: u16, web_config: Option<PathBuf>) -> PyResult<Self> {
+    #[pyo3(signature = (registry, host, port, web_config=None))]
+    fn new(
+        py: Python<'_>,
+        registry: &Bound<'_, CollectorRegistry>,
+        host: &str,
+        port: u16,
+        web_config: Option<PathBuf>,
+    ) -> PyResult<Self> {
+        let registry = registry.get().inner.clone();
         let (handle, tls) = py.detach(|| {
             no_panic(|| {
                 let web = web_config.as_deref().map(Web::load).transpose()?;
                 let tls = web.as_ref().is_some_and(|w| w.current().tls.is_some());
-                Ok((ServerHandle::start(host, port, Limits::DEFAULT, web)?, tls))
+                Ok((ServerHandle::start(registry, host, port, Limits::DEFAULT, web)?, tls))
             })
         })?;
         let addr = handle.addr();
         Ok(Server {
+            scrapes: handle.scrape_log(),
             handle: Mutex::new(Some(handle)),
             generation: FORK_GENERATION.load(Ordering::SeqCst),
             host: addr.ip().to_string(),
@@ -72,6 +79,31 @@ impl Server {
     fn closed(&self) -> bool {
         self.handle.lock().is_none()
     }
+
+    /// Now, on the clock of `wait_for_scrape` (nanoseconds, monotonic).
+    #[staticmethod]
+    fn scrape_mark() -> u64 {
+        to_nanos(Instant::now())
+    }
+
+    /// `(scrapes started, the scrape interval seen in seconds or None)`: the mean interval between
+    /// scrapes of `/metrics`, or with a single scrape the time since it.
+    fn scrapes_seen(&self) -> (u64, Option<f64>) {
+        let (count, interval) = self.scrapes.seen();
+        (count, interval.map(|i| i.as_secs_f64()))
+    }
+
+    /// Waits, without the GIL, until a full scrape of `/metrics` that started after `mark` has been
+    /// answered, or `timeout` seconds passed; returns whether one was.
+    fn wait_for_scrape(&self, py: Python<'_>, mark: u64, timeout: f64) -> bool {
+        let timeout = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(Duration::MAX);
+        py.detach(|| self.scrapes.wait_answered_after(from_nanos(mark), timeout))
+    }
+}
+
+/// In a forked child: the parent's servers are not this process's to stop.
+pub fn forget_parent_servers() {
+    FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
 }
 
 impl Drop for Server {
@@ -82,67 +114,4 @@ impl Drop for Server {
             std::mem::forget(self.handle.get_mut().take());
         }
     }
-}
-
-/// The exposition of every registered metric, as a scrape gets it but without the process metrics.
-#[pyfunction]
-#[pyo3(signature = (openmetrics=false, names=Vec::new()))]
-pub fn render<'py>(py: Python<'py>, openmetrics: bool, names: Vec<String>) -> Bound<'py, PyBytes> {
-    let format = if openmetrics { Format::OpenMetrics } else { Format::Text };
-    let text = py.detach(|| {
-        let _pass = fork::enter();
-        scrape_registry(global(), format, &names)
-    });
-    PyBytes::new(py, text.as_bytes())
-}
-
-/// On a worker: the series changed since the last call, encoded for Locust's report.
-#[pyfunction]
-pub fn take_report(py: Python<'_>) -> Bound<'_, PyBytes> {
-    let bytes = py.detach(|| {
-        let _pass = fork::enter();
-        report::encode(&global().changes())
-    });
-    PyBytes::new(py, &bytes)
-}
-
-/// On the master: takes one worker's report.
-#[pyfunction]
-pub fn apply_report(py: Python<'_>, client_id: &str, data: &[u8]) -> PyResult<()> {
-    let families = report::decode(data)?;
-    Ok(py.detach(|| {
-        let _pass = fork::enter();
-        global().apply_report(client_id, families)
-    })?)
-}
-
-/// On the master: the workers Locust has not marked missing.
-#[pyfunction]
-pub fn set_live_workers(client_ids: Vec<String>) {
-    global().set_live_workers(&client_ids);
-}
-
-/// Labels added to every sample (`ValueError` if one clashes with a metric's label names).
-#[pyfunction]
-pub fn set_const_labels(labels: Vec<(String, String)>) -> PyResult<()> {
-    Ok(global().set_const_labels(labels)?)
-}
-
-/// Before a fork: waits until no thread of ours is inside the registry (see `fork`).
-#[pyfunction]
-pub fn before_fork(py: Python<'_>) {
-    py.detach(fork::prepare);
-}
-
-#[pyfunction]
-pub fn after_fork_in_parent() {
-    fork::resume();
-}
-
-/// In a forked child: zero every value and forget the parent's server.
-#[pyfunction]
-pub fn after_fork_in_child() {
-    fork::resume();
-    FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
-    global().reset_after_fork();
 }

@@ -12,7 +12,7 @@ use hyper::body::{Body, Bytes, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
-use crate::scrape_log::scrape_log;
+use crate::scrape_log::ScrapeLog;
 
 /// What the server tolerates from its clients; see the README's limits table.
 #[derive(Clone, Copy, Debug)]
@@ -239,8 +239,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 pub struct Reply {
     data: Option<Bytes>,
     conn: Arc<Conn>,
-    /// The start of the full scrape this answers, noted in the scrape log once the body is handed over.
-    scrape: Option<Instant>,
+    /// The start of the full scrape this answers, noted in the server's scrape log once the body is handed over.
+    scrape: Option<(Arc<ScrapeLog>, Instant)>,
 }
 
 impl Reply {
@@ -252,7 +252,7 @@ impl Reply {
         }
     }
 
-    pub fn noting_scrape(mut self, started: Option<Instant>) -> Self {
+    pub fn noting_scrape(mut self, started: Option<(Arc<ScrapeLog>, Instant)>) -> Self {
         self.scrape = started;
         self
     }
@@ -263,8 +263,8 @@ impl Drop for Reply {
         self.conn.response_done();
         // hyper drops the body once its last frame is taken and flushes in the same poll: a body
         // taken whole is an answered scrape; one dropped with data left is a client gone.
-        if let (Some(started), None) = (self.scrape, &self.data) {
-            scrape_log().answered(started);
+        if let (Some((log, started)), None) = (&self.scrape, &self.data) {
+            log.answered(*started);
         }
     }
 }

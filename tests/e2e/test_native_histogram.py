@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, free_port
-from prometheus_server import PrometheusServer, ScrapedRun, final_scrape, prometheus  # noqa: F401  (fixture)
+from support.paths import EXAMPLES
+from support.prometheus import PrometheusServer, ScrapedRun, final_scrape
+from support.scrape import free_port
 
 SPREAD = Path(__file__).parent / "locustfiles" / "spread.py"
 SLEEP = 'name="/sleep"'
@@ -54,7 +55,7 @@ def assert_buckets_exact(buckets: list[tuple[float, float, float]], values: list
 
 
 @pytest.mark.parametrize("workers", [0, 2], ids=["local", "2-workers"])
-def test_native_quantiles_within_5_percent_and_classic_queries_unchanged(run_locust, prometheus, tmp_path, workers):  # noqa: F811
+def test_native_quantiles_within_5_percent_and_classic_queries_unchanged(run_locust, prometheus, tmp_path, workers):
     """Also through the master's merge of two workers' reports: exact, bucket by bucket."""
     port = free_port()
     native = prometheus(port, flags=("--enable-feature=native-histograms",))

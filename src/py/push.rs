@@ -1,36 +1,14 @@
-//! Python handles on the end of a run: the final scrape's clock and wait, and the pushers.
+//! The Python handle on a pusher: a registry's metrics pushed to remote write or a Pushgateway.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pyo3::prelude::*;
 
+use super::registry::CollectorRegistry;
 use crate::errors::{no_panic, ExporterError};
 use crate::push::{Auth, Protocol, PushConfig, Pusher};
-use crate::scrape_log::{from_nanos, scrape_log, to_nanos};
 
-/// Now, on the clock of `wait_for_scrape` (nanoseconds, monotonic).
-#[pyfunction]
-pub fn scrape_mark() -> u64 {
-    to_nanos(Instant::now())
-}
-
-/// `(scrapes started, the scrape interval seen in seconds or None)` since the process started
-/// (the mean interval between scrapes; with a single scrape, the time since it).
-#[pyfunction]
-pub fn scrapes_seen() -> (u64, Option<f64>) {
-    let (count, interval) = scrape_log().seen();
-    (count, interval.map(|i| i.as_secs_f64()))
-}
-
-/// Waits, without the GIL, until a full scrape of `/metrics` that started after `mark` has been
-/// answered, or `timeout` seconds passed; returns whether one was.
-#[pyfunction]
-pub fn wait_for_scrape(py: Python<'_>, mark: u64, timeout: f64) -> bool {
-    let timeout = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(Duration::MAX);
-    py.detach(|| scrape_log().wait_answered_after(from_nanos(mark), timeout))
-}
-
-/// Pushes the metrics from a native thread (`protocol`: `"remote_write"`, `"remote_write_classic"`
+/// Pushes `registry`'s metrics from a native thread (`protocol`: `"remote_write"`, `"remote_write_classic"`
 /// (without the native histograms) or `"pushgateway"`).
 /// `ValueError` for a malformed URL or header, an unreadable CA file, or a bad interval.
 #[pyclass(frozen, name = "Pusher", module = "locust_prometheus_exporter._native")]
@@ -41,9 +19,10 @@ pub struct PyPusher {
 #[pymethods]
 impl PyPusher {
     #[new]
-    #[pyo3(signature = (protocol, url, interval, instance, *, username=None, password=None, bearer_token=None, ca_file=None, headers=Vec::new()))]
+    #[pyo3(signature = (registry, protocol, url, interval, instance, *, username=None, password=None, bearer_token=None, ca_file=None, headers=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        registry: &Bound<'_, CollectorRegistry>,
         protocol: &str,
         url: String,
         interval: f64,
@@ -79,6 +58,7 @@ impl PyPusher {
             }
         };
         let config = PushConfig {
+            registry: registry.get().inner.clone(),
             protocol,
             url,
             interval,

@@ -9,14 +9,12 @@ import shutil
 import ssl
 import subprocess
 import threading
-import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from conftest import free_port, samples_of
-from prometheus_server import PrometheusServer
+from support.process import ServerProcess
+from support.prometheus import PrometheusServer
+from support.scrape import free_port, samples_of
 
 
 class ScrapingPrometheus(PrometheusServer):
@@ -31,8 +29,6 @@ class ScrapingPrometheus(PrometheusServer):
         jobs = [{"job_name": "locust", "static_configs": [{"targets": [self.target]}]}] if scrape_port else []
         config = {"global": {"scrape_interval": f"{interval:g}s"}, "scrape_configs": jobs}
         (workdir / "prometheus.yml").write_text(json.dumps(config))
-        self.log = workdir / "prometheus.log"
-        self._log_file = open(self.log, "w")
         cmd = [
             shutil.which("prometheus") or "prometheus",
             f"--config.file={workdir / 'prometheus.yml'}",
@@ -41,7 +37,8 @@ class ScrapingPrometheus(PrometheusServer):
             "--web.enable-remote-write-receiver",
             *flags,
         ]
-        self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT)
+        # Its own config and known port: PrometheusServer's process, not its constructor.
+        ServerProcess.__init__(self, cmd, workdir / "prometheus.log")
 
     def scraped_once(self) -> bool:
         """Whether it tried a first scrape (it may have failed: the target may not listen yet)."""
@@ -54,15 +51,13 @@ class ScrapingPrometheus(PrometheusServer):
         return {tuple(r["metric"].get(k, "") for k in keys): float(r["value"][1]) for r in result}
 
 
-class Pushgateway:
+class Pushgateway(ServerProcess):
     """`prometheus-pushgateway` on 127.0.0.1 (its default, :9091, is the exporter's default port)."""
 
     def __init__(self, workdir: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         workdir.mkdir(parents=True, exist_ok=True)
-        self.log = workdir / "pushgateway.log"
-        self._log_file = open(self.log, "w")
         binary = shutil.which("prometheus-pushgateway") or "prometheus-pushgateway"
         # Debian's default persistence file is shared by every Pushgateway of the machine.
         cmd = [
@@ -70,54 +65,11 @@ class Pushgateway:
             f"--web.listen-address=127.0.0.1:{self.port}",
             f"--persistence.file={workdir / 'pushgateway.data'}",
         ]
-        self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT)
+        super().__init__(cmd, workdir / "pushgateway.log")
 
     def metrics(self) -> dict:
         with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as r:
             return samples_of(r.read().decode())
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=20)
-        self._log_file.close()
-
-
-@pytest.fixture
-def scraping_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    """``start(scrape_port, interval, flags) -> ScrapingPrometheus``, ready."""
-    if shutil.which("prometheus") is None:
-        pytest.fail("the prometheus binary is not installed: `make system-deps` (Debian: apt-get install prometheus)")
-    servers: list[ScrapingPrometheus] = []
-
-    def start(scrape_port: int | None, interval: float = 5, flags: tuple[str, ...] = ()) -> ScrapingPrometheus:
-        server = ScrapingPrometheus(tmp_path_factory.mktemp("prometheus"), scrape_port, interval, flags)
-        servers.append(server)
-        server.wait_ready()
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
-@pytest.fixture
-def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushgateway]:
-    if shutil.which("prometheus-pushgateway") is None:
-        pytest.fail("prometheus-pushgateway is not installed: `make system-deps` (Debian: prometheus-pushgateway)")
-    gateway = Pushgateway(tmp_path_factory.mktemp("pushgateway"))
-
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with urllib.request.urlopen(f"{gateway.url}/-/ready", timeout=2):
-                break
-        except OSError:
-            if time.monotonic() > deadline or gateway.proc.poll() is not None:
-                raise AssertionError(f"pushgateway did not start\n{gateway.log.read_text()}") from None
-            time.sleep(0.1)
-    yield gateway
-    gateway.stop()
 
 
 class Recorder(http.server.ThreadingHTTPServer):
@@ -153,21 +105,6 @@ class _RecorderHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *_args) -> None:
         pass
-
-
-@pytest.fixture
-def recorder() -> Iterator:
-    """``start(statuses, tls=(cert, key)) -> Recorder``; shut down at the end."""
-    servers: list[Recorder] = []
-
-    def start(statuses: list[int], tls: tuple[Path, Path] | None = None) -> Recorder:
-        servers.append(Recorder(statuses, tls))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def make_ca_and_server_cert(workdir: Path) -> tuple[Path, Path, Path]:

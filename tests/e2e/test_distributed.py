@@ -6,8 +6,9 @@ import itertools
 import signal
 import time
 
-from conftest import EXAMPLES, LOCUSTFILES, LocustRun, Samples, http_get, total
-from test_e2e import assert_exact
+from support.locust_run import LocustRun, assert_exact
+from support.paths import EXAMPLES, LOCUSTFILES
+from support.scrape import Samples, http_get, total
 
 BUSY = LOCUSTFILES / "busy.py"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

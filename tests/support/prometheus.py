@@ -1,8 +1,7 @@
 """A real Prometheus server (Debian's `prometheus` binary) scraping the exporter, for tests.
 
-Use the `prometheus` fixture from a test module with ``from prometheus_server import prometheus  # noqa: F401``;
-it yields ``start(scrape_port) -> PrometheusServer`` and stops every server it started. `scrape_runs` and
-`final_scrape` drive a `run_locust` run scraped by such a server.
+The `prometheus` fixture (tests/e2e/conftest.py) yields ``start(scrape_port) -> PrometheusServer`` and stops every
+server it started. `scrape_runs` and `final_scrape` drive a `run_locust` run scraped by such a server.
 """
 
 from __future__ import annotations
@@ -10,39 +9,32 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
-import subprocess
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import pytest
-
-if TYPE_CHECKING:
-    from conftest import LocustRun
+from support.locust_run import LocustRun
+from support.process import ServerProcess
+from support.scrape import free_port
 
 #: Scrape (and rule evaluation) interval of the generated config, in seconds. A scrape's timeout is at most
 #: the interval: 2 s leaves a busy machine a margin that 1 s did not.
 SCRAPE_INTERVAL = 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class PrometheusError(AssertionError):
     """The HTTP API answered with an error (bad PromQL, ...)."""
 
 
-class PrometheusServer:
+class PrometheusServer(ServerProcess):
     """One `prometheus` process on 127.0.0.1 with its own data dir, scraping one target as job "locust"."""
+
+    not_yet = (OSError, PrometheusError)
 
     def __init__(
         self,
@@ -64,8 +56,6 @@ class PrometheusServer:
         }
         # JSON is YAML: no YAML library needed.
         (workdir / "prometheus.yml").write_text(json.dumps(config, indent=2))
-        self.log = workdir / "prometheus.log"
-        self._log_file = open(self.log, "w")
         cmd = [
             shutil.which(binary) or binary,
             f"--config.file={workdir / 'prometheus.yml'}",
@@ -73,7 +63,7 @@ class PrometheusServer:
             "--web.listen-address=127.0.0.1:0",  # the port it picks is in its log
             *flags,
         ]
-        self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT)
+        super().__init__(cmd, workdir / "prometheus.log")
 
     # --- lifecycle
 
@@ -88,45 +78,7 @@ class PrometheusServer:
             return found is not None
 
         self.wait_until(listening, timeout, "Prometheus to listen")
-
-        def ready() -> bool:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
-                return r.status == 200
-
-        self.wait_until(ready, timeout, "Prometheus to be ready")
-
-    def wait_until(self, predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
-        """Polls `predicate` until it returns something truthy, which is returned; fails after `timeout` s.
-
-        Connection errors and API errors count as "not yet" (the server may still be starting).
-        """
-        deadline = time.monotonic() + timeout
-        last: object = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"prometheus exited with {self.proc.returncode}\n{self.output()}")
-            try:
-                result = predicate()
-                if result:
-                    return result
-                last = result
-            except (OSError, PrometheusError) as e:
-                last = e
-            time.sleep(interval)
-        raise AssertionError(f"timed out waiting for {what} (last: {last!r})\n{self.output()}")
-
-    def stop(self, timeout: float = 20) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log_file.close()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-6000:] if self.log.exists() else ""
+        super().wait_ready(timeout)
 
     # --- HTTP API
 
@@ -199,26 +151,6 @@ def increase_bounds(prom: PrometheusServer, selector: str, at: float, window: st
     return sum(last.values()), low - 1e-9, high + 1e-9
 
 
-@pytest.fixture
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., PrometheusServer]]:
-    """A factory: ``start(scrape_port)`` runs a ready Prometheus scraping 127.0.0.1:scrape_port every second
-    (with ``flags``, if given, on its command line)."""
-    # A missing binary fails: a skipped Prometheus test would leave the suite green with the claim untested.
-    if shutil.which("prometheus") is None:
-        pytest.fail("the prometheus binary is not installed: `make system-deps` (Debian: apt-get install prometheus)")
-    servers: list[PrometheusServer] = []
-
-    def start(scrape_port: int, **options: Any) -> PrometheusServer:
-        server = PrometheusServer(scrape_port, tmp_path_factory.mktemp("prometheus"), **options)
-        servers.append(server)
-        server.wait_ready()
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
 @dataclass
 class ScrapedRun:
     """A locust run and the Prometheus scraping its exporter."""
@@ -235,7 +167,7 @@ def scrape_runs(run_locust: Callable[..., LocustRun], start: Callable[[int], Pro
     scrapes a request series within a scrape interval of its first request, so rate() misses few requests.
     The runs start side by side.
     """
-    ports = [_free_port() for _ in runs]
+    ports = [free_port() for _ in runs]
     proms = [start(port) for port in ports]
     for prom in proms:
 

@@ -7,18 +7,9 @@ import socket
 import subprocess
 import sys
 
-from conftest import (
-    EXAMPLES,
-    LOCUSTFILES,
-    SERVING,
-    Samples,
-    http_get,
-    locust_cmd,
-    requests_by_name,
-    samples_of,
-    total,
-)
-from test_e2e import assert_exact
+from support.locust_run import SERVING, assert_exact, locust_cmd
+from support.paths import EXAMPLES, LOCUSTFILES
+from support.scrape import Samples, http_get, requests_by_name, samples_of, total
 
 EXAMPLE_PLAIN = EXAMPLES / "locustfile.py"
 

@@ -1,27 +1,17 @@
-"""The example Grafana dashboard: importable as is, every query of every panel returns data from a real
-Prometheus that scraped a real distributed locust run, and some panels agree with Locust's own statistics."""
+"""The example Grafana dashboard: every query of every panel returns data from a real Prometheus that scraped
+a real distributed locust run, and some panels agree with Locust's own statistics."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import EXAMPLES
-from prometheus_server import (  # noqa: F401  (fixture)
-    PrometheusServer,
-    final_scrape,
-    increase_bounds,
-    prometheus,
-    scrape_runs,
-)
-
-DASHBOARD = EXAMPLES / "grafana" / "locust-dashboard.json"
-DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+from support.dashboard import all_panels, load
+from support.paths import EXAMPLES
+from support.prometheus import PrometheusServer, final_scrape, increase_bounds, scrape_runs
 
 # Grafana's built-in variables, as the test sets them. At the evaluation time, just after the test stopped,
 # a 1 m window holds the whole run (Grafana would use max($__interval + scrape interval, 4 x scrape interval)).
@@ -53,55 +43,6 @@ class FailingUser(HttpUser):
             self.client.get("/missing")  # 404: an HTTPError failure
         self.client.post("/echo", data=b"x" * 10)  # request bytes for the bytes panel
 """
-
-
-def load() -> dict[str, Any]:
-    return json.loads(DASHBOARD.read_text())
-
-
-def all_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every panel, including those nested in collapsed rows."""
-    for panel in dashboard["panels"]:
-        yield panel
-        yield from panel.get("panels", [])
-
-
-def test_dashboard_is_importable():
-    d = load()
-    inputs = [(i["name"], i["type"], i["pluginId"]) for i in d["__inputs"]]
-    assert inputs == [("DS_PROMETHEUS", "datasource", "prometheus")]
-    # Every ${DS_...} placeholder is one Grafana asks for on import.
-    assert set(re.findall(r"\$\{(DS_\w+)\}", DASHBOARD.read_text())) == {"DS_PROMETHEUS"}
-    required = {(r["type"], r["id"]) for r in d["__requires"]}
-    assert {("grafana", "grafana"), ("datasource", "prometheus")} <= required
-    assert d["id"] is None and d["uid"] and d["title"] and d["schemaVersion"] >= 36
-
-    panels = list(all_panels(d))
-    ids = [p["id"] for p in panels]
-    assert len(ids) == len(set(ids)), ids
-    cells: set[tuple[int, int]] = set()
-    for p in panels:
-        g = p["gridPos"]
-        assert g["x"] + g["w"] <= 24, p["title"]
-        area = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
-        assert not area & cells, f"{p['title']} overlaps another panel"
-        cells |= area
-        if p["type"] == "row":
-            continue
-        assert ("panel", p["type"]) in required, p["type"]
-        assert p["datasource"] == DATASOURCE, p["title"]
-        assert p["targets"] and len({t["refId"] for t in p["targets"]}) == len(p["targets"]), p["title"]
-        for t in p["targets"]:
-            assert t["datasource"] == DATASOURCE and t["expr"].strip(), (p["title"], t)
-
-    variables = d["templating"]["list"]
-    for v in variables:
-        assert v["type"] == "query" and v["datasource"] == DATASOURCE, v["name"]
-    assert {v["name"] for v in variables} >= {"job"}
-    for p in panels:
-        if "repeat" in p:
-            repeated = next(v for v in variables if v["name"] == p["repeat"])
-            assert repeated["multi"] or repeated["includeAll"], "Grafana repeats only multi-value variables"
 
 
 def substitute(text: str, values: dict[str, str]) -> str:
@@ -152,7 +93,7 @@ def evaluate(prom: PrometheusServer, target: dict[str, Any], bound: dict[str, st
     }
 
 
-def test_every_panel_query_returns_data(run_locust, prometheus, tmp_path):  # noqa: F811
+def test_every_panel_query_returns_data(run_locust, prometheus, tmp_path):
     locustfile = tmp_path / "locustfile.py"
     locustfile.write_text(LOCUSTFILE)
     pythonpath = os.pathsep.join(filter(None, [str(EXAMPLES), os.environ.get("PYTHONPATH")]))

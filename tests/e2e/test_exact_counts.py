@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from conftest import EXAMPLES, LOCUSTFILES, Samples, http_get, requests_by_name, samples_of, total
+from support.locust_run import assert_exact
+from support.paths import EXAMPLES, LOCUSTFILES
+from support.scrape import http_get, samples_of, total
 
 EXAMPLE_PLAIN = EXAMPLES / "locustfile.py"
 EXAMPLE_CUSTOM = EXAMPLES / "locustfile_custom_metrics.py"
 
 # Body sizes served by examples/target.py, by request name suffix.
 RESPONSE_BYTES = {"/": 14, "/about/": 60, "/missing": 10, "/error": 6, "/echo": 123, "refused": 0, "caught": 60}
-
-
-def assert_exact(samples: Samples, locust_stats: dict[tuple[str, str], tuple[int, int]]) -> None:
-    """Requests and failures per method and name, and the histogram counts, equal Locust's."""
-    assert locust_stats, "Locust recorded no requests"
-    assert requests_by_name(samples) == {k: (float(r), float(f)) for k, (r, f) in locust_stats.items()}
-    for (method, name), (requests, _) in locust_stats.items():
-        assert total(samples, "locust_request_duration_seconds_count", method=method, name=name) == requests
-        inf = total(samples, "locust_request_duration_seconds_bucket", method=method, name=name, le="+Inf")
-        assert inf == requests
 
 
 @pytest.mark.parametrize("locustfile", [EXAMPLE_PLAIN, EXAMPLE_CUSTOM], ids=["plain", "custom-metrics"])

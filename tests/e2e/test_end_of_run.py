@@ -18,8 +18,9 @@ import time
 import uuid
 
 import pytest
-from conftest import LOCUSTFILES, free_port, http_get
-from push_servers import make_ca_and_server_cert, pushgateway, recorder, scraping_prometheus  # noqa: F401  (fixtures)
+from support.paths import LOCUSTFILES
+from support.receivers import make_ca_and_server_cert
+from support.scrape import free_port, http_get
 
 BUSY = LOCUSTFILES / "busy.py"
 WAITING = "Waiting up to"
@@ -51,7 +52,7 @@ def final_requests(run) -> dict[tuple[str, str], float]:
 
 
 @pytest.mark.parametrize("workers", [0, 2], ids=["local", "master-2-workers"])
-def test_final_scrape_stores_the_exact_final_counts(run_locust, scraping_prometheus, workers):  # noqa: F811
+def test_final_scrape_stores_the_exact_final_counts(run_locust, scraping_prometheus, workers):
     """Prometheus scraping every 5 s holds Locust's final counts, name by name, after a 12 s headless run."""
     port = free_port()
     prom = scraping_prometheus(port, interval=5)
@@ -123,7 +124,7 @@ def push_summary(out: str, what: str) -> tuple[int, int, int]:
 
 
 @pytest.mark.parametrize("workers", [0, 2], ids=["local", "master-2-workers"])
-def test_pushes_hold_the_exact_final_counts(run_locust, scraping_prometheus, pushgateway, workers):  # noqa: F811
+def test_pushes_hold_the_exact_final_counts(run_locust, scraping_prometheus, pushgateway, workers):
     """No scraper: remote write to a real Prometheus and a real Pushgateway get Locust's final counts, name by
     name, after a 12 s headless run. The distributed run also groups the Pushgateway's metrics by run_id.
     (Remote write sends native histograms by default: this Prometheus takes them.)"""
@@ -149,7 +150,7 @@ def test_pushes_hold_the_exact_final_counts(run_locust, scraping_prometheus, pus
     assert run_ids == ({dict(info)["run_id"]} if workers else {None})
 
 
-def test_remote_write_sends_the_native_histograms(run_locust, scraping_prometheus):  # noqa: F811
+def test_remote_write_sends_the_native_histograms(run_locust, scraping_prometheus):
     """Prometheus with native histograms stores the pushed native histogram of the request durations: its
     count is Locust's final request count, and its quantiles answer. Without the feature, the same Prometheus
     takes the pushes of --prometheus-remote-write-classic-only (and refuses the native samples)."""
@@ -178,7 +179,7 @@ def test_remote_write_sends_the_native_histograms(run_locust, scraping_prometheu
     assert stored_requests(plain) == final_requests(run)
 
 
-def test_unreachable_and_refused_pushes_never_stop_the_test(run_locust, scraping_prometheus):  # noqa: F811
+def test_unreachable_and_refused_pushes_never_stop_the_test(run_locust, scraping_prometheus):
     """A closed port (retried, then dropped) and a 404 (dropped at once): one log line per kind, a summary."""
     prom = scraping_prometheus(None)
     closed = free_port()
@@ -206,7 +207,7 @@ def test_malformed_push_url_stops_locust_at_init(run_locust, url):
     assert "Traceback" not in out
 
 
-def test_remote_write_headers_bearer_token_and_retries(run_locust, recorder):  # noqa: F811
+def test_remote_write_headers_bearer_token_and_retries(run_locust, recorder):
     """On a real socket: the remote-write protocol headers, the token and a tenant header from the environment,
     and 503s retried."""
     receiver = recorder([503, 503])
@@ -229,7 +230,7 @@ def test_remote_write_headers_bearer_token_and_retries(run_locust, recorder):  #
     assert "s3cret-token" not in out
 
 
-def test_pushgateway_over_tls_with_a_custom_ca_and_basic_auth(run_locust, recorder, tmp_path):  # noqa: F811
+def test_pushgateway_over_tls_with_a_custom_ca_and_basic_auth(run_locust, recorder, tmp_path):
     ca, cert, key = make_ca_and_server_cert(tmp_path)
     receiver = recorder([], tls=(cert, key))
     env = {"LOCUST_PROMETHEUS_PUSHGATEWAY_USERNAME": "locust", "LOCUST_PROMETHEUS_PUSHGATEWAY_PASSWORD": "pa:ss",

@@ -5,14 +5,8 @@ from __future__ import annotations
 import csv
 import math
 
-from conftest import EXAMPLES
-from prometheus_server import (  # noqa: F401  (fixture)
-    ScrapedRun,
-    final_scrape,
-    increase_bounds,
-    prometheus,
-    scrape_runs,
-)
+from support.paths import EXAMPLES
+from support.prometheus import ScrapedRun, final_scrape, increase_bounds, scrape_runs
 
 EXAMPLE_PLAIN = EXAMPLES / "locustfile.py"
 EXAMPLE_CUSTOM = EXAMPLES / "locustfile_custom_metrics.py"
@@ -99,7 +93,7 @@ def check_about_p95(scraped: ScrapedRun, at: float) -> None:
     assert abs(bucket_of(estimate) - p95_bucket) <= 1, (estimate, counts)
 
 
-def test_readme_queries_through_prometheus_match_locust(run_locust, prometheus):  # noqa: F811
+def test_readme_queries_through_prometheus_match_locust(run_locust, prometheus):
     # The README's rate query on the custom-metrics example and its p95 query on the plain one (the only one
     # with /about/), side by side to halve the wall time. Users spawn at 2/s so that a request series' first
     # sample, which rate() cannot count, holds few requests.

@@ -11,10 +11,12 @@ import textwrap
 import time
 
 import pytest
-from conftest import EXAMPLES, LOCUSTFILES, locust_cmd, total
 from locust_prometheus_exporter._locust import OVERFLOW_NAME
 from prometheus_client.parser import text_string_to_metric_families
-from prometheus_server import final_scrape, prometheus, scrape_runs  # noqa: F401  (fixture)
+from support.locust_run import locust_cmd
+from support.paths import EXAMPLES, LOCUSTFILES
+from support.prometheus import final_scrape, scrape_runs
+from support.scrape import total
 
 
 def run_script(body: str) -> dict:
@@ -247,7 +249,7 @@ def load_generator_panels() -> dict[str, str]:
     return {p["title"]: t["expr"] for p in after[:end] for t in p["targets"]}
 
 
-def test_load_generator_queries_return_data_on_a_real_prometheus(run_locust, prometheus):  # noqa: F811
+def test_load_generator_queries_return_data_on_a_real_prometheus(run_locust, prometheus):
     [scraped] = scrape_runs(run_locust, prometheus, (HEALTH, dict(users=2, rate=2, run_time=6, workers=2)))
     at = final_scrape(scraped)
     assert scraped.run.finish() == [0, 0, 0], scraped.run.output()

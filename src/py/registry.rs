@@ -1,0 +1,103 @@
+//! `CollectorRegistry`: a set of metrics to serve, as in prometheus_client, and the process's default one.
+
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyBytes;
+
+use crate::exposition::{scrape_registry, Format};
+use crate::fork;
+use crate::metrics::Registry;
+use crate::report;
+
+/// Metrics registered together and served together. `REGISTRY` is the process's default, used by
+/// every metric and exporter made without `registry=`.
+#[pyclass(frozen, weakref, module = "locust_prometheus_exporter._native")]
+pub struct CollectorRegistry {
+    pub(crate) inner: Arc<Registry>,
+}
+
+/// Every registry of the process, so that a forked child starts each from zero (see `reset_all_after_fork`).
+/// Taken only inside the fork gate, so that no fork finds it locked.
+static LIVE: Mutex<Vec<Weak<Registry>>> = Mutex::new(Vec::new());
+
+static DEFAULT: PyOnceLock<Py<CollectorRegistry>> = PyOnceLock::new();
+
+/// The default registry, `REGISTRY` in Python.
+pub fn default_registry(py: Python<'_>) -> PyResult<&Py<CollectorRegistry>> {
+    DEFAULT.get_or_try_init(py, || Py::new(py, CollectorRegistry::new()))
+}
+
+/// The registry a `registry=` argument names, the default one when it is `None`.
+pub fn chosen(py: Python<'_>, registry: Option<&Bound<'_, CollectorRegistry>>) -> PyResult<Arc<Registry>> {
+    match registry {
+        Some(r) => Ok(r.get().inner.clone()),
+        None => Ok(default_registry(py)?.get().inner.clone()),
+    }
+}
+
+/// In a forked child: every registry starts from zero, keeping its metrics and the handles Python holds,
+/// so that what the parent recorded is not reported twice.
+pub fn reset_all_after_fork() {
+    let live: Vec<Arc<Registry>> = LIVE.lock().iter().filter_map(Weak::upgrade).collect();
+    live.iter().for_each(|r| r.reset_after_fork());
+}
+
+#[pymethods]
+impl CollectorRegistry {
+    #[new]
+    fn new() -> Self {
+        let inner = Arc::new(Registry::default());
+        let _pass = fork::enter();
+        let mut live = LIVE.lock();
+        live.retain(|r| r.strong_count() > 0);
+        live.push(Arc::downgrade(&inner));
+        CollectorRegistry { inner }
+    }
+
+    /// The exposition of every metric of the registry, as a scrape gets it but without the process metrics;
+    /// `names` keeps only the metrics with one of these sample names.
+    #[pyo3(signature = (openmetrics=false, names=Vec::new()))]
+    fn render<'py>(&self, py: Python<'py>, openmetrics: bool, names: Vec<String>) -> Bound<'py, PyBytes> {
+        let format = if openmetrics { Format::OpenMetrics } else { Format::Text };
+        let text = py.detach(|| {
+            let _pass = fork::enter();
+            scrape_registry(&self.inner, format, &names)
+        });
+        PyBytes::new(py, text.as_bytes())
+    }
+
+    /// On a worker: the series changed since the last call, encoded for Locust's report to the master.
+    fn take_report<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let bytes = py.detach(|| {
+            let _pass = fork::enter();
+            report::encode(&self.inner.changes())
+        });
+        PyBytes::new(py, &bytes)
+    }
+
+    /// On the master: takes one worker's report.
+    fn apply_report(&self, py: Python<'_>, client_id: &str, data: &[u8]) -> PyResult<()> {
+        let families = report::decode(data)?;
+        Ok(py.detach(|| {
+            let _pass = fork::enter();
+            self.inner.apply_report(client_id, families)
+        })?)
+    }
+
+    /// On the master: the workers Locust has not marked missing.
+    fn set_live_workers(&self, client_ids: Vec<String>) {
+        self.inner.set_live_workers(&client_ids);
+    }
+
+    /// Labels added to every sample (`ValueError` if one clashes with a metric's label names).
+    fn set_const_labels(&self, labels: Vec<(String, String)>) -> PyResult<()> {
+        Ok(self.inner.set_const_labels(labels)?)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<CollectorRegistry of {} metrics>", self.inner.families().len())
+    }
+}

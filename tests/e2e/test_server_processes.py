@@ -1,0 +1,59 @@
+"""The exporter's HTTP endpoint with other processes: a scrape by curl while Python holds the GIL, and a
+forked child."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import warnings
+
+from locust_prometheus_exporter import Counter, PrometheusExporter, _native
+from support.scrape import free_port, http_get
+from support.server import url
+
+
+def test_scrape_needs_no_gil(tmp_path):
+    """A scrape is answered while the main thread holds the GIL: it waits for the scraping process
+    in a C call made through `ctypes.PyDLL`, which keeps the GIL. A server that needed the GIL would
+    leave curl to give up after its `--max-time`. (posix_spawn, not subprocess: gevent's patched
+    `wait` would never see a child reaped behind its back.)"""
+    libc = ctypes.PyDLL(None)
+    libc.waitpid.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+    out = tmp_path / "code"
+    with PrometheusExporter("127.0.0.1", free_port()) as e:
+        pid = os.posix_spawnp(
+            "curl",
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", url(e)],
+            os.environ,
+            file_actions=[(os.POSIX_SPAWN_OPEN, 1, str(out), os.O_WRONLY | os.O_CREAT, 0o600)],
+        )
+        status = ctypes.c_int()
+        assert libc.waitpid(pid, ctypes.byref(status), 0) == pid
+    assert os.waitstatus_to_exitcode(status.value) == 0
+    assert out.read_text() == "200"
+
+
+def test_forked_child_starts_from_zero_and_can_serve():
+    c = Counter("fork_counter", "h")
+    c.inc(5)
+    port = free_port()
+    PrometheusExporter("127.0.0.1", port)  # as a locustfile does: this installs the fork hooks
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            # The parent's value is not this child's: reporting it again would count it twice.
+            ok = b"fork_counter_total 0.0" in _native.render()
+            c.inc()
+            e = PrometheusExporter("127.0.0.1", port)
+            e.serve()
+            ok = ok and b"fork_counter_total 1.0" in http_get(url(e))[2]
+            e.close()
+            code = 0 if ok else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert b"fork_counter_total 5.0" in _native.render()

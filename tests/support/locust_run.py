@@ -1,0 +1,150 @@
+"""A real locust run (one process, a master with workers, or --processes) and what it tells."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from support.scrape import Samples, http_get, requests_by_name, scrape, total
+
+#: The exporter's log line once it serves, with the port it bound (the runs ask for port 0).
+SERVING = re.compile(r"Prometheus metrics on http://[^ ]+:(\d+)/metrics")
+
+
+@dataclass
+class LocustRun:
+    """A locust test (one process, a master with workers, or --processes) run to its end."""
+
+    _metrics_port: int | None
+    web_port: int
+    csv_prefix: Path
+    target: str
+    distributed: bool = False
+    procs: list[subprocess.Popen] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def metrics_port(self) -> int:
+        """The port the master's exporter bound, read from its log (waits until it serves)."""
+        if self._metrics_port is None:
+
+            def bound() -> bool:
+                found = SERVING.search(self.logs[0].read_text(errors="replace"))
+                self._metrics_port = int(found.group(1)) if found else None
+                return found is not None
+
+            self.wait_until(bound, 60, "the exporter to serve")
+        assert self._metrics_port is not None
+        return self._metrics_port
+
+    @metrics_port.setter
+    def metrics_port(self, port: int) -> None:
+        self._metrics_port = port
+
+    def scrape(self, openmetrics: bool = False) -> Samples:
+        return scrape(self.metrics_port, openmetrics)
+
+    def web_state(self) -> dict:
+        _, _, body = http_get(f"http://127.0.0.1:{self.web_port}/stats/requests", timeout=5)
+        return json.loads(body)
+
+    def wait_until(self, predicate, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if predicate():
+                    return
+            except OSError:
+                pass
+            if self.procs[0].poll() not in (None, 0):
+                break  # the master failed: no point waiting
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}\n{self.output()}")
+
+    def wait_stopped(self, timeout: float = 60, since: Samples | None = None, by_name: bool = True) -> None:
+        """Until Locust's own state says the test stopped and every process's last requests are counted.
+
+        A worker's stop does not report; its next periodic report (every 3 s) carries its last requests to
+        the master, for Locust's statistics and the exporter alike, and with them its users gauge at 0. So:
+        until no user runs by the scrape, and the scrape's requests and failures equal Locust's own (those
+        since the scrape `since`, when Locust's statistics were reset after it): name by name, or in all
+        (`by_name=False`) where the exporter caps the names.
+        """
+        before = requests_by_name(since or {})
+
+        def counted() -> bool:
+            state = self.web_state()
+            samples = self.scrape()
+            locust = {
+                (row["method"], row["name"]): (float(row["num_requests"]), float(row["num_failures"]))
+                for row in state["stats"]
+                if row["name"] != "Aggregated" and row["num_requests"]
+            }
+            now = requests_by_name(samples)
+            grown = {k: (r - before.get(k, (0, 0))[0], f - before.get(k, (0, 0))[1]) for k, (r, f) in now.items()}
+            if not by_name:  # Locust's web UI lists 500 names at most: its "Aggregated" row has them all
+                [row] = [row for row in state["stats"] if row["name"] == "Aggregated"]
+                locust = (
+                    {"all": (float(row["num_requests"]), float(row["num_failures"]))} if row["num_requests"] else {}
+                )
+                grown = {"all": tuple(map(sum, zip(*grown.values(), strict=True)))} if grown else {}
+            return (
+                state["state"] == "stopped"
+                and total(samples, "locust_users_running") == 0
+                and {k: v for k, v in grown.items() if v[0]} == locust
+            )
+
+        self.wait_until(counted, timeout, "the test to stop and its requests to be counted")
+
+    def finish(self, timeout: float = 60) -> list[int]:
+        """Waits for every process to exit by itself; returns their exit codes."""
+        codes = []
+        for p in self.procs:
+            try:
+                codes.append(p.wait(timeout=timeout))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                codes.append(p.wait())
+        return codes
+
+    def output(self) -> str:
+        return "\n".join(
+            f"--- {log.name}\n{log.read_text(errors='replace')[-6000:]}" for log in self.logs if log.exists()
+        )
+
+    def csv_stats(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """Locust's own final statistics: (method, name) -> (requests, failures)."""
+        rows = csv.DictReader(open(f"{self.csv_prefix}_stats.csv", newline=""))
+        return {
+            (r["Type"], r["Name"]): (int(r["Request Count"]), int(r["Failure Count"]))
+            for r in rows
+            if r["Name"] != "Aggregated"
+        }
+
+    def kill(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+                p.wait()
+
+
+def locust_cmd(locustfile: Path, *args: str) -> list[str]:
+    """Locust from this interpreter's environment, where the package under test is installed."""
+    return [sys.executable, "-m", "locust", "-f", str(locustfile), *args]
+
+
+def assert_exact(samples: Samples, locust_stats: dict[tuple[str, str], tuple[int, int]]) -> None:
+    """Requests and failures per method and name, and the histogram counts, equal Locust's."""
+    assert locust_stats, "Locust recorded no requests"
+    assert requests_by_name(samples) == {k: (float(r), float(f)) for k, (r, f) in locust_stats.items()}
+    for (method, name), (requests, _) in locust_stats.items():
+        assert total(samples, "locust_request_duration_seconds_count", method=method, name=name) == requests
+        inf = total(samples, "locust_request_duration_seconds_bucket", method=method, name=name, le="+Inf")
+        assert inf == requests

@@ -1,0 +1,94 @@
+"""Scraping /metrics as Prometheus does, and reading an exposition: checked by prometheus_client and promtool."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+from support.process import require
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(
+    url: str, headers: dict[str, str] | None = None, method: str = "GET", timeout: float = 10, data: bytes | None = None
+):
+    """(status, headers, body bytes) of one request; HTTP errors are returned, not raised."""
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def promtool_check(text: str) -> None:
+    """`promtool check metrics` (Prometheus's own parser and linter) accepts a text 0.0.4 exposition.
+
+    Exit 3 means lint findings only; those about user-chosen names (the examples' `my_custom_gauge`
+    "should not include type") are the user's to fix, so only our `locust_` families must lint clean.
+    """
+    require("promtool", "prometheus")
+    r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    findings = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
+    ours = [line for line in findings if line.startswith("locust_")]
+    assert r.returncode in (0, 3) and not ours, f"promtool exit {r.returncode}: {findings}"
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def samples_of(text: str, openmetrics: bool = False) -> Samples:
+    """Every sample of an exposition, parsed strictly by prometheus_client, keyed by (name, sorted labels)."""
+    parse = parse_openmetrics if openmetrics else parse_text
+    out: Samples = {}
+    for family in parse(text):
+        for s in family.samples:
+            key = (s.name, tuple(sorted(s.labels.items())))
+            assert key not in out, f"duplicate sample {key}"
+            out[key] = s.value
+    return out
+
+
+def total(samples: Samples, metric: str, /, **labels: str) -> float:
+    """Sum of the samples named `metric` whose labels include `labels`."""
+    return sum(v for (n, ls), v in samples.items() if n == metric and labels.items() <= dict(ls).items())
+
+
+def scrape(port: int, openmetrics: bool = False) -> Samples:
+    """Scrapes /metrics like Prometheus would, checks the format, and returns the parsed samples."""
+    accept = "application/openmetrics-text;version=1.0.0" if openmetrics else "text/plain;version=0.0.4"
+    status, headers, body = http_get(f"http://127.0.0.1:{port}/metrics", {"Accept": accept, "Accept-Encoding": "gzip"})
+    assert status == 200
+    assert headers["Content-Type"] == (OPENMETRICS if openmetrics else TEXT)
+    text = gzip.decompress(body).decode() if headers.get("Content-Encoding") == "gzip" else body.decode()
+    if openmetrics:
+        assert text.endswith("# EOF\n")
+    else:
+        promtool_check(text)
+    return samples_of(text, openmetrics)
+
+
+def requests_by_name(samples: Samples) -> dict[tuple[str, str], tuple[float, float]]:
+    """(method, name) -> (requests, failures) from locust_requests_total."""
+    out: dict[tuple[str, str], tuple[float, float]] = {}
+    for (name, labels), v in samples.items():
+        if name != "locust_requests_total":
+            continue
+        ls = dict(labels)
+        req, fail = out.get((ls["method"], ls["name"]), (0.0, 0.0))
+        out[(ls["method"], ls["name"])] = (req + v, fail + (v if ls["exception"] else 0.0))
+    return out
