@@ -15,21 +15,39 @@ pub enum ExporterError {
     ReservedLabelName(String),
     #[error("duplicate label name {0:?}")]
     DuplicateLabelName(String),
+    #[error("constant label {label:?} is also a label of {metric}")]
+    ConstLabelClash { label: String, metric: String },
     #[error("duplicated timeseries: {0:?} is already registered")]
     Duplicate(String),
     #[error("invalid buckets: {0}")]
     InvalidBuckets(String),
-    #[error("incorrect label count: expected {expected} label values, got {got}")]
+    #[error("no label names were set when constructing {0}")]
+    NoLabelNames(String),
+    #[error("incorrect label count: expected {expected}, got {got}")]
     LabelCount { expected: usize, got: usize },
+    #[error("incorrect label names: expected {expected:?}, got {got:?}")]
+    LabelNames { expected: Vec<String>, got: Vec<String> },
+    #[error("can't pass both *args and **kwargs to labels()")]
+    LabelArgsAndKwargs,
+    #[error("labels() was already applied to this metric")]
+    LabelsApplied,
+    #[error("{0} is missing label values: call labels() first")]
+    MissingLabelValues(String),
+    #[error("counters can only be incremented by non-negative finite amounts, got {0}")]
+    NegativeIncrement(f64),
+    #[error("cannot observe NaN")]
+    ObserveNaN,
+    #[error("native_schema needs native=True")]
+    SchemaWithoutNative,
     #[error("{0}")]
     InvalidValue(String),
-    #[error("{metric} has {max} series, its max_series: a new one is not recorded")]
+    #[error("{metric} has max_series={max} series: a new one is not recorded")]
     TooManySeries { metric: String, max: usize },
     #[error("invalid worker report: {0}")]
     InvalidReport(&'static str),
     #[error("worker report left out for families defined differently on the master: {0:?}")]
     ReportMismatch(Vec<String>),
-    #[error("cannot listen on {addr}: {source}; choose another port with --prometheus-port (or another address with --prometheus-host)")]
+    #[error("cannot listen on {addr}: {source}; set --prometheus-port or --prometheus-host")]
     Bind { addr: String, source: std::io::Error },
     #[error("{0}")]
     InvalidPushConfig(String),

@@ -21,7 +21,7 @@ mod _native {
     #[pymodule_export]
     use crate::py::listener::RequestListener;
     #[pymodule_export]
-    use crate::py::metric::{Counter, Gauge, Histogram, Timer};
+    use crate::py::metric::{Counter, Gauge, Histogram, Timed, Timer};
     #[pymodule_export]
     use crate::py::push::PyPusher;
     #[pymodule_export]

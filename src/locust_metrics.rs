@@ -7,14 +7,9 @@ use parking_lot::RwLock;
 
 use crate::errors::Result;
 use crate::metrics::{
-    push_series_key, series_key, Cell, Desc, Family, GaugeMode, Kind, LabelCap, NativeConfig, Registry, Series,
-    OVERFLOW,
+    push_series_key, series_key, Counter, Desc, Family, Gauge, GaugeMode, Histogram, Kind, LabelCap, NativeConfig,
+    Registry, Series, OVERFLOW,
 };
-
-/// Request duration buckets in seconds, from 1 ms to 60 s: load-test latencies, not RPC ones.
-pub const DEFAULT_BUCKETS: [f64; 18] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0,
-];
 
 /// Distinct request names recorded before new ones go under the overflow name.
 pub const DEFAULT_MAX_NAMES: usize = 1000;
@@ -25,25 +20,25 @@ thread_local! {
 
 /// The four series one request event touches, resolved once per label combination.
 struct RequestSeries {
-    requests: Arc<Series>,
-    duration: Arc<Series>,
-    request_bytes: Arc<Series>,
-    response_bytes: Arc<Series>,
+    requests: Arc<Series<Counter>>,
+    duration: Arc<Series<Histogram>>,
+    request_bytes: Arc<Series<Counter>>,
+    response_bytes: Arc<Series<Counter>>,
 }
 
 pub struct LocustMetrics {
-    requests: Arc<Family>,
+    requests: Arc<Family<Counter>>,
     /// Replaced when Locust's options set other buckets, before the test starts.
-    duration: RwLock<Arc<Family>>,
-    request_bytes: Arc<Family>,
-    response_bytes: Arc<Family>,
-    pub users_total: Arc<Family>,
-    pub users_running: Arc<Family>,
-    pub users_waiting: Arc<Family>,
-    pub workers: Arc<Family>,
-    pub test_info: Arc<Family>,
-    pub cpu_usage: Arc<Family>,
-    pub memory_usage: Arc<Family>,
+    duration: RwLock<Arc<Family<Histogram>>>,
+    request_bytes: Arc<Family<Counter>>,
+    response_bytes: Arc<Family<Counter>>,
+    pub users_total: Arc<Family<Counter>>,
+    pub users_running: Arc<Family<Gauge>>,
+    pub users_waiting: Arc<Family<Gauge>>,
+    pub workers: Arc<Family<Gauge>>,
+    pub test_info: Arc<Family<Gauge>>,
+    pub cpu_usage: Arc<Family<Gauge>>,
+    pub memory_usage: Arc<Family<Gauge>>,
     /// The cap on distinct request names, shared with the registry, which applies it to workers' reports.
     pub names: Arc<LabelCap>,
     cache: RwLock<HashMap<String, Arc<RequestSeries>>>,
@@ -86,38 +81,43 @@ impl LocustMetrics {
         } else {
             GaugeMode::LiveSum
         };
-        let family = |name: &str, help: &str, kind: Kind, names: &[&str]| {
-            registry.get_or_register(Desc::new(name, help, kind, labels(names))?)
-        };
-        let requests = family(
+        let desc = |name: &str, help: &str, kind: Kind, names: &[&str]| Desc::new(name, help, kind, labels(names));
+        let requests: Arc<Family<Counter>> = registry.get_or_register(desc(
             "locust_requests",
             "Requests made, by method, name, HTTP status (0: no response) and exception class",
             Kind::Counter,
             &["method", "name", "status", "exception"],
-        )?;
-        let duration = registry.get_or_register(duration_desc(buckets)?)?;
-        let request_bytes = family(
+        )?)?;
+        let duration = registry.get_or_register::<Histogram>(duration_desc(buckets)?)?;
+        let request_bytes: Arc<Family<Counter>> = registry.get_or_register(desc(
             "locust_request_length_bytes",
             "Request body bytes sent (headers are not counted)",
             Kind::Counter,
             &BY_REQUEST,
-        )?;
-        let response_bytes = family(
+        )?)?;
+        let response_bytes: Arc<Family<Counter>> = registry.get_or_register(desc(
             "locust_response_length_bytes",
             "Response bytes received (Locust's response_length)",
             Kind::Counter,
             &BY_REQUEST,
-        )?;
-        let overflowed = family(
-            "locust_exporter_names_overflowed",
-            &format!(
+        )?)?;
+        let overflowed = registry
+            .get_or_register(desc(
+                "locust_exporter_names_overflowed",
+                &format!(
                 "Requests recorded under name=\"{OVERFLOW}\": new request names past the cap (--prometheus-max-names)"
             ),
-            Kind::Counter,
-            &[],
-        )?
-        .child::<&str>(&[])?;
-        let capped = [&requests, &duration, &request_bytes, &response_bytes].map(|f| f.desc.name.clone());
+                Kind::Counter,
+                &[],
+            )?)
+            .and_then(|f: Arc<Family<Counter>>| f.child::<&str>(&[]))?;
+        let capped = [
+            &requests.desc,
+            &duration.desc,
+            &request_bytes.desc,
+            &response_bytes.desc,
+        ]
+        .map(|d| d.name.clone());
         let names = registry.label_cap(|| {
             LabelCap::new(
                 "name",
@@ -133,55 +133,55 @@ impl LocustMetrics {
             request_bytes,
             response_bytes,
             names,
-            users_total: family(
+            users_total: registry.get_or_register(desc(
                 "locust_users",
                 "Users spawned since the process started",
                 Kind::Counter,
                 &[],
-            )?,
-            users_running: family(
+            )?)?,
+            users_running: registry.get_or_register(desc(
                 "locust_users_running",
                 "Users running (the runner's user count, sampled every second)",
                 Kind::Gauge(user_gauges),
                 &[],
-            )?,
-            users_waiting: family(
+            )?)?,
+            users_waiting: registry.get_or_register(desc(
                 "locust_users_waiting",
                 "Users sleeping in their wait_time (sampled every second)",
                 Kind::Gauge(user_gauges),
                 &[],
-            )?,
-            workers: family(
+            )?)?,
+            workers: registry.get_or_register(desc(
                 "locust_workers",
                 "Locust workers connected to the master, by state",
                 Kind::Gauge(GaugeMode::LiveSum),
                 &["state"],
-            )?,
-            test_info: family(
+            )?)?,
+            test_info: registry.get_or_register(desc(
                 "locust_test_info",
                 "The test being run (1): its id, made at test start, locustfile, target host and users",
                 Kind::Gauge(GaugeMode::LiveSum),
                 &["run_id", "locustfile", "host", "target_users"],
-            )?,
-            cpu_usage: family(
+            )?)?,
+            cpu_usage: registry.get_or_register(desc(
                 "locust_cpu_usage_percent",
                 "CPU use of each load-generating process, as Locust measures it every 10 s (percent of one core)",
                 Kind::Gauge(GaugeMode::LiveSum),
                 &["worker"],
-            )?,
-            memory_usage: family(
+            )?)?,
+            memory_usage: registry.get_or_register(desc(
                 "locust_memory_usage_bytes",
                 "Resident memory of each load-generating process, as Locust measures it every 10 s",
                 Kind::Gauge(GaugeMode::LiveSum),
                 &["worker"],
-            )?,
+            )?)?,
             cache: RwLock::new(HashMap::new()),
         })
     }
 
     /// Other duration buckets, from Locust's options: the series recorded so far are dropped.
     pub fn set_buckets(&self, registry: &Registry, buckets: &[f64]) -> Result<()> {
-        let family = registry.replace(duration_desc(buckets)?)?;
+        let family = registry.replace::<Histogram>(duration_desc(buckets)?)?;
         let mut cache = self.cache.write();
         *self.duration.write() = family;
         cache.clear();
@@ -220,30 +220,24 @@ impl LocustMetrics {
     pub fn record(&self, r: &Request) -> Result<()> {
         let (s, overflowed) = self.series_for(r)?;
         if overflowed {
-            add(&self.names.overflowed, 1.0);
+            self.names.overflowed.inc(1.0);
         }
-        add(&s.requests, 1.0);
-        add(&s.request_bytes, r.request_length);
-        add(&s.response_bytes, r.response_length);
+        s.requests.inc(1.0);
+        s.request_bytes.inc(r.request_length);
+        s.response_bytes.inc(r.response_length);
         // Locust counts a request with no response time but leaves it out of its percentiles;
         // a NaN would poison the sum for good.
-        if let (Some(ms), Cell::Histogram(h)) = (r.response_time_ms.filter(|t| t.is_finite()), &s.duration.cell) {
-            h.observe(ms / 1000.0);
+        if let Some(ms) = r.response_time_ms.filter(|t| t.is_finite()) {
+            s.duration.observe(ms / 1000.0);
         }
         Ok(())
-    }
-}
-
-pub(crate) fn add(series: &Series, v: f64) {
-    if let Cell::Scalar(s) = &series.cell {
-        s.add(v);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{as_report, SeriesData, ValueData};
+    use crate::metrics::{as_report, SeriesData, ValueData, DEFAULT_BUCKETS};
 
     fn request<'a>(status: &'a str, ms: Option<f64>) -> Request<'a> {
         Request {

@@ -327,28 +327,27 @@ mod tests {
 
     #[test]
     fn native_buckets_ship_as_increments_and_merge_exactly_across_workers() {
-        use crate::metrics::{Cell, Registry};
+        use crate::metrics::{Histogram, Registry};
         let desc = |schema| {
             Desc::new("h", "x", Kind::Histogram([0.1].into()), vec!["n".into()])
                 .unwrap()
                 .with_native(NativeConfig::with_schema(schema).unwrap())
         };
         let master = Registry::default();
-        master.register(desc(3)).unwrap();
+        master.register::<Histogram>(desc(3)).unwrap();
         // Two workers at different resolutions: the master's merge is at the lower one.
         let workers = [Registry::default(), Registry::default()];
         let series: Vec<_> = workers
             .iter()
             .zip([3, 1])
-            .map(|(w, schema)| w.register(desc(schema)).unwrap().child(&["a"]).unwrap())
+            .map(|(w, schema)| w.register::<Histogram>(desc(schema)).unwrap().child(&["a"]).unwrap())
             .collect();
         let mut x = 0.37f64;
         for round in 0..6 {
             for (i, (w, s)) in workers.iter().zip(&series).enumerate() {
-                let Cell::Histogram(h) = &s.cell else { unreachable!() };
                 for _ in 0..(5 + 3 * round + i) {
                     x = (x * 7.31).fract();
-                    h.observe((x * 12.0 - 9.0).exp2() * if x < 0.1 { -1.0 } else { 1.0 });
+                    s.observe((x * 12.0 - 9.0).exp2() * if x < 0.1 { -1.0 } else { 1.0 });
                 }
                 let shipped = w.changes();
                 if round > 0 {

@@ -638,7 +638,9 @@ mod tests {
         // A body far larger than what the socket buffers hold.
         let registry = Arc::new(Registry::default());
         let family = registry
-            .get_or_register(Desc::new("rust_test_big", "h", Kind::Counter, vec!["l".into()]).unwrap())
+            .get_or_register::<crate::metrics::Counter>(
+                Desc::new("rust_test_big", "h", Kind::Counter, vec!["l".into()]).unwrap(),
+            )
             .unwrap();
         let long = "x".repeat(200);
         for i in 0..60_000 {

@@ -16,6 +16,7 @@ __all__ = [
     "Pusher",
     "RequestListener",
     "Server",
+    "Timed",
     "Timer",
     "__version__",
     "after_fork_in_child",
@@ -59,9 +60,14 @@ class Timer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool: ...
     def __call__(self, func: _F) -> _F:
-        """Decorates ``func``: every call is timed (or tracked) with a timer of its own."""
-    def fresh(self) -> Timer:
-        """A new timer for the same metric."""
+        """Decorates ``func``: every call is timed (or tracked) with a timer of its own (a ``Timed``)."""
+
+@final
+class Timed:
+    """A function decorated with ``time()`` or ``track_inprogress()``; binds as a method, keeps its attributes."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+    def __get__(self, instance: object, owner: type | None = None, /) -> Any: ...
 
 @final
 class Counter:

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::series::Series;
+use super::series::{Counter, Series};
 
 /// The label value that names past the cap are recorded under. `<` and `>` cannot appear in a URL's
 /// path unencoded, so no real path collides with it.
@@ -21,7 +21,7 @@ pub struct LabelCap {
     /// The family whose growth under the overflow value is counted in `overflowed` (the requests).
     pub counted: String,
     /// Requests recorded under the overflow value.
-    pub overflowed: Arc<Series>,
+    pub overflowed: Arc<Series<Counter>>,
     /// 0: no cap.
     max: AtomicUsize,
     values: RwLock<HashSet<String>>,
@@ -30,7 +30,13 @@ pub struct LabelCap {
 }
 
 impl LabelCap {
-    pub fn new(label: &str, families: Vec<String>, counted: &str, overflowed: Arc<Series>, max: usize) -> Self {
+    pub fn new(
+        label: &str,
+        families: Vec<String>,
+        counted: &str,
+        overflowed: Arc<Series<Counter>>,
+        max: usize,
+    ) -> Self {
         LabelCap {
             label: label.to_string(),
             families,
@@ -88,11 +94,13 @@ impl LabelCap {
 
 #[cfg(test)]
 mod tests {
+    use super::super::family::{Desc, Family, Kind};
     use super::*;
 
     #[test]
     fn past_the_cap_new_values_overflow_and_admitted_ones_stay() {
-        let cap = LabelCap::new("name", vec!["f".into()], "f", Arc::new(Series::scalar(Box::new([]))), 2);
+        let overflowed = Family::<Counter>::new(Desc::new("o", "h", Kind::Counter, vec![]).unwrap()).detached();
+        let cap = LabelCap::new("name", vec!["f".into()], "f", overflowed, 2);
         assert_eq!(cap.admit("/a"), "/a");
         assert_eq!(cap.admit("/b"), "/b");
         assert!(!cap.reached());

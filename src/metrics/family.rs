@@ -1,4 +1,4 @@
-//! A metric family: its descriptor and its series, found by the exact label values.
+//! A metric family: its descriptor and its series of one value type, found by the exact label values.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -8,7 +8,7 @@ use parking_lot::RwLock;
 
 use super::names::{check_label_names, check_metric_name};
 use super::native_histogram::NativeConfig;
-use super::series::Series;
+use super::series::{Counter, Gauge, Grow, Histogram, MetricType, Series, SeriesData};
 use crate::errors::{ExporterError, Result};
 
 /// How a gauge's values from several processes (Locust workers) combine on the master.
@@ -136,7 +136,24 @@ impl Desc {
     }
 }
 
-/// Finite, strictly increasing bounds; `+Inf` is implied and dropped by the caller.
+/// Histogram buckets in seconds, from 1 ms to 60 s: load-test latencies, not RPC ones. The default of
+/// every histogram, Locust's request durations and custom ones alike.
+pub const DEFAULT_BUCKETS: [f64; 18] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0,
+];
+
+/// Bucket bounds as given (`DEFAULT_BUCKETS` if none): a trailing `+Inf` is accepted and dropped,
+/// since it is always there, and the rest checked.
+pub fn parse_buckets(buckets: Option<Vec<f64>>) -> Result<Vec<f64>> {
+    let mut bounds = buckets.unwrap_or_else(|| DEFAULT_BUCKETS.to_vec());
+    if bounds.last() == Some(&f64::INFINITY) {
+        bounds.pop();
+    }
+    check_buckets(&bounds)?;
+    Ok(bounds)
+}
+
+/// Finite, strictly increasing bounds; `+Inf` is implied.
 pub fn check_buckets(bounds: &[f64]) -> Result<()> {
     if bounds.is_empty() {
         return Err(ExporterError::InvalidBuckets(
@@ -185,16 +202,17 @@ pub fn push_series_key<S: AsRef<str>>(key: &mut String, values: &[S]) {
     }
 }
 
-pub struct Family {
+pub struct Family<M> {
     pub desc: Desc,
-    series: RwLock<HashMap<String, Arc<Series>>>,
+    series: RwLock<HashMap<String, Arc<Series<M>>>>,
     /// Most series `child` makes (0: no limit).
     max_series: AtomicUsize,
     /// Whether the refusal of a series past the limit was logged (once per family).
     pub limit_logged: AtomicBool,
 }
 
-impl Family {
+impl<M: MetricType> Family<M> {
+    /// A family of `desc`, whose kind is `M`'s (the registry's callers make sure of it).
     pub fn new(desc: Desc) -> Self {
         let family = Family {
             desc,
@@ -214,24 +232,24 @@ impl Family {
         self.max_series.store(max, Ordering::Relaxed);
     }
 
-    /// A series for these label values that the family does not keep: what a caller past the
-    /// limit on series records into, so that its code runs on and nothing is exported.
-    pub fn detached(&self) -> Arc<Series> {
-        Arc::new(match &self.desc.kind {
-            Kind::Histogram(bounds) => Series::histogram(Box::new([]), bounds.clone(), None),
-            _ => Series::scalar(Box::new([])),
-        })
+    /// A series that the family does not keep: what a caller past the limit on series records
+    /// into, so that its code runs on and nothing is exported.
+    pub fn detached(&self) -> Arc<Series<M>> {
+        Arc::new(Series::new(Box::new([]), M::new(&self.desc)))
+    }
+
+    fn check_count(&self, got: usize) -> Result<()> {
+        let expected = self.desc.label_names.len();
+        if got == expected {
+            Ok(())
+        } else {
+            Err(ExporterError::LabelCount { expected, got })
+        }
     }
 
     /// The series for these label values, created on first use (`TooManySeries` past the limit).
-    pub fn child<S: AsRef<str>>(&self, values: &[S]) -> Result<Arc<Series>> {
-        let expected = self.desc.label_names.len();
-        if values.len() != expected {
-            return Err(ExporterError::LabelCount {
-                expected,
-                got: values.len(),
-            });
-        }
+    pub fn child<S: AsRef<str>>(&self, values: &[S]) -> Result<Arc<Series<M>>> {
+        self.check_count(values.len())?;
         let key = series_key(values);
         if let Some(s) = self.series.read().get(&key) {
             return Ok(s.clone());
@@ -245,30 +263,18 @@ impl Family {
                 max,
             });
         }
-        let series = map.entry(key).or_insert_with(|| {
-            Arc::new(match &self.desc.kind {
-                Kind::Histogram(bounds) => Series::histogram(labels, bounds.clone(), self.desc.native),
-                _ => Series::scalar(labels),
-            })
-        });
+        let series = map
+            .entry(key)
+            .or_insert_with(|| Arc::new(Series::new(labels, M::new(&self.desc))));
         Ok(series.clone())
     }
 
     /// Forgets one series (prometheus_client's `remove`); false if there was none.
     pub fn remove<S: AsRef<str>>(&self, values: &[S]) -> Result<bool> {
-        let expected = self.desc.label_names.len();
-        if expected == 0 {
-            return Err(ExporterError::InvalidValue(format!(
-                "{} has no labels: nothing to remove",
-                self.desc.name
-            )));
+        if self.desc.label_names.is_empty() {
+            return Err(ExporterError::NoLabelNames(self.desc.name.clone()));
         }
-        if values.len() != expected {
-            return Err(ExporterError::LabelCount {
-                expected,
-                got: values.len(),
-            });
-        }
+        self.check_count(values.len())?;
         Ok(self.series.write().remove(&series_key(values)).is_some())
     }
 
@@ -280,8 +286,61 @@ impl Family {
     }
 
     /// The series as they are now; the lock is held only to copy the handles.
-    pub fn series(&self) -> Vec<Arc<Series>> {
+    pub fn series(&self) -> Vec<Arc<Series<M>>> {
         self.series.read().values().cloned().collect()
+    }
+}
+
+/// A family of any kind, as the registry holds it.
+#[derive(Clone)]
+pub enum AnyFamily {
+    Counter(Arc<Family<Counter>>),
+    Gauge(Arc<Family<Gauge>>),
+    Histogram(Arc<Family<Histogram>>),
+}
+
+/// `$body` with `$f` bound to the typed family, whatever its kind.
+macro_rules! each_kind {
+    ($any:expr, $f:ident => $body:expr) => {
+        match $any {
+            AnyFamily::Counter($f) => $body,
+            AnyFamily::Gauge($f) => $body,
+            AnyFamily::Histogram($f) => $body,
+        }
+    };
+}
+
+impl AnyFamily {
+    /// A family of the type that `desc`'s kind says.
+    pub fn new(desc: Desc) -> Self {
+        match desc.kind {
+            Kind::Counter => AnyFamily::Counter(Arc::new(Family::new(desc))),
+            Kind::Gauge(_) => AnyFamily::Gauge(Arc::new(Family::new(desc))),
+            Kind::Histogram(_) => AnyFamily::Histogram(Arc::new(Family::new(desc))),
+        }
+    }
+
+    pub fn desc(&self) -> &Desc {
+        each_kind!(self, f => &f.desc)
+    }
+
+    /// Copies of the series as they are now.
+    pub fn data(&self) -> Vec<SeriesData> {
+        each_kind!(self, f => f.series().iter().map(|s| s.data()).collect())
+    }
+
+    /// Every series back to zero, the family and its series kept (the handles Python holds).
+    pub fn reset(&self) {
+        each_kind!(self, f => f.series().iter().for_each(|s| s.reset()))
+    }
+
+    /// The series that workers' growth is added to: a counter's or a histogram's (none for a gauge).
+    pub fn growing_child(&self, values: &[&str]) -> Option<Result<Arc<dyn Grow>>> {
+        match self {
+            AnyFamily::Counter(f) => Some(f.child(values).map(|s| s as Arc<dyn Grow>)),
+            AnyFamily::Histogram(f) => Some(f.child(values).map(|s| s as Arc<dyn Grow>)),
+            AnyFamily::Gauge(_) => None,
+        }
     }
 }
 
@@ -297,7 +356,7 @@ mod tests {
             series_key(&["", "x".repeat(1234).as_str()]),
             format!("0:1234:{}", "x".repeat(1234))
         );
-        let f = Family::new(Desc::new("f", "h", Kind::Counter, vec!["a".into(), "b".into()]).unwrap());
+        let f = Family::<Counter>::new(Desc::new("f", "h", Kind::Counter, vec!["a".into(), "b".into()]).unwrap());
         let x = f.child(&["ab", "c"]).unwrap();
         let y = f.child(&["a", "bc"]).unwrap();
         assert!(!Arc::ptr_eq(&x, &y));
@@ -307,7 +366,7 @@ mod tests {
 
     #[test]
     fn past_the_limit_no_new_series_is_made() {
-        let f = Family::new(Desc::new("f", "h", Kind::Counter, vec!["a".into()]).unwrap());
+        let f = Family::<Counter>::new(Desc::new("f", "h", Kind::Counter, vec!["a".into()]).unwrap());
         f.set_max_series(2);
         f.child(&["x"]).unwrap();
         f.child(&["y"]).unwrap();
@@ -321,7 +380,7 @@ mod tests {
 
     #[test]
     fn label_count_is_checked() {
-        let f = Family::new(Desc::new("f", "h", Kind::Counter, vec!["a".into()]).unwrap());
+        let f = Family::<Counter>::new(Desc::new("f", "h", Kind::Counter, vec!["a".into()]).unwrap());
         assert!(matches!(
             f.child(&["x", "y"]),
             Err(ExporterError::LabelCount { expected: 1, got: 2 })

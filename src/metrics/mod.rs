@@ -1,4 +1,4 @@
-//! Metric storage: families of series with atomic cells, the registry, and the master's merge.
+//! Metric storage: typed families of series updated with atomics, the registry, and the master's merge.
 
 mod cap;
 mod family;
@@ -9,9 +9,11 @@ mod series;
 mod workers;
 
 pub use cap::{LabelCap, OVERFLOW};
-pub use family::{check_buckets, push_series_key, series_key, Desc, Family, GaugeMode, Kind};
+#[cfg(test)]
+pub use family::DEFAULT_BUCKETS;
+pub use family::{parse_buckets, push_series_key, series_key, Desc, Family, GaugeMode, Kind};
 pub use native_histogram::{NativeConfig, NativeSnapshot};
 #[cfg(test)]
 pub use registry::as_report;
 pub use registry::{Collected, Registry, Report};
-pub use series::{now, Cell, ReportedSeries, Scalar, Series, SeriesData, ValueData};
+pub use series::{now, Counter, Gauge, Histogram, MetricType, ReportedSeries, Series, SeriesData, ValueData};

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 use super::cap::LabelCap;
-use super::family::{series_key, Desc, Family};
+use super::family::{series_key, AnyFamily, Desc, Family};
 use super::names::check_label_names;
-use super::series::{ReportedSeries, SeriesData, ValueData};
+use super::series::{MetricType, ReportedSeries, SeriesData, ValueData};
 use super::workers::Workers;
 use crate::errors::{ExporterError, Result};
 
@@ -21,7 +21,7 @@ pub type Report<'a> = Vec<(Desc, Vec<ReportedSeries<'a>>)>;
 
 #[derive(Default)]
 pub struct Registry {
-    families: RwLock<BTreeMap<String, Arc<Family>>>,
+    families: RwLock<BTreeMap<String, AnyFamily>>,
     workers: Mutex<Workers>,
     /// On a worker: the values last sent to the master, so reports carry only changes.
     sent: Mutex<HashMap<(String, String), ValueData>>,
@@ -40,46 +40,71 @@ pub struct Registry {
 const FULL_REPORT_EVERY: u64 = 20;
 
 impl Registry {
-    /// Registers a new family; its names must not clash with any registered family's samples.
-    pub fn register(&self, desc: Desc) -> Result<Arc<Family>> {
-        check_const_label_clash(&self.const_labels.read(), std::slice::from_ref(&desc))?;
-        let mut families = self.families.write();
-        let taken: HashSet<String> = families.values().flat_map(|f| f.desc.exposed_names()).collect();
-        if let Some(clash) = desc.exposed_names().into_iter().find(|n| taken.contains(n)) {
-            return Err(ExporterError::Duplicate(clash));
+    /// Registers a new family of `M` (`desc` being of its kind); its names must not clash with any
+    /// registered family's samples.
+    pub fn register<M: MetricType>(&self, desc: Desc) -> Result<Arc<Family<M>>> {
+        if !M::is_kind(&desc.kind) {
+            return Err(ExporterError::Internal(format!(
+                "{} registered as another kind",
+                desc.name
+            )));
         }
         let family = Arc::new(Family::new(desc));
-        families.insert(family.desc.name.clone(), family.clone());
+        self.insert(M::erase(family.clone()))?;
         Ok(family)
     }
 
-    /// The family with exactly this descriptor, registered if new (built-in and reported families).
-    pub fn get_or_register(&self, desc: Desc) -> Result<Arc<Family>> {
+    /// The family of `M` with exactly this descriptor, registered if new (the built-in families).
+    pub fn get_or_register<M: MetricType>(&self, desc: Desc) -> Result<Arc<Family<M>>> {
         if let Some(f) = self.families.read().get(&desc.name) {
-            return if f.desc == desc {
-                Ok(f.clone())
-            } else {
-                Err(ExporterError::Duplicate(desc.name))
+            return match M::typed(f) {
+                Some(f) if f.desc == desc => Ok(f.clone()),
+                _ => Err(ExporterError::Duplicate(desc.name)),
             };
         }
         self.register(desc)
     }
 
-    /// Registers `desc` in place of the family of the same name (whose series are dropped).
-    pub fn replace(&self, desc: Desc) -> Result<Arc<Family>> {
+    /// Registers `desc` in place of the family of `M` of the same name (whose series are dropped).
+    pub fn replace<M: MetricType>(&self, desc: Desc) -> Result<Arc<Family<M>>> {
         let old = self.families.write().remove(&desc.name);
         self.register(desc).inspect_err(|_| {
             if let Some(old) = old {
-                self.families.write().insert(old.desc.name.clone(), old);
+                self.families.write().insert(old.desc().name.clone(), old);
             }
         })
+    }
+
+    /// A family reported by a worker: known if registered with exactly this descriptor, else new.
+    fn get_or_register_reported(&self, desc: &Desc) -> Result<()> {
+        match self.families.read().get(&desc.name) {
+            Some(f) if f.desc() == desc => return Ok(()),
+            Some(_) => return Err(ExporterError::Duplicate(desc.name.clone())),
+            None => {}
+        }
+        self.insert(AnyFamily::new(desc.clone()))
+    }
+
+    /// Adds a family unless its labels clash with the constant ones or its names with a registered
+    /// family's samples.
+    fn insert(&self, family: AnyFamily) -> Result<()> {
+        let desc = family.desc();
+        check_const_label_clash(&self.const_labels.read(), std::slice::from_ref(desc))?;
+        let mut families = self.families.write();
+        let taken: HashSet<String> = families.values().flat_map(|f| f.desc().exposed_names()).collect();
+        if let Some(clash) = desc.exposed_names().into_iter().find(|n| taken.contains(n)) {
+            return Err(ExporterError::Duplicate(clash));
+        }
+        let name = desc.name.clone();
+        families.insert(name, family);
+        Ok(())
     }
 
     /// Sets the labels added to every sample; they may not clash with any family's label names.
     pub fn set_const_labels(&self, labels: Vec<(String, String)>) -> Result<()> {
         let names: Vec<String> = labels.iter().map(|(n, _)| n.clone()).collect();
         check_label_names(&names, &["le", "worker"])?;
-        let descs: Vec<Desc> = self.families().iter().map(|f| f.desc.clone()).collect();
+        let descs: Vec<Desc> = self.families().iter().map(|f| f.desc().clone()).collect();
         check_const_label_clash(&labels, &descs)?;
         *self.const_labels.write() = labels;
         Ok(())
@@ -103,7 +128,7 @@ impl Registry {
         self.render_size.store(len + len / 8, Ordering::Relaxed);
     }
 
-    pub fn families(&self) -> Vec<Arc<Family>> {
+    pub fn families(&self) -> Vec<AnyFamily> {
         self.families.read().values().cloned().collect()
     }
 
@@ -113,10 +138,7 @@ impl Registry {
         let workers = self.workers.lock().snapshot();
         families
             .iter()
-            .map(|f| {
-                let local = f.series().iter().map(|s| s.data()).collect();
-                (f.desc.clone(), workers.merge(&f.desc, local))
-            })
+            .map(|f| (f.desc().clone(), workers.merge(f.desc(), f.data())))
             .collect()
     }
 
@@ -131,9 +153,8 @@ impl Registry {
         let mut out = Vec::new();
         for f in self.families() {
             let mut changed = Vec::new();
-            for s in f.series() {
-                let data = s.data();
-                let key = (f.desc.name.clone(), series_key(&data.labels));
+            for data in f.data() {
+                let key = (f.desc().name.clone(), series_key(&data.labels));
                 let previous = sent.get(&key);
                 if previous != Some(&data.value) {
                     let shipped = SeriesData {
@@ -145,7 +166,7 @@ impl Registry {
                 }
             }
             if !changed.is_empty() {
-                out.push((f.desc.clone(), changed));
+                out.push((f.desc().clone(), changed));
             }
         }
         out
@@ -157,7 +178,7 @@ impl Registry {
     pub fn apply_report(&self, client_id: &str, families: Report) -> Result<()> {
         let (accepted, refused): (Report, Report) = families
             .into_iter()
-            .partition(|(desc, _)| self.get_or_register(desc.clone()).is_ok());
+            .partition(|(desc, _)| self.get_or_register_reported(desc).is_ok());
         let cap = self.label_cap.read().clone();
         self.workers.lock().apply(client_id, accepted, cap.as_deref());
         if refused.is_empty() {
@@ -175,9 +196,7 @@ impl Registry {
 
     /// In a forked child: start from zero, keeping families and the handles Python holds.
     pub fn reset_after_fork(&self) {
-        for f in self.families() {
-            f.series().iter().for_each(|s| s.reset());
-        }
+        self.families().iter().for_each(AnyFamily::reset);
         self.workers.lock().clear();
         self.sent.lock().clear();
         if let Some(cap) = self.label_cap.read().as_ref() {
@@ -207,10 +226,10 @@ pub fn as_report(families: &Collected) -> Report<'_> {
 fn check_const_label_clash(labels: &[(String, String)], descs: &[Desc]) -> Result<()> {
     for desc in descs {
         if let Some((name, _)) = labels.iter().find(|(n, _)| desc.label_names.contains(n)) {
-            return Err(ExporterError::ReservedLabelName(format!(
-                "{name} (a constant label, also a label of {})",
-                desc.name
-            )));
+            return Err(ExporterError::ConstLabelClash {
+                label: name.clone(),
+                metric: desc.name.clone(),
+            });
         }
     }
     Ok(())
@@ -218,7 +237,8 @@ fn check_const_label_clash(labels: &[(String, String)], descs: &[Desc]) -> Resul
 
 #[cfg(test)]
 mod tests {
-    use super::super::family::Kind;
+    use super::super::family::{GaugeMode, Kind};
+    use super::super::series::{Counter, Gauge, Histogram};
     use super::*;
 
     fn counter(name: &str) -> Desc {
@@ -228,28 +248,35 @@ mod tests {
     #[test]
     fn clashes_are_refused_and_leave_no_trace() {
         let r = Registry::default();
-        r.register(counter("x")).unwrap();
+        r.register::<Counter>(counter("x")).unwrap();
         for clash in ["x", "x_total"] {
-            assert!(matches!(r.register(counter(clash)), Err(ExporterError::Duplicate(_))));
+            assert!(matches!(
+                r.register::<Counter>(counter(clash)),
+                Err(ExporterError::Duplicate(_))
+            ));
         }
-        let gauge = Desc::new("x_created", "h", Kind::Gauge(super::super::GaugeMode::Sum), vec![]).unwrap();
-        assert!(r.register(gauge).is_err());
+        let gauge = Desc::new("x_created", "h", Kind::Gauge(GaugeMode::Sum), vec![]).unwrap();
+        assert!(r.register::<Gauge>(gauge).is_err());
         assert_eq!(r.families().len(), 1);
-        assert!(r.get_or_register(counter("x")).is_ok());
+        assert!(r.get_or_register::<Counter>(counter("x")).is_ok());
+        assert!(
+            r.get_or_register::<Gauge>(counter("x")).is_err(),
+            "found only as the type it was registered as"
+        );
     }
 
     #[test]
     fn const_labels_may_not_clash() {
         let r = Registry::default();
-        r.register(Desc::new("c", "h", Kind::Counter, vec!["name".into()]).unwrap())
+        r.register::<Counter>(Desc::new("c", "h", Kind::Counter, vec!["name".into()]).unwrap())
             .unwrap();
         let pair = |n: &str| vec![(n.to_string(), "v".to_string())];
         assert!(r.set_const_labels(pair("name")).is_err());
         assert!(r.set_const_labels(pair("bad-name")).is_err());
         r.set_const_labels(pair("run")).unwrap();
         assert!(r
-            .register(Desc::new("d", "h", Kind::Counter, vec!["run".into()]).unwrap())
-            .is_err());
+            .register::<Counter>(Desc::new("d", "h", Kind::Counter, vec!["run".into()]).unwrap())
+            .is_err_and(|e| e.to_string() == "constant label \"run\" is also a label of d"));
         assert_eq!(r.const_labels(), pair("run"));
     }
 
@@ -257,7 +284,7 @@ mod tests {
     fn reports_of_families_defined_differently_are_refused() {
         let r = Registry::default();
         let master = Desc::new("h", "h", Kind::Histogram([1.0].into()), vec![]).unwrap();
-        r.register(master).unwrap();
+        r.register::<Histogram>(master).unwrap();
         let worker = Desc::new("h", "h", Kind::Histogram([1.0, 2.0].into()), vec![]).unwrap();
         let only_worker = counter("w");
         let data = |d: &Desc| {
@@ -295,17 +322,17 @@ mod tests {
     #[test]
     fn replace_swaps_the_definition() {
         let r = Registry::default();
-        r.register(Desc::new("h", "h", Kind::Histogram([1.0].into()), vec![]).unwrap())
+        r.register::<Histogram>(Desc::new("h", "h", Kind::Histogram([1.0].into()), vec![]).unwrap())
             .unwrap();
         let new = Desc::new("h", "h", Kind::Histogram([1.0, 2.0].into()), vec![]).unwrap();
-        assert_eq!(r.replace(new.clone()).unwrap().desc, new);
+        assert_eq!(r.replace::<Histogram>(new.clone()).unwrap().desc, new);
         assert_eq!(r.families().len(), 1);
     }
 
     #[test]
     fn changes_carry_only_what_moved() {
         let r = Registry::default();
-        let f = r.register(counter("c")).unwrap();
+        let f = r.register::<Counter>(counter("c")).unwrap();
         assert_eq!(r.changes().len(), 1, "first report carries everything");
         assert!(r.changes().is_empty());
         for _ in 2..FULL_REPORT_EVERY - 1 {
@@ -313,9 +340,7 @@ mod tests {
         }
         assert_eq!(r.changes().len(), 1, "a full report now and then");
         assert!(r.changes().is_empty());
-        if let super::super::series::Cell::Scalar(s) = &f.child::<&str>(&[]).unwrap().cell {
-            s.add(2.0);
-        }
+        f.child::<&str>(&[]).unwrap().inc(2.0);
         let ch = r.changes();
         assert_eq!(
             ch[0].1[0].value,

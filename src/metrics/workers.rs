@@ -9,25 +9,25 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::cap::{LabelCap, OVERFLOW};
-use super::family::{push_series_key, series_key, Desc, Family, GaugeMode, Kind};
+use super::family::{push_series_key, series_key, AnyFamily, Desc, GaugeMode, Kind};
 use super::native_histogram::NativeConfig;
 use super::registry::Report;
-use super::series::{Series, SeriesData, ValueData};
+use super::series::{Counter, Grow, Series, SeriesData, ValueData};
 
 /// Label value of the `worker` label for the serving process's own values (gauge mode `all`).
 const LOCAL_WORKER: &str = "local";
 
 /// Where a reported series adds its growth.
 struct Slot {
-    total: Arc<Series>,
+    total: Arc<dyn Grow>,
     /// Requests recorded under the overflow name by the master's cap: where they are counted too.
-    overflowed: Option<Arc<Series>>,
+    overflowed: Option<Arc<Series<Counter>>>,
 }
 
-/// A counter or histogram family's totals: the sum of every worker's series (atomic cells: a scrape
+/// A counter or histogram family's totals: the sum of every worker's series (atomics: a scrape
 /// reads them while reports add to them), and the slot of each reported series key.
 struct Totals {
-    family: Arc<Family>,
+    family: AnyFamily,
     slots: HashMap<String, usize>,
     slot: Vec<Slot>,
 }
@@ -54,7 +54,7 @@ pub struct Workers {
 /// The workers as they were when a scrape began.
 pub struct Snapshot {
     gauges: Vec<(String, bool, Arc<Gauges>)>,
-    totals: HashMap<String, Arc<Family>>,
+    totals: HashMap<String, AnyFamily>,
 }
 
 impl Totals {
@@ -77,7 +77,7 @@ impl Totals {
                 overflowed = counted.then(|| cap.overflowed.clone());
             }
         }
-        let total = self.family.child(labels).ok()?;
+        let total = self.family.growing_child(labels)?.ok()?;
         self.slot.push(Slot { total, overflowed });
         self.slots.insert(key.to_string(), self.slot.len() - 1);
         Some(self.slot.len() - 1)
@@ -90,7 +90,7 @@ impl Workers {
     pub fn apply(&mut self, client_id: &str, families: Report, cap: Option<&LabelCap>) {
         let Workers { workers, totals } = self;
         for (desc, series) in families.iter().filter(|(d, _)| !matches!(d.kind, Kind::Gauge(_))) {
-            if totals.get(&desc.name).is_none_or(|t| t.family.desc != *desc) {
+            if totals.get(&desc.name).is_none_or(|t| t.family.desc() != desc) {
                 // New, or defined anew (other buckets): the total starts again from what workers report.
                 // Native buckets if the workers have them, at the resolution of the first reported.
                 let native = series.iter().find_map(|s| match &s.value {
@@ -101,10 +101,10 @@ impl Workers {
                     }),
                     _ => None,
                 });
-                let family = Arc::new(Family::new(match native {
+                let family = AnyFamily::new(match native {
                     Some(config) => desc.clone().with_native(config),
                     None => desc.clone(),
-                }));
+                });
                 let fresh = Totals {
                     family,
                     slots: HashMap::new(),
@@ -225,10 +225,10 @@ impl Snapshot {
                 let totals = self
                     .totals
                     .get(&desc.name)
-                    .filter(|f| f.desc == *desc)
-                    .map(|f| f.series())
+                    .filter(|f| f.desc() == desc)
+                    .map(AnyFamily::data)
                     .unwrap_or_default();
-                for s in local.into_iter().chain(totals.iter().map(|s| s.data())) {
+                for s in local.into_iter().chain(totals) {
                     merged.entry(s.labels).or_insert(Merged::Empty).add(s.value);
                 }
             }

@@ -7,10 +7,10 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString};
 
-use super::metric::{parse_buckets, Counter, Gauge, Metric};
+use super::metric::{Counter, Gauge, Metric};
 use super::registry::CollectorRegistry;
-use crate::locust_metrics::{LocustMetrics, Request, DEFAULT_BUCKETS};
-use crate::metrics::Registry;
+use crate::locust_metrics::{LocustMetrics, Request};
+use crate::metrics::{parse_buckets, Registry};
 
 /// Locust's metrics in one registry, and the callable to register on `events.request`.
 #[pyclass(frozen, module = "locust_prometheus_exporter._native")]
@@ -95,7 +95,7 @@ impl RequestListener {
     #[pyo3(signature = (registry, buckets=None, per_worker=false))]
     fn new(registry: &Bound<'_, CollectorRegistry>, buckets: Option<Vec<f64>>, per_worker: bool) -> PyResult<Self> {
         let registry = registry.get().inner.clone();
-        let bounds = parse_buckets(buckets, &DEFAULT_BUCKETS)?;
+        let bounds = parse_buckets(buckets)?;
         Ok(RequestListener {
             metrics: Arc::new(LocustMetrics::new(&registry, &bounds, per_worker)?),
             registry,
@@ -138,7 +138,7 @@ impl RequestListener {
 
     /// Other buckets for `locust_request_duration_seconds` (from Locust's options, before the test).
     fn set_buckets(&self, buckets: Vec<f64>) -> PyResult<()> {
-        let bounds = parse_buckets(Some(buckets), &DEFAULT_BUCKETS)?;
+        let bounds = parse_buckets(Some(buckets))?;
         Ok(self.metrics.set_buckets(&self.registry, &bounds)?)
     }
 

@@ -5,29 +5,35 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
 
 use super::registry::{chosen, CollectorRegistry};
-use crate::errors::ExporterError;
-use crate::metrics::{check_buckets, now, Cell, Desc, Family, GaugeMode, Kind, NativeConfig, Registry, Scalar, Series};
+use crate::errors::{ExporterError, Result};
+use crate::metrics::{
+    self, now, parse_buckets, Desc, Family, GaugeMode, Kind, MetricType, NativeConfig, Registry, Series,
+};
 
 /// Series a custom metric keeps at most, unless told otherwise (`max_series=`).
 const DEFAULT_MAX_SERIES: usize = 10_000;
 
-/// prometheus_client's default histogram buckets (seconds).
-const DEFAULT_BUCKETS: [f64; 14] = [
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-];
-
 /// A family and, once labels are bound (or when it has none), one of its series.
-#[derive(Clone)]
-pub struct Metric {
+pub struct Metric<M> {
     /// Where the family is registered (where a series past `max_series` is counted).
     registry: Arc<Registry>,
-    family: Arc<Family>,
-    series: Option<Arc<Series>>,
+    family: Arc<Family<M>>,
+    series: Option<Arc<Series<M>>>,
+}
+
+impl<M> Clone for Metric<M> {
+    fn clone(&self) -> Self {
+        Metric {
+            registry: self.registry.clone(),
+            family: self.family.clone(),
+            series: self.series.clone(),
+        }
+    }
 }
 
 /// `namespace_subsystem_name_unit`, the way prometheus_client builds a full name; a counter's
@@ -48,8 +54,8 @@ fn full_name(name: &str, namespace: &str, subsystem: &str, unit: &str, kind: &Ki
     parts.join("_")
 }
 
-impl Metric {
-    pub fn new(registry: Arc<Registry>, family: Arc<Family>) -> Self {
+impl<M: MetricType> Metric<M> {
+    pub fn new(registry: Arc<Registry>, family: Arc<Family<M>>) -> Self {
         let series = family
             .desc
             .label_names
@@ -75,7 +81,7 @@ impl Metric {
         kind: Kind,
         max_series: usize,
         native: Option<NativeConfig>,
-    ) -> PyResult<Self> {
+    ) -> Result<Self> {
         let desc = Desc::new(
             &full_name(name, namespace, subsystem, unit, &kind),
             documentation,
@@ -86,14 +92,14 @@ impl Metric {
             Some(config) => desc.with_native(config),
             None => desc,
         };
-        let family = registry.register(desc)?;
+        let family = registry.register::<M>(desc)?;
         family.set_max_series(max_series);
         Ok(Metric::new(registry, family))
     }
 
     /// A series past `max_series`: recorded into nothing, counted, logged once. Counting and logging
     /// are best effort: the user's task that called labels() runs on whatever happens.
-    fn dropped(&self, py: Python<'_>, err: ExporterError) -> Arc<Series> {
+    fn dropped(&self, py: Python<'_>, err: ExporterError) -> Arc<Series<M>> {
         let name = &self.family.desc.name;
         let counted = Desc::new(
             "locust_exporter_series_dropped",
@@ -101,10 +107,10 @@ impl Metric {
             Kind::Counter,
             vec!["metric".into()],
         )
-        .and_then(|desc| self.registry.get_or_register(desc))
+        .and_then(|desc| self.registry.get_or_register::<metrics::Counter>(desc))
         .and_then(|family| family.child(&[name]));
-        if let Ok(Cell::Scalar(s)) = counted.as_deref().map(|series| &series.cell) {
-            s.add(1.0);
+        if let Ok(series) = counted {
+            series.inc(1.0);
         }
         if !self.family.limit_logged.swap(true, Ordering::Relaxed) {
             let _ = py
@@ -119,19 +125,14 @@ impl Metric {
     fn labels(&self, args: &Bound<PyTuple>, kwargs: Option<&Bound<PyDict>>) -> PyResult<Self> {
         let names = &self.family.desc.label_names;
         if names.is_empty() {
-            return Err(PyValueError::new_err(format!(
-                "no label names were set when constructing {}",
-                self.family.desc.name
-            )));
+            return Err(ExporterError::NoLabelNames(self.family.desc.name.clone()).into());
         }
         if self.series.is_some() {
-            return Err(PyValueError::new_err("labels() was already applied to this metric"));
+            return Err(ExporterError::LabelsApplied.into());
         }
         let kwargs = kwargs.filter(|k| !k.is_empty());
         let values: Vec<String> = match kwargs {
-            Some(_) if !args.is_empty() => {
-                return Err(PyValueError::new_err("can't pass both *args and **kwargs to labels()"));
-            }
+            Some(_) if !args.is_empty() => return Err(ExporterError::LabelArgsAndKwargs.into()),
             Some(kw) => {
                 let given: Vec<String> = kw
                     .keys()
@@ -143,9 +144,11 @@ impl Metric {
                 let mut sorted_names = names.clone();
                 sorted_names.sort();
                 if sorted_given != sorted_names {
-                    return Err(PyValueError::new_err(format!(
-                        "incorrect label names: expected {names:?}, got {given:?}"
-                    )));
+                    return Err(ExporterError::LabelNames {
+                        expected: names.clone(),
+                        got: given,
+                    }
+                    .into());
                 }
                 names
                     .iter()
@@ -155,7 +158,7 @@ impl Metric {
                     })
                     .collect::<PyResult<_>>()?
             }
-            None => Self::label_values(args)?,
+            None => label_values(args)?,
         };
         let series = match self.family.child(&values) {
             Err(err @ ExporterError::TooManySeries { .. }) => self.dropped(args.py(), err),
@@ -167,121 +170,139 @@ impl Metric {
         })
     }
 
-    fn label_values(args: &Bound<PyTuple>) -> PyResult<Vec<String>> {
-        args.iter().map(|v| v.str().map(|s| s.to_string())).collect()
-    }
-
     /// prometheus_client's `remove(*labelvalues)`: forgets one child, in this process.
     fn remove(&self, args: &Bound<PyTuple>) -> PyResult<()> {
-        self.family.remove(&Self::label_values(args)?)?;
+        self.family.remove(&label_values(args)?)?;
         Ok(())
     }
 
-    fn series(&self) -> PyResult<&Arc<Series>> {
-        self.series.as_ref().ok_or_else(|| {
-            PyValueError::new_err(format!(
-                "{} is missing label values: call labels() first",
-                self.family.desc.name
-            ))
-        })
-    }
-
-    fn scalar(&self) -> PyResult<&Scalar> {
-        match &self.series()?.cell {
-            Cell::Scalar(s) => Ok(s),
-            Cell::Histogram(_) => Err(PyValueError::new_err("not a counter or gauge")),
-        }
-    }
-
-    fn observe(&self, amount: f64) -> PyResult<()> {
-        if amount.is_nan() {
-            return Err(PyValueError::new_err("cannot observe NaN"));
-        }
-        match &self.series()?.cell {
-            Cell::Histogram(h) => {
-                h.observe(amount);
-                Ok(())
-            }
-            Cell::Scalar(_) => Err(PyValueError::new_err("not a histogram")),
-        }
+    fn series(&self) -> Result<&Arc<Series<M>>> {
+        self.series
+            .as_ref()
+            .ok_or_else(|| ExporterError::MissingLabelValues(self.family.desc.name.clone()))
     }
 }
 
-/// What a `Timer` does with the elapsed time (or with entering and leaving, for in-progress gauges).
-#[derive(Clone, Copy)]
+fn label_values(args: &Bound<PyTuple>) -> PyResult<Vec<String>> {
+    args.iter().map(|v| v.str().map(|s| s.to_string())).collect()
+}
+
+/// What a timer does with the elapsed time (or with entering and leaving, for in-progress gauges).
+#[derive(Clone)]
 enum TimerAction {
-    Observe,
-    SetGauge,
-    InProgress,
+    Observe(Arc<Series<metrics::Histogram>>),
+    SetGauge(Arc<Series<metrics::Gauge>>),
+    InProgress(Arc<Series<metrics::Gauge>>),
+}
+
+impl TimerAction {
+    fn start(&self) -> Instant {
+        if let TimerAction::InProgress(g) = self {
+            g.add(1.0);
+        }
+        Instant::now()
+    }
+
+    fn stop(&self, start: Instant) {
+        let elapsed = start.elapsed().as_secs_f64();
+        match self {
+            TimerAction::Observe(h) => h.observe(elapsed),
+            TimerAction::SetGauge(g) => g.set(elapsed),
+            TimerAction::InProgress(g) => g.add(-1.0),
+        }
+    }
 }
 
 /// Context manager and decorator returned by `time()` and `track_inprogress()`.
 #[pyclass(frozen, module = "locust_prometheus_exporter._native")]
 pub struct Timer {
-    metric: Metric,
     action: TimerAction,
+    /// Nested `with` blocks of one timer each have their start.
     started: Mutex<Vec<Instant>>,
-}
-
-impl Timer {
-    fn enter(&self) -> PyResult<()> {
-        if let TimerAction::InProgress = self.action {
-            self.metric.scalar()?.add_stamped(1.0);
-        }
-        self.started.lock().push(Instant::now());
-        Ok(())
-    }
-
-    fn exit(&self) -> PyResult<()> {
-        let Some(start) = self.started.lock().pop() else {
-            return Ok(());
-        };
-        let elapsed = start.elapsed().as_secs_f64();
-        match self.action {
-            TimerAction::Observe => self.metric.observe(elapsed),
-            TimerAction::SetGauge => self.metric.scalar().map(|s| s.set(elapsed)),
-            TimerAction::InProgress => self.metric.scalar().map(|s| s.add_stamped(-1.0)),
-        }
-    }
 }
 
 #[pymethods]
 impl Timer {
-    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
-        slf.get().enter()?;
-        Ok(slf)
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        let start = slf.get().action.start();
+        slf.get().started.lock().push(start);
+        slf
     }
 
     #[pyo3(signature = (*_args))]
-    fn __exit__(&self, _args: &Bound<PyTuple>) -> PyResult<bool> {
-        self.exit()?;
-        Ok(false)
+    fn __exit__(&self, _args: &Bound<PyTuple>) -> bool {
+        let start = self.started.lock().pop();
+        if let Some(start) = start {
+            self.action.stop(start);
+        }
+        false
     }
 
-    /// Used as a decorator: times (or tracks) every call of `func`, each with a timer of its own.
-    /// The wrapper is a Python function (see `_decorate.py`), so it binds as a method and keeps
-    /// `func`'s name and attributes (Locust's `@task` weight among them).
-    fn __call__<'py>(slf: &Bound<'py, Self>, func: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let timed = py.import("locust_prometheus_exporter._decorate")?.getattr("timed")?;
-        timed.call1((func, slf.getattr("fresh")?))
+    /// Used as a decorator: `func` wrapped so that every call is timed (or tracked).
+    fn __call__<'py>(&self, func: Bound<'py, PyAny>) -> PyResult<Bound<'py, Timed>> {
+        let py = func.py();
+        let timed = Bound::new(
+            py,
+            Timed {
+                func: func.clone().unbind(),
+                action: self.action.clone(),
+            },
+        )?;
+        // Name, doc, `__wrapped__` and the function's attributes (Locust's `@task` weight among them).
+        py.import("functools")?.call_method1("update_wrapper", (&timed, func))?;
+        Ok(timed)
+    }
+}
+
+/// A function decorated with `time()` or `track_inprogress()`: each call has a timer of its own, so
+/// overlapping calls (greenlets) do not share one. It has a `__dict__` for the attributes that
+/// `functools.update_wrapper` copies and that decorators set after it (Locust's `@task`).
+#[pyclass(frozen, dict, weakref, module = "locust_prometheus_exporter._native")]
+pub struct Timed {
+    func: Py<PyAny>,
+    action: TimerAction,
+}
+
+#[pymethods]
+impl Timed {
+    #[pyo3(signature = (*args, **kwargs))]
+    fn __call__<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let start = self.action.start();
+        let result = self.func.bind(py).call(args, kwargs);
+        self.action.stop(start);
+        result
     }
 
-    /// A new timer for the same metric and action.
-    fn fresh(&self) -> Timer {
-        Timer {
-            metric: self.metric.clone(),
-            action: self.action,
-            started: Mutex::new(Vec::new()),
+    /// `func` (which the `__dict__` holds too, as `__wrapped__`): lets the garbage collector see cycles
+    /// through it, such as a decorated function's module globals holding the decorated function.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> std::result::Result<(), PyTraverseError> {
+        visit.call(&self.func)
+    }
+
+    /// Binds to an instance as a function does, so that a decorated method gets its `self`.
+    fn __get__<'py>(
+        slf: Bound<'py, Self>,
+        obj: Option<Bound<'py, PyAny>>,
+        _objtype: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match obj.filter(|o| !o.is_none()) {
+            None => Ok(slf.into_any()),
+            Some(obj) => {
+                let py = slf.py();
+                py.import("types")?.getattr("MethodType")?.call1((slf, obj))
+            }
         }
     }
 }
 
-fn timer(metric: &Metric, action: TimerAction) -> PyResult<Timer> {
-    metric.series()?;
+fn timer<M: MetricType>(metric: &Metric<M>, action: fn(Arc<Series<M>>) -> TimerAction) -> Result<Timer> {
     Ok(Timer {
-        metric: metric.clone(),
-        action,
+        action: action(metric.series()?.clone()),
         started: Mutex::new(Vec::new()),
     })
 }
@@ -316,7 +337,7 @@ macro_rules! metric_methods {
 /// A monotonically increasing value, exposed as `<name>_total`.
 #[pyclass(frozen, module = "locust_prometheus_exporter._native")]
 pub struct Counter {
-    pub(crate) metric: Metric,
+    pub(crate) metric: Metric<metrics::Counter>,
 }
 
 metric_methods! {
@@ -352,13 +373,11 @@ metric_methods! {
     }
 
     #[pyo3(signature = (amount=1.0))]
-    fn inc(&self, amount: f64) -> PyResult<()> {
+    fn inc(&self, amount: f64) -> Result<()> {
         if !(amount >= 0.0 && amount.is_finite()) {
-            return Err(PyValueError::new_err(format!(
-                "counters can only be incremented by non-negative finite amounts, got {amount}"
-            )));
+            return Err(ExporterError::NegativeIncrement(amount));
         }
-        self.metric.scalar()?.add(amount);
+        self.metric.series()?.inc(amount);
         Ok(())
     }
 }
@@ -366,7 +385,7 @@ metric_methods! {
 /// A value that can go up and down. `multiprocess_mode` says how values from Locust workers combine.
 #[pyclass(frozen, module = "locust_prometheus_exporter._native")]
 pub struct Gauge {
-    pub(crate) metric: Metric,
+    pub(crate) metric: Metric<metrics::Gauge>,
 }
 
 metric_methods! {
@@ -393,31 +412,31 @@ metric_methods! {
     }
 
     #[pyo3(signature = (amount=1.0))]
-    fn inc(&self, amount: f64) -> PyResult<()> {
-        self.metric.scalar()?.add_stamped(amount);
+    fn inc(&self, amount: f64) -> Result<()> {
+        self.metric.series()?.add(amount);
         Ok(())
     }
 
     #[pyo3(signature = (amount=1.0))]
-    fn dec(&self, amount: f64) -> PyResult<()> {
-        self.metric.scalar()?.add_stamped(-amount);
+    fn dec(&self, amount: f64) -> Result<()> {
+        self.metric.series()?.add(-amount);
         Ok(())
     }
 
-    fn set(&self, value: f64) -> PyResult<()> {
-        self.metric.scalar()?.set(value);
+    fn set(&self, value: f64) -> Result<()> {
+        self.metric.series()?.set(value);
         Ok(())
     }
 
-    fn set_to_current_time(&self) -> PyResult<()> {
+    fn set_to_current_time(&self) -> Result<()> {
         self.set(now())
     }
 
-    fn track_inprogress(&self) -> PyResult<Timer> {
+    fn track_inprogress(&self) -> Result<Timer> {
         timer(&self.metric, TimerAction::InProgress)
     }
 
-    fn time(&self) -> PyResult<Timer> {
+    fn time(&self) -> Result<Timer> {
         timer(&self.metric, TimerAction::SetGauge)
     }
 }
@@ -425,17 +444,7 @@ metric_methods! {
 /// Counts observations in buckets (upper bounds, `+Inf` implied), with their sum and count.
 #[pyclass(frozen, module = "locust_prometheus_exporter._native")]
 pub struct Histogram {
-    metric: Metric,
-}
-
-/// Sorted, finite bounds; a trailing `+Inf` is accepted and dropped, since it is always there.
-pub fn parse_buckets(buckets: Option<Vec<f64>>, default: &[f64]) -> PyResult<Vec<f64>> {
-    let mut bounds = buckets.unwrap_or_else(|| default.to_vec());
-    if bounds.last() == Some(&f64::INFINITY) {
-        bounds.pop();
-    }
-    check_buckets(&bounds)?;
-    Ok(bounds)
+    metric: Metric<metrics::Histogram>,
 }
 
 metric_methods! {
@@ -461,9 +470,9 @@ metric_methods! {
         native_schema: Option<i32>,
         max_series: usize,
     ) -> PyResult<Self> {
-        let kind = Kind::Histogram(parse_buckets(buckets, &DEFAULT_BUCKETS)?.into());
+        let kind = Kind::Histogram(parse_buckets(buckets)?.into());
         let native = match (native, native_schema) {
-            (false, Some(_)) => return Err(PyValueError::new_err("native_schema needs native=True")),
+            (false, Some(_)) => return Err(ExporterError::SchemaWithoutNative.into()),
             (false, None) => None,
             (true, schema) => Some(NativeConfig::with_schema(schema.unwrap_or(NativeConfig::default().schema))?),
         };
@@ -475,11 +484,15 @@ metric_methods! {
         })
     }
 
-    fn observe(&self, amount: f64) -> PyResult<()> {
-        self.metric.observe(amount)
+    fn observe(&self, amount: f64) -> Result<()> {
+        if amount.is_nan() {
+            return Err(ExporterError::ObserveNaN);
+        }
+        self.metric.series()?.observe(amount);
+        Ok(())
     }
 
-    fn time(&self) -> PyResult<Timer> {
+    fn time(&self) -> Result<Timer> {
         timer(&self.metric, TimerAction::Observe)
     }
 }

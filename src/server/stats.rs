@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use crate::errors::Result;
-use crate::locust_metrics::add;
-use crate::metrics::{Desc, Kind, Registry, Series};
+use crate::metrics::{Counter, Desc, Family, Kind, Registry, Series};
 
 /// Every status the server answers with: its own, and hyper's answers to unparsable requests.
 const CODES: [u16; 8] = [200, 400, 401, 404, 405, 429, 431, 500];
@@ -40,14 +39,14 @@ const REASONS: [(Dropped, &str); 7] = [
 ];
 
 pub struct Stats {
-    responses: Vec<(u16, Arc<Series>)>,
-    dropped: Vec<(Dropped, Arc<Series>)>,
+    responses: Vec<(u16, Arc<Series<Counter>>)>,
+    dropped: Vec<(Dropped, Arc<Series<Counter>>)>,
 }
 
 impl Stats {
     /// Finds or registers the two families, with every series at zero.
     pub fn register(registry: &Registry) -> Result<Self> {
-        let family = |name: &str, help: &str, label: &str| {
+        let family = |name: &str, help: &str, label: &str| -> Result<Arc<Family<Counter>>> {
             registry.get_or_register(Desc::new(name, help, Kind::Counter, vec![label.to_string()])?)
         };
         let responses = family(
@@ -74,13 +73,13 @@ impl Stats {
 
     pub fn response(&self, code: u16) {
         if let Some((_, s)) = self.responses.iter().find(|(c, _)| *c == code) {
-            add(s, 1.0);
+            s.inc(1.0);
         }
     }
 
     pub fn dropped(&self, reason: Dropped) {
         if let Some((_, s)) = self.dropped.iter().find(|(r, _)| *r == reason) {
-            add(s, 1.0);
+            s.inc(1.0);
         }
     }
 }

@@ -288,7 +288,9 @@ def test_timer_decorator_binds_as_a_method_and_keeps_attributes():
             return x * 2
 
     assert Client().call(21) == 42
+    assert Client.call(Client(), 1) == 2
     assert (Client.call.__name__, Client.call.__doc__) == ("call", "Doc.")
+    assert Client.call.__wrapped__(None, 2) == 4
 
     from locust import task
 
@@ -297,9 +299,29 @@ def test_timer_decorator_binds_as_a_method_and_keeps_attributes():
     def weighted(user):
         return user
 
-    assert weighted.locust_task_weight == 3
+    @h.time()
+    @task(2)
+    def weighted_first(user):
+        return user
+
+    assert (weighted.locust_task_weight, weighted_first.locust_task_weight) == (3, 2)
     weighted(None)
-    assert total(rendered(), f"{name}_count") == 2
+    weighted_first(None)
+    assert total(rendered(), f"{name}_count") == 4
+
+
+def test_overlapping_decorated_calls_each_have_their_own_timer():
+    g_name, h_name = unique("g"), unique("h")
+    g, h = Gauge(g_name, "g"), Histogram(h_name, "h")
+
+    @h.time()
+    @g.track_inprogress()
+    def depth(n):
+        return total(rendered(), g_name) if n == 0 else depth(n - 1)
+
+    assert depth(2) == 3
+    s = rendered()
+    assert (total(s, g_name), total(s, f"{h_name}_count")) == (0, 3)
 
 
 def test_remove_and_clear():
@@ -316,7 +338,7 @@ def test_remove_and_clear():
         c.remove()
     plain = unique()
     unlabelled = Counter(plain, "h")
-    with pytest.raises(ValueError, match="no labels"):
+    with pytest.raises(ValueError, match="no label names"):
         unlabelled.remove()
     unlabelled.inc()
     assert total(rendered(), f"{plain}_total") == 1
