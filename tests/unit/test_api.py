@@ -16,8 +16,8 @@ HELD = 0.02
 
 
 def rendered(registry: CollectorRegistry) -> dict:
-    """The whole registry in both formats: the same samples either way (promtool reads it in the end-to-end
-    tests, which may start processes)."""
+    """The whole registry in both formats: the same samples either way (Prometheus's own linter reads such
+    metrics in tests/e2e/test_exposition_lint.py)."""
     samples = samples_of(registry.render().decode())
     openmetrics = samples_of(registry.render(openmetrics=True).decode(), openmetrics=True)
     assert {k: repr(v) for k, v in samples.items()} == {k: repr(v) for k, v in openmetrics.items()}
