@@ -1,4 +1,5 @@
-"""Fixtures of every test: in-process exporters and servers; the hook that fails a run with a skipped test."""
+"""Fixtures of every test: a registry of its own, in-process exporters and servers on it; the hook that fails
+a run with a skipped test."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from locust_prometheus_exporter import PrometheusExporter, _native
+from locust_prometheus_exporter import CollectorRegistry, PrometheusExporter, _native
 from support.scrape import free_port
 from support.web_config import Pki
 
@@ -32,9 +33,15 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 @pytest.fixture
-def port():
-    """A plain-Python exporter on a free loopback port; yields the port."""
-    with PrometheusExporter("127.0.0.1", free_port()) as e:
+def registry() -> CollectorRegistry:
+    """A registry of the test's own: its metrics' names clash with no other test's, its values start at zero."""
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def port(registry: CollectorRegistry):
+    """A plain-Python exporter of `registry` on a free loopback port; yields the port."""
+    with PrometheusExporter("127.0.0.1", free_port(), registry=registry) as e:
         assert e.address is not None
         yield e.address[1]
 
@@ -45,13 +52,14 @@ def pki(tmp_path: Path) -> Pki:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[[str], int]]:
-    """``serve(yaml)``: a server on 127.0.0.1 with that web config (written to tmp_path/web.yml); its port."""
+def serve(tmp_path: Path, registry: CollectorRegistry) -> Iterator[Callable[[str], int]]:
+    """``serve(yaml)``: a server of `registry` on 127.0.0.1 with that web config (written to tmp_path/web.yml);
+    its port."""
     servers: list[_native.Server] = []
 
     def start(text: str) -> int:
         (tmp_path / "web.yml").write_text(text)
-        server = _native.Server("127.0.0.1", 0, str(tmp_path / "web.yml"))
+        server = _native.Server(registry, "127.0.0.1", 0, str(tmp_path / "web.yml"))
         servers.append(server)
         return server.port
 

@@ -13,21 +13,21 @@ MODES = ("all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum",
 # Run in processes of their own, as Locust's worker and master are: each has its own registry.
 WORKER = """
 import sys
-from locust_prometheus_exporter import Gauge, _native
+from locust_prometheus_exporter import REGISTRY, Gauge
 for mode in sys.argv[2:]:
     Gauge(f"mode_{mode}", "h", multiprocess_mode=mode).set(float(sys.argv[1]))
-sys.stdout.write(_native.take_report().hex())
+sys.stdout.write(REGISTRY.take_report().hex())
 """
 MASTER = """
 import json, sys
-from locust_prometheus_exporter import Gauge, _native
+from locust_prometheus_exporter import REGISTRY, Gauge
 reports, live, modes = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3:]
 for mode in modes:
     Gauge(f"mode_{mode}", "h", multiprocess_mode=mode)  # defined, never set, as on a master
 for worker, blob in reports:
-    _native.apply_report(worker, bytes.fromhex(blob))
-_native.set_live_workers(live)
-sys.stdout.write(_native.render().decode())
+    REGISTRY.apply_report(worker, bytes.fromhex(blob))
+REGISTRY.set_live_workers(live)
+sys.stdout.write(REGISTRY.render().decode())
 """
 
 

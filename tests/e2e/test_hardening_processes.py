@@ -13,7 +13,7 @@ import time
 import warnings
 
 import pytest
-from locust_prometheus_exporter import Counter, _native
+from locust_prometheus_exporter import Counter
 from support.locust_run import locust_cmd
 from support.paths import EXAMPLES
 from support.scrape import free_port, http_get, samples_of, total
@@ -86,9 +86,9 @@ def test_descriptor_exhaustion_then_recovery():
     assert f"127.0.0.1:{port}" in logged[0] and "ulimit -n" in logged[0]
 
 
-def test_forks_during_scrapes_leave_the_child_able_to_record_and_render(port):
+def test_forks_during_scrapes_leave_the_child_able_to_record_and_render(registry, port):
     """A locustfile may fork while the endpoint is scraped; the child must not find a lock taken."""
-    c = Counter("fork_during_scrape", "h", ["n"])
+    c = Counter("fork_during_scrape", "h", ["n"], registry=registry)
     for i in range(5000):
         c.labels(str(i)).inc()
     stop = threading.Event()
@@ -109,7 +109,7 @@ def test_forks_during_scrapes_leave_the_child_able_to_record_and_render(port):
                 ok = False
                 try:
                     c.labels(f"child{i}").inc()
-                    ok = b'fork_during_scrape_total{n="child%d"} 1.0' % i in _native.render()
+                    ok = b'fork_during_scrape_total{n="child%d"} 1.0' % i in registry.render()
                 finally:
                     os._exit(0 if ok else 1)
             deadline = time.monotonic() + 10
@@ -124,7 +124,6 @@ def test_forks_during_scrapes_leave_the_child_able_to_record_and_render(port):
     finally:
         stop.set()
         scraper.join()
-        c.clear()
     assert len(scrapes) > 100 and set(scrapes) == {200}
 
 

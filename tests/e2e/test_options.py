@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 from support.locust_run import SERVING, assert_exact, locust_cmd
 from support.paths import EXAMPLES, LOCUSTFILES
 from support.scrape import Samples, http_get, requests_by_name, samples_of, total
@@ -24,20 +25,32 @@ def plugin_path() -> str:
     return out.stdout.strip()
 
 
-def test_options_from_environment_set_buckets_labels_and_test_info(run_locust):
-    env = {"LOCUST_PROMETHEUS_BUCKETS": "0.5,5", "LOCUST_PROMETHEUS_LABELS": "env=ci, generator=lg1"}
+@pytest.mark.parametrize(
+    ("conf", "env", "buckets", "labels"),
+    [
+        (None, {"LOCUST_PROMETHEUS_BUCKETS": "0.5,5", "LOCUST_PROMETHEUS_LABELS": "env=ci, generator=lg1"},
+         {"0.5", "5.0", "+Inf"}, {"env": "ci", "generator": "lg1"}),
+        # locust.conf in the working directory sets the options; the environment wins over it.
+        ("prometheus-buckets = 0.25, 2.5\nprometheus-labels = source=conf, conf=yes\n",
+         {"LOCUST_PROMETHEUS_LABELS": "source=env"}, {"0.25", "2.5", "+Inf"}, {"source": "env"}),
+    ],
+    ids=["environment", "locust.conf-and-environment"],
+)  # fmt: skip
+def test_options_set_buckets_labels_and_test_info(run_locust, tmp_path, conf, env, buckets, labels):
+    if conf:
+        (tmp_path / "locust.conf").write_text(conf)
     run = run_locust(LOCUSTFILES / "busy.py", users=2, rate=2, run_time=3, env=env)
     run.wait_stopped()
     samples = run.scrape()
     assert run.finish() == [0], run.output()
-    assert bucket_bounds(samples) == {"0.5", "5.0", "+Inf"}
-    for _name, labels in samples:
-        assert ("env", "ci") in labels and ("generator", "lg1") in labels
-    [(name, labels)] = [k for k in samples if k[0] == "locust_test_info"]
-    info = dict(labels)
+    assert bucket_bounds(samples) == buckets
+    for _name, sample_labels in samples:
+        assert labels.items() <= dict(sample_labels).items() and "conf" not in dict(sample_labels), sample_labels
+    [(name, info_labels)] = [k for k in samples if k[0] == "locust_test_info"]
+    info = dict(info_labels)
     assert (info["locustfile"], info["host"], info["target_users"]) == ("busy.py", run.target, "2")
     assert info["run_id"]
-    assert samples[(name, labels)] == 1
+    assert samples[(name, info_labels)] == 1
 
 
 #: A locustfile without an exporter, with a custom counter.
@@ -105,19 +118,6 @@ def test_several_exporters_in_one_process_take_the_options_on_the_first(run_locu
         == {k: (float(r), float(f)) for k, (r, f) in run.csv_stats().items()}
     )
     assert total(first, "plain_tasks_total") == total(second, "plain_tasks_total") > 0
-
-
-def test_locust_conf_keys_and_the_environment_beating_them(run_locust, tmp_path):
-    """locust.conf in the working directory sets the options; the environment wins over it."""
-    (tmp_path / "locust.conf").write_text("prometheus-buckets = 0.25, 2.5\nprometheus-labels = source=conf, conf=yes\n")
-    env = {"LOCUST_PROMETHEUS_LABELS": "source=env"}
-    run = run_locust(LOCUSTFILES / "busy.py", users=2, rate=2, run_time=3, env=env)
-    run.wait_stopped()
-    samples = run.scrape()
-    assert run.finish() == [0], run.output()
-    assert bucket_bounds(samples) == {"0.25", "2.5", "+Inf"}
-    for _name, labels in samples:
-        assert ("source", "env") in labels and "conf" not in dict(labels), labels
 
 
 def test_locust_stats_resets_leave_the_counters_alone(run_locust):

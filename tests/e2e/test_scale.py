@@ -11,7 +11,7 @@ import textwrap
 import time
 
 import pytest
-from locust_prometheus_exporter._locust import OVERFLOW_NAME
+from locust_prometheus_exporter._native import OVERFLOW_NAME
 from prometheus_client.parser import text_string_to_metric_families
 from support.locust_run import locust_cmd
 from support.paths import EXAMPLES, LOCUSTFILES
@@ -42,10 +42,11 @@ def series(text: str, metric: str) -> dict[tuple[tuple[str, str], ...], float]:
 HUNDRED_WORKERS = """
     import json
     from collections import Counter
-    from locust_prometheus_exporter import _native
+    from locust_prometheus_exporter import CollectorRegistry, _native
 
     WORKERS, NAMES, ROUNDS = 100, 30, 3
-    listener = _native.RequestListener()
+    registry = CollectorRegistry()
+    listener = _native.RequestListener(registry)
     expected, durations = Counter(), Counter()
     reports = []
     for w in range(WORKERS):
@@ -58,15 +59,15 @@ HUNDRED_WORKERS = """
                     listener(request_type="GET", name=f"/n/{i}", response_time=float(w % 50), response_length=10)
                     expected[f"/n/{i}"] += 1
                     durations[f"/n/{i}"] += (w % 50) / 1000
-            mine.append(_native.take_report())
+            mine.append(registry.take_report())
         reports.append(mine)
     _native.after_fork_in_child()
     for r in range(ROUNDS):
         for w in range(WORKERS):
-            _native.apply_report(f"worker-{w}", reports[w][r])
+            registry.apply_report(f"worker-{w}", reports[w][r])
     # Killed workers: Locust marks them missing; what they reported stays counted.
-    _native.set_live_workers([f"worker-{w}" for w in range(0, WORKERS, 2)])
-    print(json.dumps({"expected": expected, "durations": durations, "text": _native.render().decode()}))
+    registry.set_live_workers([f"worker-{w}" for w in range(0, WORKERS, 2)])
+    print(json.dumps({"expected": expected, "durations": durations, "text": registry.render().decode()}))
 """
 
 
@@ -135,7 +136,7 @@ def test_max_names_argument():
         """
         import json
         import locust
-        from locust_prometheus_exporter import PrometheusExporter, _native
+        from locust_prometheus_exporter import REGISTRY, PrometheusExporter
 
         errors = []
         for bad in (-1, "10", True):
@@ -147,7 +148,7 @@ def test_max_names_argument():
         for name in ("/a", "/b", "/c", "/a", "/d"):
             locust.events.request.fire(request_type="GET", name=name, response_time=1.0, response_length=0,
                                        exception=None, context={})
-        print(json.dumps({"errors": errors, "text": _native.render().decode()}))
+        print(json.dumps({"errors": errors, "text": REGISTRY.render().decode()}))
         """
     )
     assert got["errors"] == ["ValueError", "TypeError", "TypeError"]
@@ -160,7 +161,7 @@ def test_custom_metric_past_max_series_drops_new_series_without_raising():
     got = run_script(
         """
         import io, json, logging
-        from locust_prometheus_exporter import Counter, Histogram, _native
+        from locust_prometheus_exporter import REGISTRY, Counter, Histogram
 
         log = io.StringIO()
         logging.getLogger("locust_prometheus_exporter").addHandler(logging.StreamHandler(log))
@@ -169,7 +170,7 @@ def test_custom_metric_past_max_series_drops_new_series_without_raising():
         for user in ("a", "b", "c", "d", "a"):
             c.labels(user).inc()
             h.labels(user).observe(0.5)
-        print(json.dumps({"log": log.getvalue(), "text": _native.render().decode()}))
+        print(json.dumps({"log": log.getvalue(), "text": REGISTRY.render().decode()}))
         """
     )
     text = got["text"]

@@ -165,9 +165,9 @@ def test_two_hundred_scrapes_over_one_keep_alive_connection(port):
     assert served == [served[0] + 2 * i for i in range(100)]
 
 
-def test_ipv6_loopback():
+def test_ipv6_loopback(registry):
     """IPv6 as IPv4 (tests bind loopback only: `0.0.0.0` and `::` go through the same code)."""
-    with PrometheusExporter("::1", 0) as e:
+    with PrometheusExporter("::1", 0, registry=registry) as e:
         assert e.address is not None and e.address[0] == "::1"
         status, headers, body = http_get(f"http://[::1]:{e.address[1]}/metrics")
     assert status == 200 and int(headers["Content-Length"]) == len(body)

@@ -45,7 +45,7 @@ def test_https_serves_metrics_and_configured_headers(serve, pki):
 
 
 def counted(port: int, context: ssl.SSLContext | None, metric: str, **labels: str) -> float:
-    """A counter of the server's own, scraped (the registry is the process's: other tests count too)."""
+    """A counter of the server's own, scraped."""
     return total(samples_of(get(port, context)[2].decode()), metric, **labels)
 
 
@@ -208,10 +208,10 @@ def test_rate_limit_answers_429_beyond_the_burst(serve):
 
 
 @pytest.mark.parametrize("case", BAD)
-def test_a_bad_file_raises_with_the_file_and_the_problem(pki, case):
+def test_a_bad_file_raises_with_the_file_and_the_problem(registry, pki, case):
     path, error, words = write_bad(pki, case)
     with pytest.raises(error) as raised:
-        PrometheusExporter("127.0.0.1", 0, web_config=path).serve()
+        PrometheusExporter("127.0.0.1", 0, registry=registry, web_config=path).serve()
     message = raised.value.strerror if isinstance(raised.value, OSError) else str(raised.value)
     assert message.startswith(f"web config {path}: "), message
     assert words in message
