@@ -81,7 +81,7 @@ class PrometheusExporter:
         self._server: _native.Server | None = None
         self._closed = False
         self._init_seen = False
-        recorder = _recording.recorder_for(
+        self._recorder = recorder = _recording.recorder_for(
             registry, list(buckets) if buckets is not None else None, per_worker_metrics, max_names
         )
         global _first
@@ -162,10 +162,14 @@ class PrometheusExporter:
         """For ``on_stop``: does nothing, so the endpoint keeps serving the final values until Locust quits."""
 
     def close(self) -> None:
-        """Stops serving and frees the port. Idempotent; the exporter does not serve again."""
+        """Stops serving and frees the port. Idempotent; the exporter does not serve again. Once no exporter of
+        its registry is open, Locust's events are no longer recorded into the registry."""
+        if self._closed:
+            return
         self._closed = True
         if self._server is not None:
             self._server.close()
+        self._recorder.release()
 
     def __enter__(self) -> PrometheusExporter:
         self.start()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import locust
@@ -19,6 +20,7 @@ from ._runner_gauges import RunnerGauges
 
 if TYPE_CHECKING:
     from locust.env import Environment
+    from locust.event import EventHook
     from locust.runners import Runner
 
 #: Key of this package's blob in Locust's worker-to-master report (with a suffix for the registries made
@@ -27,21 +29,27 @@ REPORT_KEY = "locust_prometheus_exporter"
 
 #: By the registry's id: the recorder holds its registry, so the id is not reused while it is here.
 _recorders: dict[int, Recorder] = {}
+#: Recorders made in this process: the report key of each is unique even after others were released.
+_made = 0
 _fork_hooks_installed = False
 
 
 def recorder_for(
     registry: _native.CollectorRegistry, buckets: list[float] | None, per_worker: bool, max_names: int
 ) -> Recorder:
-    """The recorder of ``registry``, made on first use. ``ValueError`` for settings that conflict with the
-    ones Locust's metrics were registered with; ``max_names`` is the first exporter's, as the address options."""
+    """The recorder of ``registry``, made on first use, retained for the caller (see :meth:`Recorder.release`).
+    ``ValueError`` for settings that conflict with the ones Locust's metrics were registered with; ``max_names``
+    is the first exporter's, as the address options."""
+    global _made
     _options.check_max_names(max_names, "max_names")
     listener = _native.RequestListener(registry, buckets, per_worker)
     recorder = _recorders.get(id(registry))
     if recorder is None:
         listener.set_max_names(max_names)
-        key = f"{REPORT_KEY}.{len(_recorders)}" if _recorders else REPORT_KEY
+        key = f"{REPORT_KEY}.{_made}" if _made else REPORT_KEY
         recorder = _recorders[id(registry)] = Recorder(registry, listener, key)
+        _made += 1
+    recorder.users += 1
     return recorder
 
 
@@ -72,15 +80,29 @@ class Recorder:
         self._logged = Once()
         self._buckets: str | None = None
         self._max_names: int | None = None
+        #: The exporters using this recorder.
+        self.users = 0
         events = locust.events
-        # The native listener is called by Locust directly: no Python frame per request.
-        events.request.add_listener(listener)
-        events.init.add_listener(self._on_init)
-        events.report_to_master.add_listener(self._on_report_to_master)
-        events.worker_report.add_listener(self._on_worker_report)
-        events.test_start.add_listener(self._on_test_start)
-        events.test_stop.add_listener(self._on_test_stop)
+        self._subscribed: list[tuple[EventHook, Callable[..., Any]]] = [
+            # The native listener is called by Locust directly: no Python frame per request.
+            (events.request, listener),
+            (events.init, self._on_init),
+            (events.report_to_master, self._on_report_to_master),
+            (events.worker_report, self._on_worker_report),
+            (events.test_start, self._on_test_start),
+            (events.test_stop, self._on_test_stop),
+        ]
+        for hook, handler in self._subscribed:
+            hook.add_listener(handler)
         _install_fork_hooks()
+
+    def release(self) -> None:
+        """For an exporter closed: once no exporter uses it, the recorder leaves Locust's events."""
+        self.users -= 1
+        if self.users == 0:
+            for hook, handler in self._subscribed:
+                hook.remove_listener(handler)
+            del _recorders[id(self.registry)]
 
     def _on_init(self, environment: Environment, runner: Runner | None = None, **_kw: Any) -> None:
         try:

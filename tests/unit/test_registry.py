@@ -95,3 +95,30 @@ def test_a_request_listener_records_into_its_registry_only(registry):
     assert total(samples(registry), "locust_response_length_bytes_total", name="/mine") == 5
     assert total(samples(other), "locust_requests_total") == 0
     assert not total(samples(REGISTRY, "locust_requests_total"), "locust_requests_total", name="/mine")
+
+
+def test_closing_the_last_exporter_of_a_registry_stops_recording_into_it(registry):
+    import locust
+
+    def fire() -> None:
+        locust.events.request.fire(
+            request_type="GET", name="/r", response_time=1.0, response_length=0, response=None, exception=None
+        )
+
+    def recorded() -> float:
+        return total(samples(registry, "locust_requests_total"), "locust_requests_total")
+
+    first = PrometheusExporter("127.0.0.1", 0, registry=registry)
+    second = PrometheusExporter("127.0.0.1", 0, registry=registry)
+    fire()
+    assert recorded() == 1, "two exporters of one registry share its recording: one count per request"
+    first.close()
+    fire()
+    assert recorded() == 2, "the other exporter is open: recording goes on"
+    second.close()
+    second.close()
+    fire()
+    assert recorded() == 2, "no exporter open: not recorded"
+    with PrometheusExporter("127.0.0.1", 0, registry=registry):
+        fire()
+    assert recorded() == 3, "a new exporter records again"
