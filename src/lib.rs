@@ -1,5 +1,6 @@
 //! The `locust_prometheus_exporter._native` extension module: registration only.
 
+mod clock;
 mod errors;
 mod exposition;
 mod fork;
@@ -14,7 +15,9 @@ mod scrape_log;
 mod server;
 mod web_config;
 
-#[pyo3::pymodule(gil_used = false)]
+// The GIL is kept on free-threaded builds: a Python thread inside a metric call holds registry locks, and
+// only the GIL keeps such threads out while another one forks (native threads pass the fork gate instead).
+#[pyo3::pymodule(gil_used = true)]
 mod _native {
     #[pymodule_export]
     use crate::py::fork::{after_fork_in_child, after_fork_in_parent, before_fork};

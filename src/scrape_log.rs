@@ -1,7 +1,6 @@
 //! When `/metrics` was scraped: a server notes each scrape's start and answer, so that the end of
 //! a run can wait for one scrape that started after the test stopped (the final scrape).
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -78,20 +77,6 @@ impl ScrapeLog {
     }
 }
 
-/// Instants as plain numbers for Python: nanoseconds since the first call in the process.
-pub fn to_nanos(t: Instant) -> u64 {
-    u64::try_from(t.duration_since(*epoch()).as_nanos()).unwrap_or(u64::MAX)
-}
-
-pub fn from_nanos(nanos: u64) -> Instant {
-    *epoch() + Duration::from_nanos(nanos)
-}
-
-fn epoch() -> &'static Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,13 +117,5 @@ mod tests {
         // An older scrape answered late does not move the mark back.
         log.answered(before);
         assert!(log.wait_answered_after(mark, Duration::ZERO));
-    }
-
-    #[test]
-    fn nanos_round_trip() {
-        let _ = to_nanos(Instant::now()); // starts the clock
-        let t = Instant::now();
-        let back = from_nanos(to_nanos(t));
-        assert!(back <= t && t.duration_since(back) < Duration::from_micros(1));
     }
 }

@@ -278,6 +278,8 @@ async fn serve(stream: TcpStream, conn: Arc<Conn>, shared: Arc<Shared>, _open: O
                 stats.dropped(Dropped::Malformed);
             }
             Ended::HandshakeFailed => stats.dropped(Dropped::Handshake),
+            // A normal close, or the client gone mid-request or mid-answer (reset, closed early): the
+            // client's doing, nothing the server could have answered.
             Ended::Http(_) | Ended::Gone => {}
         },
         // The watchdog's deadline from the connection's start bounds the TLS handshake too.

@@ -1,5 +1,6 @@
 """Native core of locust_prometheus_exporter (Rust). Users import the package, not this module."""
 
+import os
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, final
@@ -210,7 +211,9 @@ class Server:
     host: str
     port: int
     tls: bool
-    def __new__(cls, registry: CollectorRegistry, host: str, port: int, web_config: str | None = None) -> Server:
+    def __new__(
+        cls, registry: CollectorRegistry, host: str, port: int, web_config: str | os.PathLike[str] | None = None
+    ) -> Server:
         """``web_config``: an exporter-toolkit web-config file, read now (``ValueError``, or ``OSError``
         when it or a file it names cannot be read)."""
     def close(self) -> None:

@@ -89,8 +89,10 @@ impl Registry {
     /// family's samples.
     fn insert(&self, family: AnyFamily) -> Result<()> {
         let desc = family.desc();
-        check_const_label_clash(&self.const_labels.read(), std::slice::from_ref(desc))?;
+        // Locks in one order, families then constant labels, here and in `set_const_labels`: neither
+        // can slip a clash in between the other's check and its write.
         let mut families = self.families.write();
+        check_const_label_clash(&self.const_labels.read(), std::slice::from_ref(desc))?;
         let taken: HashSet<String> = families.values().flat_map(|f| f.desc().exposed_names()).collect();
         if let Some(clash) = desc.exposed_names().into_iter().find(|n| taken.contains(n)) {
             return Err(ExporterError::Duplicate(clash));
@@ -104,7 +106,8 @@ impl Registry {
     pub fn set_const_labels(&self, labels: Vec<(String, String)>) -> Result<()> {
         let names: Vec<String> = labels.iter().map(|(n, _)| n.clone()).collect();
         check_label_names(&names, &["le", "worker"])?;
-        let descs: Vec<Desc> = self.families().iter().map(|f| f.desc().clone()).collect();
+        let families = self.families.read();
+        let descs: Vec<Desc> = families.values().map(|f| f.desc().clone()).collect();
         check_const_label_clash(&labels, &descs)?;
         *self.const_labels.write() = labels;
         Ok(())

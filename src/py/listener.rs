@@ -9,6 +9,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString};
 
 use super::metric::{Counter, Gauge, Metric};
 use super::registry::CollectorRegistry;
+use crate::errors::no_panic;
 use crate::locust_metrics::{LocustMetrics, Request};
 use crate::metrics::{parse_buckets, Registry};
 
@@ -97,7 +98,7 @@ impl RequestListener {
         let registry = registry.get().inner.clone();
         let bounds = parse_buckets(buckets)?;
         Ok(RequestListener {
-            metrics: Arc::new(LocustMetrics::new(&registry, &bounds, per_worker)?),
+            metrics: Arc::new(no_panic(|| LocustMetrics::new(&registry, &bounds, per_worker))?),
             registry,
         })
     }
@@ -133,13 +134,13 @@ impl RequestListener {
             response_length: number(response_length).unwrap_or(0.0),
             request_length: request_body_len(py, response),
         };
-        let _ = crate::errors::no_panic(|| self.metrics.record(&request));
+        let _ = no_panic(|| self.metrics.record(&request));
     }
 
     /// Other buckets for `locust_request_duration_seconds` (from Locust's options, before the test).
     fn set_buckets(&self, buckets: Vec<f64>) -> PyResult<()> {
         let bounds = parse_buckets(Some(buckets))?;
-        Ok(self.metrics.set_buckets(&self.registry, &bounds)?)
+        Ok(no_panic(|| self.metrics.set_buckets(&self.registry, &bounds))?)
     }
 
     /// At most `max` distinct request names (0: no cap); new ones past it go under `name="<other>"`.

@@ -10,7 +10,7 @@ use pyo3::types::{PyDict, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use super::registry::{chosen, CollectorRegistry};
-use crate::errors::{ExporterError, Result};
+use crate::errors::{no_panic, ExporterError, Result};
 use crate::metrics::{
     self, now, parse_buckets, Desc, Family, GaugeMode, Kind, MetricType, NativeConfig, Registry, Series,
 };
@@ -92,7 +92,7 @@ impl<M: MetricType> Metric<M> {
             Some(config) => desc.with_native(config),
             None => desc,
         };
-        let family = registry.register::<M>(desc)?;
+        let family = no_panic(|| registry.register::<M>(desc))?;
         family.set_max_series(max_series);
         Ok(Metric::new(registry, family))
     }

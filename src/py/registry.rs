@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyBytes;
 
+use crate::errors::{no_panic, Result};
 use crate::exposition::{scrape_registry, Format};
 use crate::fork;
 use crate::metrics::Registry;
@@ -27,7 +28,7 @@ static DEFAULT: PyOnceLock<Py<CollectorRegistry>> = PyOnceLock::new();
 
 /// The default registry, `REGISTRY` in Python.
 pub fn default_registry(py: Python<'_>) -> PyResult<&Py<CollectorRegistry>> {
-    DEFAULT.get_or_try_init(py, || Py::new(py, CollectorRegistry::new()))
+    DEFAULT.get_or_try_init(py, || Py::new(py, CollectorRegistry::new(py)))
 }
 
 /// The registry a `registry=` argument names, the default one when it is `None`.
@@ -45,56 +46,63 @@ pub fn reset_all_after_fork() {
     live.iter().for_each(|r| r.reset_after_fork());
 }
 
+/// Work on a registry without the GIL (renders and reports take milliseconds), through the fork gate, and
+/// with a panic turned into an error rather than a `BaseException` in Python.
+fn off_the_gil<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    py.detach(|| {
+        let _pass = fork::enter();
+        no_panic(f)
+    })
+}
+
 #[pymethods]
 impl CollectorRegistry {
     #[new]
-    fn new() -> Self {
+    fn new(py: Python<'_>) -> Self {
         let inner = Arc::new(Registry::default());
-        let _pass = fork::enter();
-        let mut live = LIVE.lock();
-        live.retain(|r| r.strong_count() > 0);
-        live.push(Arc::downgrade(&inner));
+        // Waiting at the fork gate without the GIL: the thread that forks needs it back to fork.
+        py.detach(|| {
+            let _pass = fork::enter();
+            let mut live = LIVE.lock();
+            live.retain(|r| r.strong_count() > 0);
+            live.push(Arc::downgrade(&inner));
+        });
         CollectorRegistry { inner }
     }
 
     /// The exposition of every metric of the registry, as a scrape gets it but without the process metrics;
     /// `names` keeps only the metrics with one of these sample names.
     #[pyo3(signature = (openmetrics=false, names=Vec::new()))]
-    fn render<'py>(&self, py: Python<'py>, openmetrics: bool, names: Vec<String>) -> Bound<'py, PyBytes> {
+    fn render<'py>(&self, py: Python<'py>, openmetrics: bool, names: Vec<String>) -> PyResult<Bound<'py, PyBytes>> {
         let format = if openmetrics { Format::OpenMetrics } else { Format::Text };
-        let text = py.detach(|| {
-            let _pass = fork::enter();
-            scrape_registry(&self.inner, format, &names)
-        });
-        PyBytes::new(py, text.as_bytes())
+        let text = off_the_gil(py, || Ok(scrape_registry(&self.inner, format, &names)))?;
+        Ok(PyBytes::new(py, text.as_bytes()))
     }
 
     /// On a worker: the series changed since the last call, encoded for Locust's report to the master.
-    fn take_report<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        let bytes = py.detach(|| {
-            let _pass = fork::enter();
-            report::encode(&self.inner.changes())
-        });
-        PyBytes::new(py, &bytes)
+    fn take_report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let bytes = off_the_gil(py, || Ok(report::encode(&self.inner.changes())))?;
+        Ok(PyBytes::new(py, &bytes))
     }
 
     /// On the master: takes one worker's report.
     fn apply_report(&self, py: Python<'_>, client_id: &str, data: &[u8]) -> PyResult<()> {
-        let families = report::decode(data)?;
-        Ok(py.detach(|| {
-            let _pass = fork::enter();
-            self.inner.apply_report(client_id, families)
+        Ok(off_the_gil(py, || {
+            self.inner.apply_report(client_id, report::decode(data)?)
         })?)
     }
 
     /// On the master: the workers Locust has not marked missing.
-    fn set_live_workers(&self, client_ids: Vec<String>) {
-        self.inner.set_live_workers(&client_ids);
+    fn set_live_workers(&self, py: Python<'_>, client_ids: Vec<String>) -> PyResult<()> {
+        Ok(off_the_gil(py, || {
+            self.inner.set_live_workers(&client_ids);
+            Ok(())
+        })?)
     }
 
     /// Labels added to every sample (`ValueError` if one clashes with a metric's label names).
-    fn set_const_labels(&self, labels: Vec<(String, String)>) -> PyResult<()> {
-        Ok(self.inner.set_const_labels(labels)?)
+    fn set_const_labels(&self, py: Python<'_>, labels: Vec<(String, String)>) -> PyResult<()> {
+        Ok(off_the_gil(py, || self.inner.set_const_labels(labels))?)
     }
 
     fn __repr__(&self) -> String {

@@ -9,8 +9,9 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 
 use super::registry::CollectorRegistry;
+use crate::clock::{from_nanos, to_nanos};
 use crate::errors::no_panic;
-use crate::scrape_log::{from_nanos, to_nanos, ScrapeLog};
+use crate::scrape_log::ScrapeLog;
 use crate::server::{Limits, ServerHandle, Web};
 
 /// Bumped in a forked child, where the parent's server threads do not exist.

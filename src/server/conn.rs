@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use hyper::body::{Body, Bytes, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
+use crate::clock;
 use crate::scrape_log::ScrapeLog;
 
 /// What the server tolerates from its clients; see the README's limits table.
@@ -57,11 +58,9 @@ pub enum Close {
     WriteTimeout,
 }
 
-static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-
-/// Milliseconds since the first call, from 1: 0 stands for "not set" in `Conn`.
+/// Milliseconds on the process clock, from 1: 0 stands for "not set" in `Conn`.
 fn now_ms() -> u64 {
-    EPOCH.elapsed().as_millis() as u64 + 1
+    clock::to_nanos(Instant::now()) / 1_000_000 + 1
 }
 
 fn ms(d: Duration) -> u64 {
