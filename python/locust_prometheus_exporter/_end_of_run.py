@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from ._log import logger
 
 if TYPE_CHECKING:
     from locust.env import Environment
-    from locust.event import Events
+    from locust.event import EventHook, Events
     from locust.runners import Runner
 
     from ._recording import Recorder
@@ -33,6 +34,10 @@ LOG_INTERVAL = 1.0
 #: (option, protocol) of the push targets.
 PUSHES = (("remote_write", "remote_write"), ("pushgateway", "pushgateway"))
 
+#: When each runner began to quit (``time.monotonic()``, ``scrape_mark()``): every exporter's waits count from
+#: then, so that with several exporters they overlap instead of adding up.
+_quit_began: weakref.WeakKeyDictionary[Runner, tuple[float, int]] = weakref.WeakKeyDictionary()
+
 
 def _credentials(option: str) -> dict[str, Any]:
     """``username``, ``password``, ``bearer_token``, ``ca_file`` and ``headers`` given in
@@ -42,12 +47,7 @@ def _credentials(option: str) -> dict[str, Any]:
     given: dict[str, Any] = {
         name: os.environ[prefix + name.upper()] for name in names if os.environ.get(prefix + name.upper())
     }
-    headers = []
-    for part in filter(str.strip, os.environ.get(prefix + "HEADERS", "").split(",")):
-        name, sep, value = part.partition("=")
-        if not sep:
-            raise ValueError(f"{prefix}HEADERS: expected Name=value, got {part!r}")
-        headers.append((name.strip(), value.strip()))
+    headers = _options.pairs(os.environ.get(prefix + "HEADERS", ""), prefix + "HEADERS")
     if headers:
         given["headers"] = headers
     return given
@@ -68,9 +68,23 @@ class EndOfRun:
         self._pushers: list[_native.Pusher] = []
         #: When the last test stopped, on a local runner (``scrape_mark()``), while no other test runs.
         self._stopped: int | None = None
-        events.test_start.add_listener(self._on_test_start)
-        events.test_stop.add_listener(self._on_test_stop)
-        events.quitting.add_listener(self._on_quitting)
+        self._log_greenlet: gevent.Greenlet[[], None] | None = None
+        self._subscribed: list[tuple[EventHook, Callable[..., Any]]] = [
+            (events.test_start, self._on_test_start),
+            (events.test_stop, self._on_test_stop),
+            (events.quitting, self._on_quitting),
+        ]
+        for hook, handler in self._subscribed:
+            hook.add_listener(handler)
+
+    def close(self) -> None:
+        """For an exporter closed: leaves Locust's events and stops pushing."""
+        for hook, handler in self._subscribed:
+            hook.remove_listener(handler)
+        for pusher in self._pushers:
+            pusher.stop()
+        if self._log_greenlet is not None:
+            self._log_greenlet.kill()
 
     def start(
         self, environment: Environment, runner: Runner | None, server: _native.Server | None, pushes: bool
@@ -103,7 +117,7 @@ class EndOfRun:
             logger.info("Pushing metrics by %s every %g s", pusher, self._push_interval)
         self._runner = runner
         if self._pushers:
-            gevent.spawn(self._log_pushes)
+            self._log_greenlet = gevent.spawn(self._log_pushes)
 
     def _on_test_start(self, **_kw: Any) -> None:
         self._stopped = None
@@ -137,10 +151,10 @@ class EndOfRun:
             # On Ctrl-C a local runner is still running: stop it first, or the final scrape is not final.
             # (A master was quit by its own listener, which ran before this one.)
             runner.stop()
-        mark = self._stopped if self._stopped is not None else _native.Server.scrape_mark()
+        started, quit_mark = _quit_began.setdefault(runner, (time.monotonic(), _native.Server.scrape_mark()))
+        mark = self._stopped if self._stopped is not None else quit_mark
         for pusher in self._pushers:
             pusher.request_final()
-        started = time.monotonic()
         try:
             self._wait_for_scrape(mark, started)
             self._finish_pushes(started)
@@ -166,8 +180,12 @@ class EndOfRun:
         linger = self._linger_for(interval)
         if scrapes == 0 or linger == 0:
             return
-        logger.info("Waiting up to %.1f s for a final scrape of /metrics (--prometheus-linger)", linger)
-        scraped = _wait_natively(lambda left: server.wait_for_scrape(mark, left), started + linger)
+        deadline = started + linger
+        logger.info(
+            "Waiting up to %.1f s for a final scrape of /metrics (--prometheus-linger)",
+            max(deadline - time.monotonic(), 0.0),
+        )
+        scraped = _wait_natively(lambda left: server.wait_for_scrape(mark, left), deadline)
         waited = time.monotonic() - started
         if scraped:
             logger.info("Final scrape of /metrics answered after %.1f s", waited)
@@ -188,9 +206,12 @@ class EndOfRun:
 
 def _wait_natively(wait: Callable[[float], bool], deadline: float) -> bool:
     """Calls ``wait(seconds)`` (a native wait that releases the GIL) in gevent's thread pool, in slices, until it
-    returns True or the deadline passes: the gevent loop runs on, and ``KeyboardInterrupt`` ends the wait."""
+    returns True or the deadline passes (once at least: what another exporter's wait let happen counts): the gevent
+    loop runs on, and ``KeyboardInterrupt`` ends the wait."""
     pool = gevent.get_hub().threadpool
-    while (left := deadline - time.monotonic()) > 0:
+    while True:
+        left = max(deadline - time.monotonic(), 0.0)
         if pool.apply(wait, (min(left, WAIT_SLICE),)):
             return True
-    return False
+        if left == 0:
+            return False

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from locust.env import Environment
     from locust.runners import Runner
 
-#: The first exporter made in this process: the one the ``--prometheus-*`` options address.
+#: The first exporter made in this process, while open: the one the ``--prometheus-*`` options address.
 _first: PrometheusExporter | None = None
 
 
@@ -33,7 +33,7 @@ class PrometheusExporter:
     socket, no thread, since ``locust --processes`` forks after the import. The server starts on Locust's
     ``init`` event in the process that is not a worker (the master, or the only process), so workers
     never bind. ``--prometheus-host`` / ``--prometheus-port`` (or ``LOCUST_PROMETHEUS_HOST`` /
-    ``LOCUST_PROMETHEUS_PORT``) override ``host`` and ``port`` given here, for the first exporter made.
+    ``LOCUST_PROMETHEUS_PORT``) override ``host`` and ``port`` given here, for the exporter :meth:`first` returns.
 
     Args:
         host: address to listen on (``"0.0.0.0"`` all IPv4, ``"::"`` all, ``"127.0.0.1"`` local only).
@@ -51,8 +51,8 @@ class PrometheusExporter:
             Read when serving starts: a bad file raises ``ValueError`` (``OSError`` if unreadable).
 
     Raises:
-        TypeError, ValueError: for an invalid argument, or buckets that differ from those of an earlier
-            exporter of the same registry.
+        TypeError, ValueError: for an invalid argument, or ``buckets``, ``per_worker_metrics`` or ``max_names``
+            other than those of an open exporter of the same registry (``ValueError`` naming the argument).
     """
 
     def __init__(
@@ -90,12 +90,14 @@ class PrometheusExporter:
             _first = self
         events = locust.events
         _options.install(events)
-        events.init.add_listener(self._on_init)
+        self._init = events.init
+        self._init.add_listener(self._on_init)
         self._end = EndOfRun(events, recorder)
 
     @classmethod
     def first(cls) -> PrometheusExporter | None:
-        """The first exporter made in this process, which the ``--prometheus-*`` options address; ``None`` if none."""
+        """The first exporter made in this process, which the ``--prometheus-*`` options address; ``None`` if none,
+        or once it is closed (the next one made takes the options)."""
         return _first
 
     @property
@@ -119,7 +121,9 @@ class PrometheusExporter:
             return None
         return f"{'https' if server.tls else 'http'}://{server.host}:{server.port}/metrics"
 
-    def serve(self, host: str | None = None, port: int | None = None, web_config: str | None = None) -> None:
+    def serve(
+        self, host: str | None = None, port: int | None = None, web_config: str | os.PathLike[str] | None = None
+    ) -> None:
         """Starts serving now, if not already (``OSError`` when the address cannot be bound, ``ValueError``
         or ``OSError`` for a bad web-config file).
 
@@ -127,9 +131,9 @@ class PrometheusExporter:
         """
         if self._server is not None or self._closed:
             return
-        self._server = _native.Server(
-            self._registry, host or self._host, self._port if port is None else port, web_config or self._web_config
-        )
+        port = self._port if port is None else port
+        web_config = os.fspath(web_config) if web_config else self._web_config
+        self._server = _native.Server(self._registry, host or self._host, port, web_config)
 
     def start(self, user: Any = None) -> None:
         """For ``on_start``: starts serving if Locust's ``init`` never came (plain Python use); never raises.
@@ -162,14 +166,19 @@ class PrometheusExporter:
         """For ``on_stop``: does nothing, so the endpoint keeps serving the final values until Locust quits."""
 
     def close(self) -> None:
-        """Stops serving and frees the port. Idempotent; the exporter does not serve again. Once no exporter of
-        its registry is open, Locust's events are no longer recorded into the registry."""
+        """Stops serving and frees the port, and leaves Locust's events. Idempotent; the exporter does not serve
+        again. Once no exporter of its registry is open, Locust's events are no longer recorded into the registry."""
+        global _first
         if self._closed:
             return
         self._closed = True
         if self._server is not None:
             self._server.close()
+        self._init.remove_listener(self._on_init)
+        self._end.close()
         self._recorder.release()
+        if _first is self:
+            _first = None
 
     def __enter__(self) -> PrometheusExporter:
         self.start()

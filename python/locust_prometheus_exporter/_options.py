@@ -58,15 +58,16 @@ def numbers(text: str) -> list[float]:
         raise ValueError(f"--prometheus-buckets: {e}") from None
 
 
-def labels(text: str) -> list[tuple[str, str]]:
-    """``--prometheus-labels``: ``"env=staging,lg=eu1"`` -> ``[("env", "staging"), ("lg", "eu1")]``."""
-    pairs = []
+def pairs(text: str, what: str) -> list[tuple[str, str]]:
+    """``"env=staging,lg=eu1"`` -> ``[("env", "staging"), ("lg", "eu1")]``; ``ValueError`` prefixed by ``what``
+    (the option or variable read) for a part without ``=``."""
+    found = []
     for part in filter(str.strip, text.split(",")):
         name, sep, value = part.partition("=")
         if not sep:
-            raise ValueError(f"--prometheus-labels: expected name=value, got {part!r}")
-        pairs.append((name.strip(), value.strip()))
-    return pairs
+            raise ValueError(f"{what}: expected name=value, got {part!r}")
+        found.append((name.strip(), value.strip()))
+    return found
 
 
 def add_options(parser: Any, **_kw: Any) -> None:

@@ -38,17 +38,30 @@ def recorder_for(
     registry: _native.CollectorRegistry, buckets: list[float] | None, per_worker: bool, max_names: int
 ) -> Recorder:
     """The recorder of ``registry``, made on first use, retained for the caller (see :meth:`Recorder.release`).
-    ``ValueError`` for settings that conflict with the ones Locust's metrics were registered with; ``max_names``
-    is the first exporter's, as the address options."""
+    ``ValueError`` for settings other than those the recorder was made with: Locust's metrics are recorded once
+    per registry."""
     global _made
     _options.check_max_names(max_names, "max_names")
-    listener = _native.RequestListener(registry, buckets, per_worker)
+    if buckets and buckets[-1] == float("inf"):
+        buckets = buckets[:-1]  # implied, as the native side takes it
+    settings = {"buckets": buckets, "per_worker_metrics": per_worker, "max_names": max_names}
     recorder = _recorders.get(id(registry))
     if recorder is None:
+        listener = _native.RequestListener(registry, buckets, per_worker)
         listener.set_max_names(max_names)
+        if buckets is not None:
+            settings["buckets"] = [float(bound) for bound in buckets]  # numbers, as the listener took them
         key = f"{REPORT_KEY}.{_made}" if _made else REPORT_KEY
-        recorder = _recorders[id(registry)] = Recorder(registry, listener, key)
+        recorder = _recorders[id(registry)] = Recorder(registry, listener, key, settings)
         _made += 1
+    else:
+        for name, first in recorder.settings.items():
+            if settings[name] != first:
+                given = "the default" if first is None else repr(first)
+                what = "buckets differ from those" if name == "buckets" else f"{name} differs from that"
+                raise ValueError(
+                    f"{what} of this registry's first exporter ({given}): give the same, or a registry of its own"
+                )
     recorder.users += 1
     return recorder
 
@@ -70,8 +83,12 @@ def _install_fork_hooks() -> None:
 class Recorder:
     """Subscribes a registry to Locust's events: requests, users, reports between workers and master."""
 
-    def __init__(self, registry: _native.CollectorRegistry, listener: _native.RequestListener, key: str) -> None:
+    def __init__(
+        self, registry: _native.CollectorRegistry, listener: _native.RequestListener, key: str, settings: dict[str, Any]
+    ) -> None:
         self.registry = registry
+        #: The arguments it was made with, by the exporter's argument name: the same for every exporter of it.
+        self.settings = settings
         #: The current test's run_id (``locust_test_info``), on the master or only process.
         self.run_id: str | None = None
         self._listener = listener
@@ -102,6 +119,7 @@ class Recorder:
         if self.users == 0:
             for hook, handler in self._subscribed:
                 hook.remove_listener(handler)
+            self._gauges.stop()
             del _recorders[id(self.registry)]
 
     def _on_init(self, environment: Environment, runner: Runner | None = None, **_kw: Any) -> None:
@@ -109,7 +127,7 @@ class Recorder:
             self._apply_recording_options(environment)
             labels = _options.option(environment, "labels")
             if labels and not isinstance(runner, WorkerRunner):
-                self.registry.set_const_labels(_options.labels(labels))
+                self.registry.set_const_labels(_options.pairs(labels, "--prometheus-labels"))
         except ValueError as e:
             _options.fail(str(e))
         if runner is not None:

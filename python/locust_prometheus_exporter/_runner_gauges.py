@@ -4,6 +4,7 @@ CPU and memory measures. Users spawned are counted as they are made; the rest is
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -33,13 +34,29 @@ class RunnerGauges:
         self._runner: Runner | None = None
         self._health_of: set[str] = set()
         self._logged = Once()
+        self._poller: gevent.Greenlet[[], None] | None = None
+        #: ``runner.spawn_users`` as found, and the wrapper that replaced it.
+        self._wrapped: tuple[Callable[..., Any], Callable[..., Any]] | None = None
+        self._stopped = False
 
     def start(self, runner: Runner) -> None:
         """Counts the users ``runner`` spawns (on a local runner or a worker) and starts polling it."""
         self._runner = runner
         if not isinstance(runner, MasterRunner):
             self._count_spawned_users(runner)
-        gevent.spawn(self._poll)
+        self._poller = gevent.spawn(self._poll)
+
+    def stop(self) -> None:
+        """For a recorder released: the registry is no longer updated, and a recorder made again for it counts
+        spawned users once."""
+        self._stopped = True
+        if self._poller is not None:
+            self._poller.kill()
+        if self._wrapped is not None:
+            original, wrapper = self._wrapped
+            # Someone may have wrapped ours since: then ours stays in their chain, as a pass-through.
+            if self._runner is not None and self._runner.spawn_users is wrapper:
+                self._runner.spawn_users = original  # type: ignore[method-assign]
 
     def refresh(self) -> None:
         runner = self._runner
@@ -97,8 +114,10 @@ class RunnerGauges:
         @functools.wraps(original)
         def spawn_users(*args: Any, **kwargs: Any) -> Any:
             new_users = original(*args, **kwargs)
-            users_total.inc(len(new_users))
-            users_running.set(runner.user_count)
+            if not self._stopped:
+                users_total.inc(len(new_users))
+                users_running.set(runner.user_count)
             return new_users
 
         runner.spawn_users = spawn_users  # type: ignore[method-assign]
+        self._wrapped = (original, spawn_users)

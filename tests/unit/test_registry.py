@@ -3,6 +3,8 @@ registry serves and records."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from locust_prometheus_exporter import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, PrometheusExporter
 from locust_prometheus_exporter._native import RequestListener
@@ -122,3 +124,25 @@ def test_closing_the_last_exporter_of_a_registry_stops_recording_into_it(registr
     with PrometheusExporter("127.0.0.1", 0, registry=registry):
         fire()
     assert recorded() == 3, "a new exporter records again"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"buckets": [0.5, 1.0]}, "buckets differ from those of this registry's first exporter ([0.1, 1.0])"),
+        (
+            {"per_worker_metrics": True},
+            "per_worker_metrics differs from that of this registry's first exporter (False)",
+        ),
+        ({"max_names": 10}, "max_names differs from that of this registry's first exporter (1000)"),
+    ],
+    ids=["buckets", "per_worker_metrics", "max_names"],
+)
+def test_an_exporter_of_a_registry_recorded_otherwise_is_refused_by_name(registry, kwargs, message):
+    first = PrometheusExporter.first()
+    with PrometheusExporter("127.0.0.1", 0, registry=registry, buckets=[0.1, 1, float("inf")]):
+        with pytest.raises(ValueError, match="^" + re.escape(f"{message}: give the same, or a registry of its own")):
+            PrometheusExporter("127.0.0.1", 0, registry=registry, **{"buckets": [0.1, 1], **kwargs})
+        # The same settings are accepted, as given or with the +Inf bucket implied.
+        PrometheusExporter("127.0.0.1", 0, registry=registry, buckets=[0.1, 1.0]).close()
+    assert PrometheusExporter.first() is first

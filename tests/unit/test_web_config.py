@@ -7,6 +7,7 @@ import base64
 import socket
 import ssl
 import time
+import typing
 
 import pytest
 import trustme
@@ -202,6 +203,20 @@ def test_changed_users_take_effect_without_a_restart(serve, pki, tmp_path):
 def test_rate_limit_answers_429_beyond_the_burst(serve):
     port = serve("rate_limit:\n  interval: 1m\n  burst: 2\n")
     assert [get(port)[0] for _ in range(3)] == [200, 200, 429]
+
+
+def test_serve_takes_a_path_object_as_the_constructor_does(registry, pki):
+    web_config = typing.get_type_hints(PrometheusExporter.__init__)["web_config"]
+    assert typing.get_type_hints(PrometheusExporter.serve)["web_config"] == web_config
+    (pki.dir / "web.yml").write_text(TLS)
+    e = PrometheusExporter("127.0.0.1", 0, registry=registry)
+    try:
+        e.serve(web_config=pki.dir / "web.yml")
+        assert e.url is not None and e.url.startswith("https://")
+        assert e.address is not None
+        assert get(e.address[1], pki.context())[0] == 200
+    finally:
+        e.close()
 
 
 # --- bad files
