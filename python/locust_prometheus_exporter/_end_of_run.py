@@ -18,11 +18,12 @@ import gevent
 from locust.runners import MasterRunner
 
 from . import _native, _options
+from ._events import Subscriptions
 from ._log import logger
 
 if TYPE_CHECKING:
     from locust.env import Environment
-    from locust.event import EventHook, Events
+    from locust.event import Events
     from locust.runners import Runner
 
     from ._recording import Recorder
@@ -69,18 +70,15 @@ class EndOfRun:
         #: When the last test stopped, on a local runner (``scrape_mark()``), while no other test runs.
         self._stopped: int | None = None
         self._log_greenlet: gevent.Greenlet[[], None] | None = None
-        self._subscribed: list[tuple[EventHook, Callable[..., Any]]] = [
+        self._subscriptions = Subscriptions(
             (events.test_start, self._on_test_start),
             (events.test_stop, self._on_test_stop),
             (events.quitting, self._on_quitting),
-        ]
-        for hook, handler in self._subscribed:
-            hook.add_listener(handler)
+        )
 
     def close(self) -> None:
         """For an exporter closed: leaves Locust's events and stops pushing."""
-        for hook, handler in self._subscribed:
-            hook.remove_listener(handler)
+        self._subscriptions.cancel()
         for pusher in self._pushers:
             pusher.stop()
         if self._log_greenlet is not None:

@@ -16,6 +16,7 @@ from locust.runners import WorkerRunner
 
 from . import _native, _options, _recording
 from ._end_of_run import EndOfRun
+from ._events import Subscriptions
 from ._log import logger
 
 if TYPE_CHECKING:
@@ -85,13 +86,11 @@ class PrometheusExporter:
             registry, list(buckets) if buckets is not None else None, per_worker_metrics, max_names
         )
         global _first
-        self._takes_options = _first is None
         if _first is None:
             _first = self
         events = locust.events
         _options.install(events)
-        self._init = events.init
-        self._init.add_listener(self._on_init)
+        self._init = Subscriptions((events.init, self._on_init))
         self._end = EndOfRun(events, recorder)
 
     @classmethod
@@ -152,15 +151,16 @@ class PrometheusExporter:
         self._init_seen = True
         if isinstance(runner, WorkerRunner):
             return
+        takes_options = _first is self
         host = port = web_config = None
-        if self._takes_options:
+        if takes_options:
             host, port, web_config = (_options.option(environment, name) for name in ("host", "port", "web-config"))
         try:
             self.serve(host, port, web_config)
         except (OSError, ValueError) as e:
             _options.fail(e.strerror if isinstance(e, OSError) and e.strerror else str(e))
         logger.info("Prometheus metrics on %s", self.url)
-        self._end.start(environment, runner, self._server, pushes=self._takes_options)
+        self._end.start(environment, runner, self._server, pushes=takes_options)
 
     def stop(self, user: Any = None) -> None:
         """For ``on_stop``: does nothing, so the endpoint keeps serving the final values until Locust quits."""
@@ -174,7 +174,7 @@ class PrometheusExporter:
         self._closed = True
         if self._server is not None:
             self._server.close()
-        self._init.remove_listener(self._on_init)
+        self._init.cancel()
         self._end.close()
         self._recorder.release()
         if _first is self:

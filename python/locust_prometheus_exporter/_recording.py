@@ -8,19 +8,18 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import locust
 from locust.runners import WorkerRunner
 
 from . import _native, _options
+from ._events import Subscriptions
 from ._log import Once
 from ._runner_gauges import RunnerGauges
 
 if TYPE_CHECKING:
     from locust.env import Environment
-    from locust.event import EventHook
     from locust.runners import Runner
 
 #: Key of this package's blob in Locust's worker-to-master report (with a suffix for the registries made
@@ -100,7 +99,7 @@ class Recorder:
         #: The exporters using this recorder.
         self.users = 0
         events = locust.events
-        self._subscribed: list[tuple[EventHook, Callable[..., Any]]] = [
+        self._subscriptions = Subscriptions(
             # The native listener is called by Locust directly: no Python frame per request.
             (events.request, listener),
             (events.init, self._on_init),
@@ -108,17 +107,14 @@ class Recorder:
             (events.worker_report, self._on_worker_report),
             (events.test_start, self._on_test_start),
             (events.test_stop, self._on_test_stop),
-        ]
-        for hook, handler in self._subscribed:
-            hook.add_listener(handler)
+        )
         _install_fork_hooks()
 
     def release(self) -> None:
         """For an exporter closed: once no exporter uses it, the recorder leaves Locust's events."""
         self.users -= 1
         if self.users == 0:
-            for hook, handler in self._subscribed:
-                hook.remove_listener(handler)
+            self._subscriptions.cancel()
             self._gauges.stop()
             del _recorders[id(self.registry)]
 
