@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::metrics::{Collected, Desc, Kind, Registry, SeriesData, ValueData};
+use crate::metrics::{write_uint, Collected, Desc, Kind, Registry, SeriesData, ValueData};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -38,20 +38,6 @@ pub fn write_float(out: &mut String, v: f64) {
     } else {
         let _ = write!(out, "{v:?}");
     }
-}
-
-fn write_uint(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend(digits[i..].iter().map(|&d| d as char));
 }
 
 fn escape(out: &mut String, s: &str, quote: bool) {

@@ -11,7 +11,7 @@ mod workers;
 pub use cap::{LabelCap, OVERFLOW};
 #[cfg(test)]
 pub use family::DEFAULT_BUCKETS;
-pub use family::{parse_buckets, push_series_key, series_key, Desc, Family, GaugeMode, Kind};
+pub use family::{parse_buckets, push_series_key, series_key, write_uint, Desc, Family, GaugeMode, Kind};
 pub use native_histogram::{NativeConfig, NativeSnapshot};
 #[cfg(test)]
 pub use registry::as_report;

@@ -92,7 +92,7 @@ impl Registry {
         // Locks in one order, families then constant labels, here and in `set_const_labels`: neither
         // can slip a clash in between the other's check and its write.
         let mut families = self.families.write();
-        check_const_label_clash(&self.const_labels.read(), std::slice::from_ref(desc))?;
+        check_const_label_clash(&self.const_labels.read(), [desc])?;
         let taken: HashSet<String> = families.values().flat_map(|f| f.desc().exposed_names()).collect();
         if let Some(clash) = desc.exposed_names().into_iter().find(|n| taken.contains(n)) {
             return Err(ExporterError::Duplicate(clash));
@@ -107,8 +107,7 @@ impl Registry {
         let names: Vec<String> = labels.iter().map(|(n, _)| n.clone()).collect();
         check_label_names(&names, &["le", "worker"])?;
         let families = self.families.read();
-        let descs: Vec<Desc> = families.values().map(|f| f.desc().clone()).collect();
-        check_const_label_clash(&labels, &descs)?;
+        check_const_label_clash(&labels, families.values().map(AnyFamily::desc))?;
         *self.const_labels.write() = labels;
         Ok(())
     }
@@ -226,7 +225,7 @@ pub fn as_report(families: &Collected) -> Report<'_> {
         .collect()
 }
 
-fn check_const_label_clash(labels: &[(String, String)], descs: &[Desc]) -> Result<()> {
+fn check_const_label_clash<'a>(labels: &[(String, String)], descs: impl IntoIterator<Item = &'a Desc>) -> Result<()> {
     for desc in descs {
         if let Some((name, _)) = labels.iter().find(|(n, _)| desc.label_names.contains(n)) {
             return Err(ExporterError::ConstLabelClash {

@@ -11,7 +11,7 @@ use super::metric::{Counter, Gauge, Metric};
 use super::registry::CollectorRegistry;
 use crate::errors::no_panic;
 use crate::locust_metrics::{LocustMetrics, Request};
-use crate::metrics::{parse_buckets, Registry};
+use crate::metrics::{self, parse_buckets, Family, Registry};
 
 /// Locust's metrics in one registry, and the callable to register on `events.request`.
 #[pyclass(frozen, module = "locust_prometheus_exporter._native")]
@@ -89,6 +89,15 @@ fn number(value: Option<&Bound<'_, PyAny>>) -> Option<f64> {
     value.and_then(|v| v.extract::<f64>().ok())
 }
 
+impl RequestListener {
+    /// A Python handle on one of Locust's gauges, for the runner-derived values set from Python.
+    fn gauge(&self, family: &Arc<Family<metrics::Gauge>>) -> Gauge {
+        Gauge {
+            metric: Metric::new(self.registry.clone(), family.clone()),
+        }
+    }
+}
+
 #[pymethods]
 impl RequestListener {
     /// Registers Locust's metrics in `registry` (or finds them there, registered alike).
@@ -157,9 +166,7 @@ impl RequestListener {
     /// `locust_test_info{run_id,locustfile,host,target_users}`: set on the master (or only process).
     #[getter]
     fn test_info(&self) -> Gauge {
-        Gauge {
-            metric: Metric::new(self.registry.clone(), self.metrics.test_info.clone()),
-        }
+        self.gauge(&self.metrics.test_info)
     }
 
     /// `locust_users_total`: users spawned.
@@ -173,40 +180,30 @@ impl RequestListener {
     /// `locust_users_running`: the runner's user count.
     #[getter]
     fn users_running(&self) -> Gauge {
-        Gauge {
-            metric: Metric::new(self.registry.clone(), self.metrics.users_running.clone()),
-        }
+        self.gauge(&self.metrics.users_running)
     }
 
     /// `locust_users_waiting`: users in their wait_time.
     #[getter]
     fn users_waiting(&self) -> Gauge {
-        Gauge {
-            metric: Metric::new(self.registry.clone(), self.metrics.users_waiting.clone()),
-        }
+        self.gauge(&self.metrics.users_waiting)
     }
 
     /// `locust_cpu_usage_percent{worker}`: Locust's CPU measure of each load-generating process.
     #[getter]
     fn cpu_usage(&self) -> Gauge {
-        Gauge {
-            metric: Metric::new(self.registry.clone(), self.metrics.cpu_usage.clone()),
-        }
+        self.gauge(&self.metrics.cpu_usage)
     }
 
     /// `locust_memory_usage_bytes{worker}`: Locust's memory measure of each load-generating process.
     #[getter]
     fn memory_usage(&self) -> Gauge {
-        Gauge {
-            metric: Metric::new(self.registry.clone(), self.metrics.memory_usage.clone()),
-        }
+        self.gauge(&self.metrics.memory_usage)
     }
 
     /// `locust_workers{state}`: workers by state, set on the master.
     #[getter]
     fn workers(&self) -> Gauge {
-        Gauge {
-            metric: Metric::new(self.registry.clone(), self.metrics.workers.clone()),
-        }
+        self.gauge(&self.metrics.workers)
     }
 }
