@@ -72,68 +72,64 @@ def pairs(text: str, what: str) -> list[tuple[str, str]]:
 
 def add_options(parser: Any, **_kw: Any) -> None:
     """``init_command_line_parser`` hook."""
-    options: tuple[tuple[str, Any, str], ...] = (
-        ("host", str, "Address the Prometheus exporter listens on (overrides the locustfile)"),
-        ("port", int, "Port of the Prometheus exporter's /metrics (overrides the locustfile)"),
-        ("buckets", str, "Comma-separated upper bounds in seconds of locust_request_duration_seconds"),
-        ("labels", str, "Comma-separated name=value labels added to every sample, e.g. env=staging,lg=eu1"),
-        (
-            "max-names",
-            _max_names,
-            f"Distinct request names kept, later ones as {_native.OVERFLOW_NAME}; 0: no cap",
-        ),
-        ("web-config", str, "Web-config file (TLS, basic auth) in the format of node_exporter's --web.config.file"),
-        (
-            "linger",
-            float,
-            "Seconds Locust waits at quit for a final scrape of /metrics and the final pushes (default: twice "
-            f"the scrape or push interval, at most {LINGER_CAP:g}; 0: do not wait). A final scrape is waited for "
-            "only when /metrics was scraped during the run.",
-        ),
-        (
-            "remote-write",
-            str,
-            "Prometheus remote write URL (e.g. http://prometheus:9090/api/v1/write) to push to; credentials from "
-            "LOCUST_PROMETHEUS_REMOTE_WRITE_USERNAME/_PASSWORD or _BEARER_TOKEN, a CA from _CA_FILE",
-        ),
-        ("pushgateway", str, 'Pushgateway URL (e.g. http://pushgateway:9091) to push to, under job="locust"'),
-    )
-    for name, kind, text in options:
+
+    def add(name: str, text: str, **kind: Any) -> None:
         parser.add_argument(
             f"--prometheus-{name}",
             env_var=f"LOCUST_PROMETHEUS_{name.upper().replace('-', '_')}",
-            type=kind,
-            default=None,
             include_in_web_ui=False,
             help=text,
+            **kind,
         )
-    flags = (
-        (
-            "remote-write-classic-only",
-            "Send histograms by remote write as classic buckets only, without the native histogram samples "
-            "(for a receiver without native histograms, e.g. Prometheus without --enable-feature=native-histograms)",
-        ),
-        (
-            "pushgateway-run-id",
-            "Add the test's run_id to the Pushgateway grouping key: each test keeps its own group",
-        ),
+
+    add("host", "Address the Prometheus exporter listens on (overrides the locustfile)", default=None)
+    add("port", "Port of the Prometheus exporter's /metrics (overrides the locustfile)", type=int, default=None)
+    add("buckets", "Comma-separated upper bounds in seconds of locust_request_duration_seconds", default=None)
+    add("labels", "Comma-separated name=value labels added to every sample, e.g. env=staging,lg=eu1", default=None)
+    add(
+        "max-names",
+        f"Distinct request names kept, later ones as {_native.OVERFLOW_NAME}; 0: no cap",
+        type=_max_names,
+        default=None,
     )
-    for name, text in flags:
-        parser.add_argument(
-            f"--prometheus-{name}",
-            env_var=f"LOCUST_PROMETHEUS_{name.upper().replace('-', '_')}",
-            action="store_true",
-            default=False,
-            include_in_web_ui=False,
-            help=text,
-        )
-    parser.add_argument(
-        "--prometheus-push-interval",
-        env_var="LOCUST_PROMETHEUS_PUSH_INTERVAL",
+    add(
+        "web-config",
+        "Web-config file (TLS, basic auth) in the format of node_exporter's --web.config.file",
+        default=None,
+    )
+    add(
+        "linger",
+        "Seconds Locust waits at quit for a final scrape of /metrics and the final pushes (default: twice "
+        f"the scrape or push interval, at most {LINGER_CAP:g}; 0: do not wait). A final scrape is waited for "
+        "only when /metrics was scraped during the run.",
+        type=float,
+        default=None,
+    )
+    add(
+        "remote-write",
+        "Prometheus remote write URL (e.g. http://prometheus:9090/api/v1/write) to push to; credentials from "
+        "LOCUST_PROMETHEUS_REMOTE_WRITE_USERNAME/_PASSWORD or _BEARER_TOKEN, a CA from _CA_FILE",
+        default=None,
+    )
+    add(
+        "remote-write-classic-only",
+        "Send histograms by remote write as classic buckets only, without the native histogram samples "
+        "(for a receiver without native histograms, e.g. Prometheus without --enable-feature=native-histograms)",
+        action="store_true",
+        default=False,
+    )
+    add("pushgateway", 'Pushgateway URL (e.g. http://pushgateway:9091) to push to, under job="locust"', default=None)
+    add(
+        "pushgateway-run-id",
+        "Add the test's run_id to the Pushgateway grouping key: each test keeps its own group",
+        action="store_true",
+        default=False,
+    )
+    add(
+        "push-interval",
+        "Seconds between pushes (remote write, Pushgateway); a final push is made at quit",
         type=float,
         default=5.0,
-        include_in_web_ui=False,
-        help="Seconds between pushes (remote write, Pushgateway); a final push is made at quit",
     )
 
 
