@@ -11,6 +11,7 @@ import pytest
 from support.locust_run import SERVING, assert_exact, locust_cmd
 from support.paths import EXAMPLES, LOCUSTFILES
 from support.scrape import Samples, http_get, requests_by_name, samples_of, total
+from support.server import listening
 
 EXAMPLE_PLAIN = EXAMPLES / "locustfile.py"
 
@@ -80,18 +81,12 @@ def test_plugin_enables_the_exporter_without_code(run_locust, tmp_path):
     assert total(samples, "locust_requests_total", name="/") == run.csv_stats()[("GET", "/")][0]
 
 
-def listening(host: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as s:
-        return s.connect_ex((host, port)) == 0
-
-
 def test_plugin_adds_no_second_exporter(run_locust):
     """The plain example makes an exporter; the plugin, loaded after it, would make one on its default port 9091."""
-    busy_before = listening("127.0.0.1", 9091)
+    busy_before = listening(9091)
     run = run_locust(f"{EXAMPLE_PLAIN},{plugin_path()}", users=1, rate=1, run_time=3)  # type: ignore[arg-type]
     run.scrape()  # the exporter serves: every exporter of the process was started by now
-    during = listening("127.0.0.1", 9091)
+    during = listening(9091)
     run.wait_stopped()
     assert run.finish() == [0], run.output()
     assert len(SERVING.findall(run.output())) == 1, run.output()

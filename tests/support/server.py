@@ -38,3 +38,16 @@ def read_to_close(s: socket.socket, timeout: float) -> bytes:
     except ConnectionResetError:
         pass
     return data
+
+
+def os_threads() -> int:
+    """The threads of this process, as the kernel counts them."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+
+
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        return s.connect_ex((host, port)) == 0

@@ -13,7 +13,7 @@ import time
 import pytest
 from locust_prometheus_exporter import PrometheusExporter
 from support.scrape import http_get, samples_of, total
-from support.server import delta, read_to_close, server_counts
+from support.server import delta, os_threads, read_to_close, server_counts
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -21,11 +21,6 @@ HALF_REQUEST = b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
 #: The server's documented limits (README, "HTTP server limits").
 HEAD_TIMEOUT = 10.0
 CONNECTIONS = 512
-
-
-def os_threads() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
 
 
 def test_a_thousand_half_sent_requests(port):

@@ -10,22 +10,12 @@ import pytest
 from locust.event import EventHook
 from locust_prometheus_exporter import Counter, PrometheusExporter, _native
 from support.scrape import OPENMETRICS, TEXT, free_port, http_get, samples_of, total
-from support.server import url
+from support.server import listening, os_threads, url
 
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 )
-
-
-def os_threads() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture
