@@ -134,11 +134,11 @@ def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushgatewa
 
 @pytest.fixture
 def recorder() -> Iterator:
-    """``start(statuses, tls=(cert, key)) -> Recorder``; shut down at the end."""
+    """``start(statuses, tls=(cert, key), then=(status, body)) -> Recorder``; shut down at the end."""
     servers: list[Recorder] = []
 
-    def start(statuses: list[int], tls: tuple[Path, Path] | None = None) -> Recorder:
-        servers.append(Recorder(statuses, tls))
+    def start(statuses: list[int], tls: tuple[Path, Path] | None = None, then: tuple[int, str] = (204, "")) -> Recorder:
+        servers.append(Recorder(statuses, tls, then))
         return servers[-1]
 
     yield start

@@ -153,7 +153,8 @@ def test_pushes_hold_the_exact_final_counts(run_locust, scraping_prometheus, pus
 def test_remote_write_sends_the_native_histograms(run_locust, scraping_prometheus):
     """Prometheus with native histograms stores the pushed native histogram of the request durations: its
     count is Locust's final request count, and its quantiles answer. Without the feature, the same Prometheus
-    takes the pushes of --prometheus-remote-write-classic-only (and refuses the native samples)."""
+    takes the pushes of `--prometheus-remote-write-histograms classic`, and refuses every one of `native` (Locust
+    exits 1: nothing reached it). The default, `auto`, is in test_remote_write.py."""
     prom = scraping_prometheus(None, flags=("--enable-feature=native-histograms",))
     run = headless(run_locust, 8, extra=["--prometheus-remote-write", f"{prom.url}/api/v1/write"])
     assert run.finish(timeout=90) == [0], run.output()
@@ -170,24 +171,26 @@ def test_remote_write_sends_the_native_histograms(run_locust, scraping_prometheu
     assert not prom.query("busy_response_bytes")  # a classic-only histogram has no native series
 
     plain = scraping_prometheus(None)
-    for extra, refused in (((), True), (("--prometheus-remote-write-classic-only",), False)):
-        args = ["--prometheus-remote-write", f"{plain.url}/api/v1/write", "--prometheus-linger", "3", *extra]
+    for mode, refused in (("native", True), ("classic", False)):
+        args = ["--prometheus-remote-write", f"{plain.url}/api/v1/write", "--prometheus-linger", "3",
+                "--prometheus-remote-write-histograms", mode]  # fmt: skip
         run = headless(run_locust, 3, extra=args)
-        assert run.finish(timeout=60) == [0], run.output()
+        assert run.finish(timeout=60) == [int(refused)], run.output()
         sent = push_summary(run.output(), "remote write")[0]
         assert (sent == 0) == refused, run.output()
     assert stored_requests(plain) == final_requests(run)
 
 
 def test_unreachable_and_refused_pushes_never_stop_the_test(run_locust, scraping_prometheus):
-    """A closed port (retried, then dropped) and a 404 (dropped at once): one log line per kind, a summary."""
+    """A closed port (retried, then dropped) and a 404 (dropped at once): one log line per kind, a summary; the test
+    runs to its end, and Locust exits 1 since nothing reached either target."""
     prom = scraping_prometheus(None)
     closed = free_port()
     extra = ("--prometheus-push-interval", "1", "--prometheus-linger", "2",
              "--prometheus-pushgateway", f"http://127.0.0.1:{closed}",
              "--prometheus-remote-write", f"{prom.url}/api/v1/nowhere")  # fmt: skip
     run = headless(run_locust, 4, extra=extra)
-    assert run.finish(timeout=60) == [0], run.output()
+    assert run.finish(timeout=60) == [1], run.output()
     out = run.output()
     assert len(re.findall(rf"Pushgateway to http://127.0.0.1:{closed} failed: ", out)) == 1, out
     assert len(re.findall(r"remote write to \S+/nowhere failed: HTTP 404", out)) == 1, out
@@ -243,9 +246,9 @@ def test_pushgateway_over_tls_with_a_custom_ca_and_basic_auth(run_locust, record
         (m, p, h["authorization"]) == ("PUT", "/metrics/job/locust", basic) for m, p, h, _ in receiver.requests
     )
 
-    # Without the CA, the certificate is not trusted: the push fails, the test does not.
+    # Without the CA, the certificate is not trusted: every push fails, the test runs to its end, Locust exits 1.
     run = headless(run_locust, 2, extra=("--prometheus-pushgateway", receiver.url, "--prometheus-linger", "1"))
-    assert run.finish(timeout=60) == [0], run.output()
+    assert run.finish(timeout=60) == [1], run.output()
     assert push_summary(run.output(), "Pushgateway")[0] == 0
 
 

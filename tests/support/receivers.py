@@ -73,12 +73,17 @@ class Pushgateway(ServerProcess):
 
 
 class Recorder(http.server.ThreadingHTTPServer):
-    """An HTTP(S) server on 127.0.0.1 that records each POST/PUT (method, path, headers by lowercase name, body size)
-    and answers with the next of `statuses` (then 204): a receiver whose answers the test chooses, on a real socket."""
+    """An HTTP(S) server on 127.0.0.1 that records each POST/PUT (method, path, headers by lowercase name, body size;
+    the bodies in `bodies`) and answers with the next of `statuses`, then with `then` (status, body): a receiver
+    whose answers the test chooses, on a real socket."""
 
-    def __init__(self, statuses: list[int], tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(
+        self, statuses: list[int], tls: tuple[Path, Path] | None = None, then: tuple[int, str] = (204, "")
+    ) -> None:
         self.requests: list[tuple[str, str, dict[str, str], int]] = []
+        self.bodies: list[bytes] = []
         self.statuses = list(statuses)
+        self.then = then
         super().__init__(("127.0.0.1", 0), _RecorderHandler)
         scheme = "http"
         if tls:
@@ -94,12 +99,16 @@ class _RecorderHandler(http.server.BaseHTTPRequestHandler):
     server: Recorder
 
     def _record(self) -> None:
-        size = len(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-        self.server.requests.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, size))
-        status = self.server.statuses.pop(0) if self.server.statuses else 204
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self.server.requests.append((self.command, self.path, headers, len(body)))
+        self.server.bodies.append(body)
+        status, text = (self.server.statuses.pop(0), "") if self.server.statuses else self.server.then
+        answer = text.encode()
         self.send_response(status)
-        self.send_header("Content-Length", "0")
+        self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
+        self.wfile.write(answer)
 
     do_POST = do_PUT = _record
 
