@@ -349,7 +349,7 @@ def test_the_images_run_the_tested_locust_and_this_package():
     [pin] = re.findall(r"^ARG EXPORTER_VERSION=(\S+)", dockerfile, re.M)
     assert pin == project_version()
     assert re.search(r'^RUN pip install .*"locust-prometheus-exporter==\$\{EXPORTER_VERSION\}"', dockerfile, re.M)
-    images = {c["image"] for s in SETUPS.values() for w in masters_and_workers(resources(s)) for c in [only_container(w)]}
+    images = {only_container(w)["image"] for s in SETUPS.values() for w in masters_and_workers(resources(s))}
     images.add(documents(KUBERNETES / "operator" / "locusttest.yaml")[0]["spec"]["image"])
     assert images == {f"locust-with-exporter:{locust.__version__}"}
 
