@@ -209,6 +209,7 @@ def test_workers_reach_the_master_through_the_service(setup: Path):
     assert option(worker_args, "--master-host") == service["metadata"]["name"]
     port = service_port(service, "master")
     assert int(option(worker_args, "--master-port")) == port["port"]
+    assert option(master_args, "--master-bind-host") == "0.0.0.0"  # the workers connect from other pods
     assert container_port(only_container(master), port["targetPort"]) == int(option(master_args, "--master-bind-port"))
 
 
