@@ -103,12 +103,11 @@ class EndOfRun:
             url = _options.option(environment, option)
             if not url:
                 continue
-            if option == "remote_write" and _options.option(environment, "remote-write-classic-only"):
-                protocol = "remote_write_classic"
+            given = _credentials(option)
+            if option == "remote_write":
+                given["histograms"] = _remote_write_histograms(environment)
             try:
-                pusher = _native.Pusher(
-                    self._recorder.registry, protocol, url, self._push_interval, instance, **_credentials(option)
-                )
+                pusher = _native.Pusher(self._recorder.registry, protocol, url, self._push_interval, instance, **given)
             except ValueError as e:
                 _options.fail(f"--prometheus-{option.replace('_', '-')}: {e}")
             self._pushers.append(pusher)
@@ -162,8 +161,15 @@ class EndOfRun:
             pusher.stop()
         self._log_messages()
         for pusher in self._pushers:
-            sent, failed, dropped = pusher.stats()
-            logger.info("Pushes by %s: %d sent, %d failed, %d samples dropped", pusher, sent, failed, dropped)
+            sent, failed, dropped, lost = pusher.stats()
+            summary = f"Pushes by {pusher}: {sent} sent, {failed} failed, {dropped} samples dropped"
+            if sent:
+                logger.info("%s", summary)
+                continue
+            # A CI job must not go green with its metrics lost: the exit code of a failed test.
+            logger.error("%s: nothing of the run reached it, %d batches lost (exit code 1)", summary, lost)
+            if not runner.environment.process_exit_code:
+                runner.environment.process_exit_code = 1
 
     def _linger_for(self, interval: float | None) -> float:
         if self._linger is not None:
@@ -200,6 +206,17 @@ class EndOfRun:
         for pusher in self._pushers:
             if not _wait_natively(pusher.wait_final, deadline):
                 logger.warning("The final push by %s did not end within --prometheus-linger", pusher)
+
+
+def _remote_write_histograms(environment: Environment) -> str:
+    """--prometheus-remote-write-histograms, or ``classic`` for the deprecated --prometheus-remote-write-classic-only."""
+    chosen: str | None = _options.option(environment, "remote-write-histograms")
+    if _options.option(environment, "remote-write-classic-only"):
+        logger.warning(
+            "--prometheus-remote-write-classic-only is deprecated: use --prometheus-remote-write-histograms classic"
+        )
+        chosen = chosen or "classic"
+    return chosen or _options.REMOTE_WRITE_HISTOGRAMS[0]
 
 
 def _wait_natively(wait: Callable[[float], bool], deadline: float) -> bool:

@@ -248,8 +248,9 @@ def after_fork_in_child() -> None:
 
 @final
 class Pusher:
-    """Pushes ``registry``'s metrics from a native thread (``protocol``: ``"remote_write"``, ``"remote_write_classic"``
-    (without the native histograms) or ``"pushgateway"``).
+    """Pushes ``registry``'s metrics from a native thread (``protocol``: ``"remote_write"`` or ``"pushgateway"``);
+    ``histograms`` (remote write): ``"auto"`` (native and classic until the receiver refuses native histograms, then
+    classic only), ``"native"`` or ``"classic"``.
 
     ``ValueError`` for a malformed URL or header, an unreadable CA file, or a bad interval.
     """
@@ -267,6 +268,7 @@ class Pusher:
         bearer_token: str | None = None,
         ca_file: str | None = None,
         headers: Sequence[tuple[str, str]] = ...,
+        histograms: str = "auto",
     ) -> Pusher: ...
     def set_grouping(self, grouping: Sequence[tuple[str, str]]) -> None:
         """Pushgateway grouping labels after ``job`` (such as ``run_id``), for the pushes from now on."""
@@ -276,7 +278,8 @@ class Pusher:
         """Waits without the GIL until the final push is done or ``timeout`` seconds passed; whether it is done."""
     def take_messages(self) -> list[str]:
         """Log lines from the pushing thread since the last call (one per kind of failure)."""
-    def stats(self) -> tuple[int, int, int]:
-        """``(pushes sent, attempts failed, samples dropped)``."""
+    def stats(self) -> tuple[int, int, int, int]:
+        """``(pushes sent, attempts failed, samples dropped, batches lost)``: a batch not sent is lost, whether
+        dropped or still being tried."""
     def stop(self) -> None:
         """Stops the pushing thread; a push under way is abandoned at its next retry."""

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 #: Longest default wait for the final scrape (seconds); the default is twice the scrape interval seen.
 LINGER_CAP = 60.0
+#: Choices of --prometheus-remote-write-histograms, the default first.
+REMOTE_WRITE_HISTOGRAMS = ("auto", "native", "classic")
 
 _added = False
 
@@ -112,9 +114,16 @@ def add_options(parser: Any, **_kw: Any) -> None:
         default=None,
     )
     add(
+        "remote-write-histograms",
+        "How remote write sends histograms with native buckets: auto (default: native and classic, and classic "
+        "only once the receiver refuses native histograms, the refused push resent), native (always both), "
+        "classic (classic buckets only)",
+        choices=REMOTE_WRITE_HISTOGRAMS,
+        default=None,
+    )
+    add(
         "remote-write-classic-only",
-        "Send histograms by remote write as classic buckets only, without the native histogram samples "
-        "(for a receiver without native histograms, e.g. Prometheus without --enable-feature=native-histograms)",
+        "Deprecated: --prometheus-remote-write-histograms classic",
         action="store_true",
         default=False,
     )

@@ -3,10 +3,12 @@
 
 mod format;
 pub mod protobuf;
+pub mod samples;
 mod select;
 pub mod text;
 
 pub use format::{accepts_gzip, negotiate_format, Format};
+pub use select::label_names;
 
 use crate::distributed::Node;
 use crate::metrics::{collect_process, Collected};

@@ -3,9 +3,10 @@
 //! remote write sends them, so both hold the same series: names, `le` values, the master's merge and the
 //! constant labels alike.
 
+use std::fmt::Write;
+
 use super::select::label_names;
-use super::text::write_float;
-use crate::metrics::{Desc, Kind, SeriesData, ValueData};
+use crate::metrics::{write_uint, Desc, Kind, SeriesData, ValueData};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Value {
@@ -20,6 +21,24 @@ impl Value {
             Value::Float(v) => v,
             Value::Count(n) => n as f64,
         }
+    }
+}
+
+/// Go's ParseFloat and the OpenMetrics grammar accept these; Rust's `Display` would print `inf`.
+pub fn write_float(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        // Counters are whole numbers: the integer path is several times faster than float formatting.
+        if v < 0.0 {
+            out.push('-');
+        }
+        write_uint(out, v.abs() as u64);
+        out.push_str(".0");
+    } else {
+        let _ = write!(out, "{v:?}");
     }
 }
 
@@ -99,7 +118,12 @@ mod tests {
             self.labels = labels.map(|(n, v)| (n.to_string(), v.to_string())).collect();
         }
         fn sample(&mut self, suffix: &str, le: Option<&str>, value: Value) {
-            let sample = (self.labels.clone(), suffix.to_string(), le.map(str::to_string), value.as_f64());
+            let sample = (
+                self.labels.clone(),
+                suffix.to_string(),
+                le.map(str::to_string),
+                value.as_f64(),
+            );
             self.samples.push(sample);
         }
     }
@@ -117,8 +141,15 @@ mod tests {
         }];
         let mut flat = Flat::default();
         family(&d, &s, &[("run".into(), "r1".into())], &mut flat);
-        let labels = vec![("run".to_string(), "r1".to_string()), ("m".to_string(), "GET".to_string())];
-        let got: Vec<_> = flat.samples.iter().map(|(_, suffix, le, v)| (suffix.as_str(), le.as_deref(), *v)).collect();
+        let labels = vec![
+            ("run".to_string(), "r1".to_string()),
+            ("m".to_string(), "GET".to_string()),
+        ];
+        let got: Vec<_> = flat
+            .samples
+            .iter()
+            .map(|(_, suffix, le, v)| (suffix.as_str(), le.as_deref(), *v))
+            .collect();
         assert_eq!(
             got,
             vec![

@@ -3,26 +3,9 @@
 use std::fmt::Write;
 
 use super::format::Format;
-use super::select::{label_names, selected};
-use crate::metrics::{write_uint, Collected, Desc, Kind, SeriesData, ValueData};
-
-/// Go's ParseFloat and the OpenMetrics grammar accept these; Rust's `Display` would print `inf`.
-pub fn write_float(out: &mut String, v: f64) {
-    if v.is_nan() {
-        out.push_str("NaN");
-    } else if v.is_infinite() {
-        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
-    } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        // Counters are whole numbers: the integer path is several times faster than float formatting.
-        if v < 0.0 {
-            out.push('-');
-        }
-        write_uint(out, v.abs() as u64);
-        out.push_str(".0");
-    } else {
-        let _ = write!(out, "{v:?}");
-    }
-}
+use super::samples::{self, write_float, Sink, Value};
+use super::select::selected;
+use crate::metrics::{write_uint, Collected, Desc, Kind, SeriesData};
 
 fn escape(out: &mut String, s: &str, quote: bool) {
     if !s.bytes().any(|b| b == b'\\' || b == b'\n' || (quote && b == b'"')) {
@@ -39,62 +22,56 @@ fn escape(out: &mut String, s: &str, quote: bool) {
     }
 }
 
-/// `a="x",b="y"` for one series, constant labels first: escaped once, shared by all its samples.
-fn label_text(constant: &[(String, String)], names: &[String], values: &[String]) -> String {
-    let mut text = String::new();
-    let constant = constant.iter().map(|(n, v)| (n.as_str(), v.as_str()));
-    let own = names.iter().map(String::as_str).zip(values.iter().map(String::as_str));
-    for (i, (name, value)) in constant.chain(own).enumerate() {
-        if i > 0 {
-            text.push(',');
-        }
-        text.push_str(name);
-        text.push_str("=\"");
-        escape(&mut text, value, true);
-        text.push('"');
-    }
-    text
+/// Writes a family's samples as lines, each series' labels escaped once and shared by its samples.
+struct Lines<'a> {
+    out: &'a mut String,
+    name: &'a str,
+    /// `a="x",b="y"` of the current series.
+    labels: String,
 }
 
-enum Value {
-    Float(f64),
-    /// Bucket and `_count` values, integers in both formats.
-    Count(u64),
-}
-
-/// One line: `name_suffix{labels,le="x"} value`.
-fn write_sample(out: &mut String, name: &str, suffix: &str, labels: &str, le: Option<&str>, value: Value) {
-    out.push_str(name);
-    out.push_str(suffix);
-    if !labels.is_empty() || le.is_some() {
-        out.push('{');
-        out.push_str(labels);
-        if let Some(le) = le {
-            if !labels.is_empty() {
-                out.push(',');
+impl Sink for Lines<'_> {
+    fn series<'l>(&mut self, labels: impl Iterator<Item = (&'l str, &'l str)>) {
+        self.labels.clear();
+        for (i, (name, value)) in labels.enumerate() {
+            if i > 0 {
+                self.labels.push(',');
             }
-            out.push_str("le=\"");
-            out.push_str(le);
-            out.push('"');
+            self.labels.push_str(name);
+            self.labels.push_str("=\"");
+            escape(&mut self.labels, value, true);
+            self.labels.push('"');
         }
-        out.push('}');
     }
-    out.push(' ');
-    match value {
-        Value::Float(v) => write_float(out, v),
-        Value::Count(n) => write_uint(out, n),
+
+    /// One line: `name_suffix{labels,le="x"} value`.
+    fn sample(&mut self, suffix: &str, le: Option<&str>, value: Value) {
+        let (out, labels) = (&mut *self.out, &self.labels);
+        out.push_str(self.name);
+        out.push_str(suffix);
+        if !labels.is_empty() || le.is_some() {
+            out.push('{');
+            out.push_str(labels);
+            if let Some(le) = le {
+                if !labels.is_empty() {
+                    out.push(',');
+                }
+                out.push_str("le=\"");
+                out.push_str(le);
+                out.push('"');
+            }
+            out.push('}');
+        }
+        out.push(' ');
+        match value {
+            Value::Float(v) => write_float(out, v),
+            Value::Count(n) => write_uint(out, n),
+        }
+        out.push('\n');
     }
-    out.push('\n');
 }
 
-fn write_family(
-    out: &mut String,
-    desc: &Desc,
-    series: &[SeriesData],
-    format: Format,
-    label_names: &[String],
-    constant: &[(String, String)],
-) {
+fn write_family(out: &mut String, desc: &Desc, series: &[SeriesData], format: Format, constant: &[(String, String)]) {
     let (type_name, header_name) = match (&desc.kind, format) {
         (Kind::Counter, Format::OpenMetrics) => ("counter", desc.name.clone()),
         (Kind::Counter, _) => ("counter", format!("{}_total", desc.name)),
@@ -104,42 +81,12 @@ fn write_family(
     let _ = write!(out, "# HELP {header_name} ");
     escape(out, &desc.help, format == Format::OpenMetrics);
     let _ = writeln!(out, "\n# TYPE {header_name} {type_name}");
-    // The same `le` strings in both formats, so series identity does not depend on the format.
-    let les: Vec<String> = match &desc.kind {
-        Kind::Histogram(bounds) => bounds
-            .iter()
-            .chain([f64::INFINITY].iter())
-            .map(|b| {
-                let mut le = String::new();
-                write_float(&mut le, *b);
-                le
-            })
-            .collect(),
-        _ => Vec::new(),
+    let mut lines = Lines {
+        out,
+        name: &desc.name,
+        labels: String::new(),
     };
-    for s in series {
-        let labels = label_text(constant, label_names, &s.labels);
-        match (&desc.kind, &s.value) {
-            (Kind::Counter, ValueData::Scalar { value, .. }) => {
-                write_sample(out, &desc.name, "_total", &labels, None, Value::Float(*value))
-            }
-            (Kind::Gauge(_), ValueData::Scalar { value, .. }) => {
-                write_sample(out, &desc.name, "", &labels, None, Value::Float(*value))
-            }
-            // Another bucket layout cannot be rendered with these `le`s (the master refuses such reports).
-            (Kind::Histogram(_), ValueData::Histogram { counts, sum, .. }) if counts.len() == les.len() => {
-                let mut cumulative = 0u64;
-                for (count, le) in counts.iter().zip(&les) {
-                    cumulative += count;
-                    write_sample(out, &desc.name, "_bucket", &labels, Some(le), Value::Count(cumulative));
-                }
-                write_sample(out, &desc.name, "_sum", &labels, None, Value::Float(*sum));
-                // `_count` is the `+Inf` bucket by construction, as both formats require.
-                write_sample(out, &desc.name, "_count", &labels, None, Value::Count(cumulative));
-            }
-            _ => {}
-        }
-    }
+    samples::family(desc, series, constant, &mut lines);
 }
 
 /// Renders the families, keeping only those named in `only` when it is not empty (as prometheus_client's
@@ -155,7 +102,7 @@ pub fn render(
     let mut out = String::with_capacity(capacity);
     for (desc, series) in collected {
         if selected(desc, only) {
-            write_family(&mut out, desc, series, format, &label_names(desc, series), constant);
+            write_family(&mut out, desc, series, format, constant);
         }
     }
     if format == Format::OpenMetrics {
@@ -167,7 +114,7 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{GaugeMode, Kind};
+    use crate::metrics::{GaugeMode, Kind, ValueData};
 
     fn floats(v: f64) -> String {
         let mut s = String::new();

@@ -10,4 +10,6 @@ pub struct Batch {
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
     pub samples: u64,
+    /// The same collection without its native histograms, for a receiver that refuses them.
+    pub without_native: Option<Box<dyn FnOnce() -> Batch>>,
 }

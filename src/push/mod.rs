@@ -3,6 +3,7 @@
 //! the final push at quit, which it waits for without the GIL.
 
 mod batch;
+pub mod outcome;
 pub mod pushgateway;
 pub mod remote_write;
 
@@ -19,19 +20,30 @@ use crate::distributed::Node;
 use crate::errors::{ExporterError, Result};
 use crate::log_once::LogOnce;
 use batch::Batch;
+use outcome::{classify, Outcome};
 
 /// Longest time one HTTP request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-/// Bytes of an error response kept for the log.
-const ERROR_BODY: u64 = 300;
+/// Bytes of an error response read to classify it (`outcome::classify`), and characters of it logged.
+const ERROR_BODY: u64 = 1024;
+const LOGGED_BODY: usize = 300;
+
+/// How remote write sends histograms with native buckets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Histograms {
+    /// Native and classic, until the receiver refuses native histograms: then classic only, the refused
+    /// batch first.
+    Auto,
+    /// Native and classic, always.
+    Native,
+    /// Classic buckets only.
+    Classic,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
-    /// `native`: whether the native histograms are sent too, beside the classic buckets.
-    RemoteWrite {
-        native: bool,
-    },
+    RemoteWrite { histograms: Histograms },
     Pushgateway,
 }
 
@@ -81,9 +93,13 @@ pub struct PushConfig {
 
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct Stats {
+    /// Batches that reached the receiver.
     pub sent: u64,
+    /// Attempts that did not.
     pub failed: u64,
     pub dropped_samples: u64,
+    /// Batches made: those not sent were lost (dropped, or still being tried at quit).
+    pub batches: u64,
 }
 
 #[derive(Default)]
@@ -96,6 +112,8 @@ struct State {
     stats: Stats,
     /// Log lines for Python to take: one per kind of failure.
     messages: Vec<String>,
+    /// Remote write in `auto` mode after the receiver refused native histograms.
+    classic_only: bool,
 }
 
 struct Shared {
@@ -108,13 +126,11 @@ struct Shared {
     logged: LogOnce,
 }
 
-/// What became of one attempt.
-enum Outcome {
-    Sent,
-    /// Worth retrying (5xx, 429, connection and timeout errors), with the kind and the message.
-    Retry(String, String),
-    /// Refused for good (other 4xx): the batch is dropped.
-    Refused(String, String),
+/// What became of one attempt, with the kind of failure (logged once) and its message.
+struct Attempt {
+    outcome: Outcome,
+    kind: String,
+    message: String,
 }
 
 pub struct Pusher {
@@ -263,33 +279,56 @@ impl Shared {
     }
 
     fn batch(&self) -> Batch {
-        let grouping = self.state.lock().grouping.clone();
+        let (grouping, classic_only) = {
+            let mut s = self.state.lock();
+            s.stats.batches += 1;
+            (s.grouping.clone(), s.classic_only)
+        };
+        let (node, url) = (&self.config.node, &self.config.url);
         match self.config.protocol {
-            Protocol::RemoteWrite { native } => {
-                remote_write::batch(&self.config.node, &self.config.url, &self.config.instance, native)
+            Protocol::RemoteWrite { histograms } => {
+                let auto = histograms == Histograms::Auto && !classic_only;
+                let native = auto || histograms == Histograms::Native;
+                remote_write::batch(node, url, &self.config.instance, native, auto)
             }
-            Protocol::Pushgateway => pushgateway::batch(&self.config.node, &self.config.url, &grouping),
+            Protocol::Pushgateway => pushgateway::batch(node, url, &grouping),
         }
+    }
+
+    /// After a refusal of native histograms in `auto` mode: classic only from now on, said once.
+    fn fall_back(&self, s: &mut State, message: &str) {
+        s.classic_only = true;
+        let url = &self.config.url;
+        s.messages.push(format!(
+            "remote write to {url} refused the native histograms ({message}): the same data resent, and all \
+             from now on, as classic buckets only (--prometheus-remote-write-histograms classic avoids this \
+             fallback)"
+        ));
     }
 
     /// Sends one fresh batch, retrying with backoff until `give_up` (or until stopped). A regular push
     /// also gives up when the final push is asked for: that one carries fresher values.
     fn push(&self, give_up: Option<Instant>) {
         let superseded = |s: &State| s.stop || (give_up.is_some() && s.final_requested);
-        let batch = self.batch();
+        let mut batch = self.batch();
         let mut backoff = FIRST_BACKOFF;
         loop {
-            let outcome = self.send(&batch);
+            let Attempt { outcome, kind, message } = self.send(&batch);
             let mut s = self.state.lock();
-            let (kind, message, retry) = match outcome {
-                Outcome::Sent => {
-                    s.stats.sent += 1;
-                    return;
-                }
-                Outcome::Retry(kind, message) => (kind, message, true),
-                Outcome::Refused(kind, message) => (kind, message, false),
-            };
+            if outcome == Outcome::Sent {
+                s.stats.sent += 1;
+                return;
+            }
             s.stats.failed += 1;
+            if outcome == Outcome::NativeHistogramsRefused {
+                if let Some(classic) = batch.without_native.take() {
+                    self.fall_back(&mut s, &message);
+                    drop(s);
+                    batch = classic();
+                    continue;
+                }
+            }
+            let retry = outcome == Outcome::Retry;
             if self.logged.first(&kind) {
                 let name = self.config.protocol.name();
                 let url = &self.config.url;
@@ -312,7 +351,7 @@ impl Shared {
         }
     }
 
-    fn send(&self, batch: &Batch) -> Outcome {
+    fn send(&self, batch: &Batch) -> Attempt {
         let mut request = match batch.method {
             "PUT" => self.agent.put(&batch.url),
             _ => self.agent.post(&batch.url),
@@ -329,28 +368,30 @@ impl Shared {
         match request.send(&batch.body[..]) {
             Ok(mut response) => {
                 let status = response.status().as_u16();
-                if response.status().is_success() {
-                    return Outcome::Sent;
-                }
-                let body = response
-                    .body_mut()
-                    .with_config()
-                    .limit(ERROR_BODY)
-                    .read_to_string()
-                    .unwrap_or_default();
-                let message = format!("HTTP {status} {}", body.trim());
-                if status == 429 || status >= 500 {
-                    Outcome::Retry(format!("HTTP {status}"), message)
+                let body = if response.status().is_success() {
+                    String::new()
                 } else {
-                    Outcome::Refused(format!("HTTP {status}"), message)
+                    let limit = ERROR_BODY;
+                    response
+                        .body_mut()
+                        .with_config()
+                        .limit(limit)
+                        .read_to_string()
+                        .unwrap_or_default()
+                };
+                let shown: String = body.trim().chars().take(LOGGED_BODY).collect();
+                Attempt {
+                    outcome: classify(status, &body),
+                    kind: format!("HTTP {status}"),
+                    message: format!("HTTP {status} {shown}"),
                 }
             }
-            Err(e) => {
-                let text = e.to_string();
+            Err(e) => Attempt {
+                outcome: Outcome::Retry,
                 // The variant's name (Io, ConnectionFailed, Timeout, ...) is the kind.
-                let kind = format!("{e:?}").split(['(', ' ', '{']).next().unwrap_or("").to_string();
-                Outcome::Retry(kind, text)
-            }
+                kind: format!("{e:?}").split(['(', ' ', '{']).next().unwrap_or("").to_string(),
+                message: e.to_string(),
+            },
         }
     }
 }

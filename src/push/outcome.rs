@@ -88,7 +88,11 @@ mod tests {
             (400, "native histogram ingestion is not enabled for this tenant"),
             (415, "native histograms not supported"),
         ] {
-            assert_eq!(classify(status, body), Outcome::NativeHistogramsRefused, "{status} {body}");
+            assert_eq!(
+                classify(status, body),
+                Outcome::NativeHistogramsRefused,
+                "{status} {body}"
+            );
         }
     }
 

@@ -1,21 +1,24 @@
 //! Prometheus remote write 1.0: a protobuf `WriteRequest` (messages written out by hand, for `prost`
 //! derive: no protoc at build time), snappy-compressed, `POST`ed.
 //!
-//! The series are those of a scrape, read back from the text exposition, so that names, `le` values,
-//! the master's merge and the constant labels are exactly a scrape's; `job` and `instance` are added
-//! as Prometheus adds them to a scraped target (a clashing exposed label becomes `exported_<name>`).
+//! The series are a scrape's samples (`exposition::samples`, which the text exposition writes too), so
+//! that names, `le` values, the master's merge and the constant labels are exactly a scrape's; `job` and
+//! `instance` are added as Prometheus adds them to a scraped target (a clashing exposed label becomes
+//! `exported_<name>`).
 //!
 //! A histogram with native buckets is also sent as a native histogram sample (`TimeSeries.histograms`),
-//! under the family's base name as Prometheus stores it, read back from the protobuf exposition of the
-//! same collection (so its spans and deltas are the scrape's).
+//! under the family's base name as Prometheus stores it, from the same collection.
+
+use std::collections::BTreeMap;
 
 use prost::Message;
 
 use super::batch::{Batch, JOB};
 use crate::clock::unix_millis;
 use crate::distributed::Node;
-use crate::exposition::protobuf::{self as exposition_pb, MetricFamily, MetricType};
-use crate::exposition::{served, text, Format};
+use crate::exposition::samples::{self, series_labels, Sink, Value};
+use crate::exposition::{label_names, served};
+use crate::metrics::{Collected, Kind, NativeSnapshot, ValueData};
 
 #[derive(Clone, PartialEq, Message)]
 pub struct WriteRequest {
@@ -89,143 +92,152 @@ pub struct Sample {
     pub timestamp: i64,
 }
 
-type Parsed = (String, Vec<(String, String)>, f64);
-
-/// One sample line of the text format 0.0.4 as `exposition` writes it: `name{a="x",b="y"} value`.
-fn parse_line(line: &str) -> Option<Parsed> {
-    let name_end = line.find(['{', ' '])?;
-    let name = line[..name_end].to_string();
-    let mut rest = &line[name_end..];
-    let mut labels = Vec::new();
-    if let Some(inner) = rest.strip_prefix('{') {
-        rest = inner;
-        while let Some(after) = rest.strip_prefix(',').or(Some(rest)).filter(|r| !r.starts_with('}')) {
-            let (label, tail) = after.split_once("=\"")?;
-            let mut value = String::new();
-            let mut chars = tail.char_indices();
-            let end = loop {
-                match chars.next()? {
-                    (i, '"') => break i,
-                    (_, '\\') => match chars.next()?.1 {
-                        'n' => value.push('\n'),
-                        c => value.push(c),
-                    },
-                    (_, c) => value.push(c),
-                }
-            };
-            labels.push((label.to_string(), value));
-            rest = &tail[end + 1..];
-        }
-        rest = rest.strip_prefix('}')?;
-    }
-    let value = match rest.trim() {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        "NaN" => f64::NAN,
-        v => v.parse().ok()?,
-    };
-    Some((name, labels, value))
+/// Builds the time series of one family's samples, with `job` and `instance` as a scrape gives them.
+struct Series<'a> {
+    name: &'a str,
+    instance: &'a str,
+    timestamp: i64,
+    /// The current series' labels, `__name__` aside.
+    labels: Vec<Label>,
+    out: &'a mut Vec<TimeSeries>,
 }
 
-/// The labels of a series named `name` with the `exposed` labels, with `job` and `instance` as a
-/// scrape of `instance` gives them, sorted.
-fn scraped_labels(name: &str, exposed: Vec<(String, String)>, instance: &str) -> Vec<Label> {
-    let mut labels: Vec<Label> = exposed
-        .into_iter()
-        .map(|(name, value)| {
-            let name = match name.as_str() {
-                "job" | "instance" => format!("exported_{name}"),
-                _ => name,
-            };
-            Label { name, value }
-        })
-        .collect();
-    for (name, value) in [("__name__", name), ("job", JOB), ("instance", instance)] {
-        labels.push(Label {
-            name: name.to_string(),
-            value: value.to_string(),
+impl Sink for Series<'_> {
+    fn series<'a>(&mut self, labels: impl Iterator<Item = (&'a str, &'a str)>) {
+        self.labels = scraped_labels(labels, self.instance);
+    }
+
+    fn sample(&mut self, suffix: &str, le: Option<&str>, value: Value) {
+        let mut labels = self.labels.clone();
+        labels.push(label("__name__", &format!("{}{suffix}", self.name)));
+        if let Some(le) = le {
+            labels.push(label("le", le));
+        }
+        labels.sort_by(|a, b| a.name.cmp(&b.name));
+        self.out.push(TimeSeries {
+            labels,
+            samples: vec![Sample {
+                value: value.as_f64(),
+                timestamp: self.timestamp,
+            }],
+            histograms: Vec::new(),
         });
     }
-    labels.sort_by(|a, b| a.name.cmp(&b.name));
+}
+
+fn label(name: &str, value: &str) -> Label {
+    Label {
+        name: name.to_string(),
+        value: value.to_string(),
+    }
+}
+
+/// The `exposed` labels of a series with `job` and `instance` as a scrape of `instance` gives them (a
+/// clashing exposed label becomes `exported_<name>`), unsorted and without `__name__`.
+fn scraped_labels<'a>(exposed: impl Iterator<Item = (&'a str, &'a str)>, instance: &str) -> Vec<Label> {
+    let mut labels: Vec<Label> = exposed
+        .map(|(name, value)| match name {
+            "job" | "instance" => label(&format!("exported_{name}"), value),
+            _ => label(name, value),
+        })
+        .collect();
+    labels.push(label("job", JOB));
+    labels.push(label("instance", instance));
     labels
 }
 
-/// The time series of a text exposition, with `job` and `instance` as a scrape of `instance` gives them.
-pub fn series(text: &str, instance: &str, timestamp: i64) -> Vec<TimeSeries> {
-    text.lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(parse_line)
-        .map(|(name, exposed, value)| TimeSeries {
-            labels: scraped_labels(&name, exposed, instance),
-            samples: vec![Sample { value, timestamp }],
-            histograms: Vec::new(),
-        })
-        .collect()
+/// The series of a scrape's samples (counters, gauges, and the classic buckets, sum and count of histograms).
+pub fn classic_series(
+    collected: &Collected,
+    constant: &[(String, String)],
+    instance: &str,
+    timestamp: i64,
+) -> Vec<TimeSeries> {
+    let mut out = Vec::new();
+    for (desc, series) in collected {
+        let mut sink = Series {
+            name: &desc.name,
+            instance,
+            timestamp,
+            labels: Vec::new(),
+            out: &mut out,
+        };
+        samples::family(desc, series, constant, &mut sink);
+    }
+    out
 }
 
-fn span(s: &exposition_pb::BucketSpan) -> BucketSpan {
-    BucketSpan {
-        offset: s.offset.unwrap_or_default(),
-        length: s.length.unwrap_or_default(),
+fn spans(buckets: &BTreeMap<i32, u64>) -> (Vec<BucketSpan>, Vec<i64>) {
+    let (spans, deltas) = NativeSnapshot::spans_and_deltas(buckets);
+    let spans = spans
+        .into_iter()
+        .map(|(offset, length)| BucketSpan { offset, length })
+        .collect();
+    (spans, deltas)
+}
+
+fn native_histogram(n: &NativeSnapshot, timestamp: i64) -> Histogram {
+    let (positive_spans, positive_deltas) = spans(&n.positive);
+    let (negative_spans, negative_deltas) = spans(&n.negative);
+    Histogram {
+        count_int: Some(n.count),
+        sum: n.sum,
+        schema: n.schema,
+        zero_threshold: n.zero_threshold,
+        zero_count_int: Some(n.zero_count),
+        negative_spans,
+        negative_deltas,
+        positive_spans,
+        positive_deltas,
+        reset_hint: 0,
+        timestamp,
     }
 }
 
-/// One native histogram series (named after the family) for each histogram of a protobuf exposition
-/// that has native buckets (a schema); the others have only their classic series.
-pub fn native_series(mut protobuf: &[u8], instance: &str, timestamp: i64) -> Vec<TimeSeries> {
+/// One native histogram series, under the family's base name as Prometheus stores it, for each histogram
+/// series with native buckets (those without have only their classic series), as a protobuf scrape has them.
+pub fn native_series(
+    collected: &Collected,
+    constant: &[(String, String)],
+    instance: &str,
+    timestamp: i64,
+) -> Vec<TimeSeries> {
     let mut out = Vec::new();
-    while let Ok(family) = MetricFamily::decode_length_delimited(&mut protobuf) {
-        if family.r#type != Some(MetricType::Histogram as i32) {
+    for (desc, series) in collected {
+        let Kind::Histogram(bounds) = &desc.kind else {
             continue;
-        }
-        let name = family.name.unwrap_or_default();
-        for metric in family.metric {
-            let Some(h) = metric.histogram.filter(|h| h.schema.is_some()) else {
+        };
+        let names = label_names(desc, series);
+        for s in series {
+            let ValueData::Histogram {
+                counts,
+                native: Some(n),
+                ..
+            } = &s.value
+            else {
                 continue;
             };
-            let exposed = metric
-                .label
-                .into_iter()
-                .map(|l| (l.name.unwrap_or_default(), l.value.unwrap_or_default()))
-                .collect();
+            // The exposition leaves out a histogram of another bucket layout: so does remote write.
+            if counts.len() != bounds.len() + 1 {
+                continue;
+            }
+            let mut labels = scraped_labels(series_labels(constant, &names, &s.labels), instance);
+            labels.push(label("__name__", &desc.name));
+            labels.sort_by(|a, b| a.name.cmp(&b.name));
             out.push(TimeSeries {
-                labels: scraped_labels(&name, exposed, instance),
+                labels,
                 samples: Vec::new(),
-                histograms: vec![Histogram {
-                    count_int: h.sample_count,
-                    sum: h.sample_sum.unwrap_or_default(),
-                    schema: h.schema.unwrap_or_default(),
-                    zero_threshold: h.zero_threshold.unwrap_or_default(),
-                    zero_count_int: Some(h.zero_count.unwrap_or_default()),
-                    negative_spans: h.negative_span.iter().map(span).collect(),
-                    negative_deltas: h.negative_delta,
-                    positive_spans: h.positive_span.iter().map(span).collect(),
-                    positive_deltas: h.positive_delta,
-                    reset_hint: 0,
-                    timestamp,
-                }],
+                histograms: vec![native_histogram(n, timestamp)],
             });
         }
     }
     out
 }
 
-/// The request of one push; `native`: with the native histograms too.
-pub fn batch(node: &Node, url: &str, instance: &str, native: bool) -> Batch {
-    // One collection for both expositions, so that the classic and native series agree.
-    let collected = served(node);
-    let constant = node.registry.const_labels();
-    let timestamp = unix_millis();
-    let text = text::render(&collected, Format::Text, &[], &constant, 0);
-    let mut timeseries = series(&text, instance, timestamp);
-    if native {
-        let protobuf = exposition_pb::render(&collected, &[], &constant);
-        timeseries.extend(native_series(&protobuf, instance, timestamp));
-    }
-    let samples = timeseries.len() as u64;
-    let proto = WriteRequest { timeseries }.encode_to_vec();
+/// A request carrying the `WriteRequest` encoded in `proto`, of `samples` series.
+fn request(url: &str, proto: &[u8], samples: u64) -> Batch {
     // Compressing a Vec in memory cannot fail but for sizes over 4 GiB, which a scrape never reaches.
-    let body = snap::raw::Encoder::new().compress_vec(&proto).unwrap_or_default();
+    let body = snap::raw::Encoder::new().compress_vec(proto).unwrap_or_default();
     Batch {
         url: url.to_string(),
         method: "POST",
@@ -236,39 +248,112 @@ pub fn batch(node: &Node, url: &str, instance: &str, native: bool) -> Batch {
         ],
         body,
         samples,
+        without_native: None,
     }
+}
+
+/// The request of one push. `native`: with the native histograms too; `fallback`: able to send the same
+/// collection again without them (`Batch::without_native`).
+pub fn batch(node: &Node, url: &str, instance: &str, native: bool, fallback: bool) -> Batch {
+    // One collection for both, so that the classic and native series agree.
+    let constant = node.registry.const_labels();
+    batch_of(&served(node), &constant, url, instance, native, fallback)
+}
+
+fn batch_of(
+    collected: &Collected,
+    constant: &[(String, String)],
+    url: &str,
+    instance: &str,
+    native: bool,
+    fallback: bool,
+) -> Batch {
+    let timestamp = unix_millis();
+    let classic = classic_series(collected, constant, instance, timestamp);
+    let natives = if native {
+        native_series(collected, constant, instance, timestamp)
+    } else {
+        Vec::new()
+    };
+    let classic_samples = classic.len() as u64;
+    let classic = WriteRequest { timeseries: classic }.encode_to_vec();
+    if natives.is_empty() {
+        return request(url, &classic, classic_samples);
+    }
+    let samples = classic_samples + natives.len() as u64;
+    // A repeated field's encodings concatenate: the classic part is encoded once, for both requests.
+    let both = [
+        classic.as_slice(),
+        &WriteRequest { timeseries: natives }.encode_to_vec(),
+    ]
+    .concat();
+    let mut batch = request(url, &both, samples);
+    if fallback {
+        let url = url.to_string();
+        batch.without_native = Some(Box::new(move || request(&url, &classic, classic_samples)));
+    }
+    batch
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exposition::{text, Format};
+    use crate::metrics::{Desc, NativeConfig, SeriesData};
 
     fn labels(ts: &TimeSeries) -> Vec<(&str, &str)> {
         ts.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect()
     }
 
-    #[test]
-    fn lines() {
-        assert_eq!(parse_line("up 1.0"), Some(("up".into(), vec![], 1.0)));
-        let (name, labels, value) = parse_line(r#"x_bucket{a="q\"u\\o\nte",le="+Inf"} 3"#).unwrap();
-        assert_eq!((name.as_str(), value), ("x_bucket", 3.0));
-        assert_eq!(
-            labels,
-            vec![("a".into(), "q\"u\\o\nte".into()), ("le".into(), "+Inf".into())]
-        );
-        assert_eq!(
-            parse_line(r#"g{a="},{"} -Inf"#).unwrap().1,
-            vec![("a".into(), "},{".into())]
-        );
-        assert!(parse_line("g NaN").unwrap().2.is_nan());
-        assert_eq!(parse_line(r#"g{} 2.5e-7"#).unwrap().2, 2.5e-7);
-        assert_eq!(parse_line(r#"g{a="unterminated} 1"#), None);
+    fn decode(batch: &Batch) -> WriteRequest {
+        let proto = snap::raw::Decoder::new().decompress_vec(&batch.body).unwrap();
+        WriteRequest::decode(&proto[..]).unwrap()
+    }
+
+    /// A histogram with native buckets (`h`, labelled `job="mine"`), and a classic-only one (`c`).
+    fn histograms() -> Collected {
+        let native_desc = Desc::new("h", "x", Kind::Histogram([0.1, 1.0].into()), vec!["job".into()])
+            .unwrap()
+            .with_native(NativeConfig::default());
+        let mut native = NativeSnapshot::empty(&NativeConfig::default());
+        native.positive = [(-27, 1), (-26, 2), (0, 3)].into_iter().collect();
+        native.zero_count = 1;
+        (native.count, native.sum) = (7, 1.5);
+        let value = |native: Option<Box<NativeSnapshot>>| ValueData::Histogram {
+            counts: vec![3, 3, 1],
+            sum: 1.5,
+            native,
+        };
+        let classic = Desc::new("c", "x", Kind::Histogram([0.1, 1.0].into()), vec![]).unwrap();
+        vec![
+            (
+                native_desc,
+                vec![SeriesData {
+                    labels: vec!["mine".into()],
+                    value: value(Some(Box::new(native))),
+                }],
+            ),
+            (
+                classic,
+                vec![SeriesData {
+                    labels: vec![],
+                    value: value(None),
+                }],
+            ),
+        ]
     }
 
     #[test]
     fn series_carry_job_instance_and_sorted_labels() {
-        let text = "# HELP c_total help\n# TYPE c_total counter\nc_total{method=\"GET\",job=\"mine\"} 5.0\n";
-        let ts = series(text, "host:9646", 1234);
+        let desc = Desc::new("c", "help", Kind::Counter, vec!["method".into(), "job".into()]).unwrap();
+        let series = vec![SeriesData {
+            labels: vec!["GET".into(), "mine".into()],
+            value: ValueData::Scalar {
+                value: 5.0,
+                updated: 0.0,
+            },
+        }];
+        let ts = classic_series(&vec![(desc, series)], &[], "host:9646", 1234);
         assert_eq!(ts.len(), 1);
         assert_eq!(
             labels(&ts[0]),
@@ -290,41 +375,28 @@ mod tests {
     }
 
     #[test]
-    fn native_buckets_become_a_histogram_sample_under_the_base_name() {
-        use crate::metrics::{Desc, Kind, NativeConfig, NativeSnapshot, SeriesData, ValueData};
-        let native_desc = |name: &str| {
-            Desc::new(name, "x", Kind::Histogram([0.1, 1.0].into()), vec!["job".into()])
-                .unwrap()
-                .with_native(NativeConfig::default())
-        };
-        let mut native = NativeSnapshot::empty(&NativeConfig::default());
-        native.positive = [(-27, 1), (-26, 2), (0, 3)].into_iter().collect();
-        native.zero_count = 1;
-        (native.count, native.sum) = (7, 1.5);
-        let value = |native: Option<Box<NativeSnapshot>>| ValueData::Histogram {
-            counts: vec![3, 3, 1],
-            sum: 1.5,
-            native,
-        };
-        let classic = Desc::new("c", "x", Kind::Histogram([0.1, 1.0].into()), vec![]).unwrap();
-        let collected = vec![
-            (
-                native_desc("h"),
-                vec![SeriesData {
-                    labels: vec!["mine".into()],
-                    value: value(Some(Box::new(native))),
-                }],
-            ),
-            (
-                classic,
-                vec![SeriesData {
-                    labels: vec![],
-                    value: value(None),
-                }],
-            ),
-        ];
+    fn the_classic_series_are_the_text_exposition_samples() {
+        let collected = histograms();
         let run = [("run".to_string(), "r1".to_string())];
-        let ts = native_series(&exposition_pb::render(&collected, &[], &run), "host:1", 99);
+        let text = text::render(&collected, Format::Text, &[], &run, 0);
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        let ts = classic_series(&collected, &run, "host:1", 1);
+        assert_eq!(ts.len(), lines.len());
+        for (series, line) in ts.iter().zip(&lines) {
+            let name = labels(series).iter().find(|(n, _)| *n == "__name__").unwrap().1;
+            assert!(line.starts_with(&format!("{name}{{run=\"r1\"")), "{line}");
+            if let Some(&(_, le)) = labels(series).iter().find(|(n, _)| *n == "le") {
+                assert!(line.contains(&format!("le=\"{le}\"")), "{line}");
+            }
+            let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+            assert_eq!(series.samples[0].value, value, "{line}");
+        }
+    }
+
+    #[test]
+    fn native_buckets_become_a_histogram_sample_under_the_base_name() {
+        let run = [("run".to_string(), "r1".to_string())];
+        let ts = native_series(&histograms(), &run, "host:1", 99);
         assert_eq!(ts.len(), 1, "only the histogram with native buckets");
         assert_eq!(
             labels(&ts[0]),
@@ -351,10 +423,37 @@ mod tests {
     }
 
     #[test]
+    fn the_fallback_resends_the_same_collection_without_the_native_series() {
+        let collected = histograms();
+        let mut both = batch_of(&collected, &[], "http://x/api/v1/write", "h:1", true, true);
+        let sent = decode(&both);
+        assert_eq!(sent.timeseries.len() as u64, both.samples);
+        let natives: Vec<_> = sent.timeseries.iter().filter(|t| !t.histograms.is_empty()).collect();
+        assert_eq!(natives.len(), 1);
+        let classic = (both.without_native.take().unwrap())();
+        let resent = decode(&classic);
+        assert_eq!(resent.timeseries.len() as u64, classic.samples);
+        assert!(resent.timeseries.iter().all(|t| t.histograms.is_empty()));
+        // The very series first sent, the native one aside.
+        let first: Vec<_> = sent
+            .timeseries
+            .into_iter()
+            .filter(|t| t.histograms.is_empty())
+            .collect();
+        assert_eq!(resent.timeseries, first);
+        assert!(classic.without_native.is_none());
+
+        let classic_only = batch_of(&collected, &[], "http://x/api/v1/write", "h:1", false, true);
+        assert!(decode(&classic_only).timeseries.iter().all(|t| t.histograms.is_empty()));
+        assert!(classic_only.without_native.is_none());
+        assert!(batch_of(&collected, &[], "http://x", "h:1", true, false)
+            .without_native
+            .is_none());
+    }
+
+    #[test]
     fn the_request_round_trips_through_snappy_and_protobuf() {
-        let b = batch(&Node::default(), "http://127.0.0.1:1/api/v1/write", "h:1", true);
-        let proto = snap::raw::Decoder::new().decompress_vec(&b.body).unwrap();
-        let request = WriteRequest::decode(&proto[..]).unwrap();
-        assert_eq!(request.timeseries.len() as u64, b.samples);
+        let b = batch(&Node::default(), "http://127.0.0.1:1/api/v1/write", "h:1", true, true);
+        assert_eq!(decode(&b).timeseries.len() as u64, b.samples);
     }
 }

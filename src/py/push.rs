@@ -6,10 +6,10 @@ use pyo3::prelude::*;
 
 use super::registry::CollectorRegistry;
 use crate::errors::{no_panic, ExporterError};
-use crate::push::{Auth, Protocol, PushConfig, Pusher};
+use crate::push::{Auth, Histograms, Protocol, PushConfig, Pusher};
 
-/// Pushes `registry`'s metrics from a native thread (`protocol`: `"remote_write"`, `"remote_write_classic"`
-/// (without the native histograms) or `"pushgateway"`).
+/// Pushes `registry`'s metrics from a native thread (`protocol`: `"remote_write"` or `"pushgateway"`);
+/// `histograms` (remote write): `"auto"`, `"native"` or `"classic"` (`push::Histograms`).
 /// `ValueError` for a malformed URL or header, an unreadable CA file, or a bad interval.
 #[pyclass(frozen, name = "Pusher", module = "locust_prometheus_exporter._native")]
 pub struct PyPusher {
@@ -19,7 +19,7 @@ pub struct PyPusher {
 #[pymethods]
 impl PyPusher {
     #[new]
-    #[pyo3(signature = (registry, protocol, url, interval, instance, *, username=None, password=None, bearer_token=None, ca_file=None, headers=Vec::new()))]
+    #[pyo3(signature = (registry, protocol, url, interval, instance, *, username=None, password=None, bearer_token=None, ca_file=None, headers=Vec::new(), histograms="auto"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         registry: &Bound<'_, CollectorRegistry>,
@@ -32,12 +32,19 @@ impl PyPusher {
         bearer_token: Option<String>,
         ca_file: Option<String>,
         headers: Vec<(String, String)>,
+        histograms: &str,
     ) -> PyResult<Self> {
+        let bad = |what: &str, value: &str| ExporterError::InvalidPushConfig(format!("unknown {what} {value:?}"));
+        let histograms = match histograms {
+            "auto" => Histograms::Auto,
+            "native" => Histograms::Native,
+            "classic" => Histograms::Classic,
+            other => return Err(bad("remote write histograms", other).into()),
+        };
         let protocol = match protocol {
-            "remote_write" => Protocol::RemoteWrite { native: true },
-            "remote_write_classic" => Protocol::RemoteWrite { native: false },
+            "remote_write" => Protocol::RemoteWrite { histograms },
             "pushgateway" => Protocol::Pushgateway,
-            other => return Err(ExporterError::InvalidPushConfig(format!("unknown push protocol {other:?}")).into()),
+            other => return Err(bad("push protocol", other).into()),
         };
         let interval = Duration::try_from_secs_f64(interval)
             .ok()
@@ -93,10 +100,10 @@ impl PyPusher {
         self.inner.take_messages()
     }
 
-    /// `(pushes sent, attempts failed, samples dropped)`.
-    fn stats(&self) -> (u64, u64, u64) {
+    /// `(pushes sent, attempts failed, samples dropped, batches lost)`.
+    fn stats(&self) -> (u64, u64, u64, u64) {
         let s = self.inner.stats();
-        (s.sent, s.failed, s.dropped_samples)
+        (s.sent, s.failed, s.dropped_samples, s.batches.saturating_sub(s.sent))
     }
 
     fn stop(&self) {
