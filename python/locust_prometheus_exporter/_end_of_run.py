@@ -209,7 +209,8 @@ class EndOfRun:
 
 
 def _remote_write_histograms(environment: Environment) -> str:
-    """--prometheus-remote-write-histograms, or ``classic`` for the deprecated --prometheus-remote-write-classic-only."""
+    """--prometheus-remote-write-histograms (``auto`` by default), or ``classic`` for the deprecated
+    --prometheus-remote-write-classic-only."""
     chosen: str | None = _options.option(environment, "remote-write-histograms")
     if _options.option(environment, "remote-write-classic-only"):
         logger.warning(

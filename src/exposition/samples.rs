@@ -106,11 +106,13 @@ pub fn family(desc: &Desc, series: &[SeriesData], constant: &[(String, String)],
 mod tests {
     use super::*;
 
+    type Labels = Vec<(String, String)>;
+
     /// Every sample as `(labels, suffix, le, value)`.
     #[derive(Default)]
     struct Flat {
-        labels: Vec<(String, String)>,
-        samples: Vec<(Vec<(String, String)>, String, Option<String>, f64)>,
+        labels: Labels,
+        samples: Vec<(Labels, String, Option<String>, f64)>,
     }
 
     impl Sink for Flat {
