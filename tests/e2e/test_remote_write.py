@@ -79,26 +79,31 @@ def test_native_histograms_arrive_where_the_feature_is_on(run_locust, scraping_p
 
 def test_a_refusal_of_native_histograms_is_never_resent_in_native_form(run_locust, recorder):
     """A receiver that answers every request 500 "native histograms are disabled": by default it gets one batch in
-    native form, then classic-only ones, none retried; with `native` every batch is native and none is sent twice.
-    Nothing reached it either way: Locust exits 1, with one line naming it and the batches lost."""
-    for mode, natives in (("auto", 1), ("native", None)):
+    native form, then classic-only ones, none retried; with `native` every batch is native and none is sent twice;
+    the deprecated classic-only flag sends none. Nothing reached it each time: Locust exits 1, with one line naming
+    it and the batches lost."""
+    auto = ("--prometheus-remote-write-histograms", "auto")
+    native = ("--prometheus-remote-write-histograms", "native")
+    deprecated = ("--prometheus-remote-write-classic-only",)
+    for option, natives in ((auto, 1), (native, None), (deprecated, 0)):
         receiver = recorder([], then=(500, NATIVE_OFF))
         url = f"{receiver.url}/api/v1/write"
-        extra = ("--prometheus-push-interval", "1", "--prometheus-linger", "5",
-                 "--prometheus-remote-write-histograms", mode)  # fmt: skip
+        extra = ("--prometheus-push-interval", "1", "--prometheus-linger", "5", *option)
         locust = run(run_locust, url, 4, extra=extra)
         assert locust.finish(timeout=60) == [1], locust.output()
         out = locust.output()
-        native = [body for body in receiver.bodies if has_native_histograms(body)]
-        assert len(native) == len(set(native)), "a batch was sent twice in native form"
-        if natives is not None:
-            assert len(native) == natives and len(receiver.bodies) > natives, out
+        sent_native = [body for body in receiver.bodies if has_native_histograms(body)]
+        assert len(sent_native) == len(set(sent_native)), "a batch was sent twice in native form"
+        if natives is None:
+            assert sent_native and len(sent_native) == len(receiver.bodies), out
         else:
-            assert native and len(native) == len(receiver.bodies), out
+            assert len(sent_native) == natives and len(receiver.bodies) > natives, out
         [(target, lost)] = nothing_reached(out)
-        assert target == f"remote write to {url}" and lost == len(set(receiver.bodies)) - (mode == "auto"), out
+        # Each batch once, but the first one of `auto`, resent classic-only.
+        assert target == f"remote write to {url}" and lost == len(set(receiver.bodies)) - (option == auto), out
         assert "did not end within --prometheus-linger" not in out  # refusals are not retried
-        assert len(FALLBACK.findall(out)) == (mode == "auto"), out
+        assert len(FALLBACK.findall(out)) == (option == auto), out
+        assert ("--prometheus-remote-write-classic-only is deprecated" in out) == (option == deprecated), out
 
 
 def test_a_receiver_that_accepts_nothing_makes_locust_exit_1(run_locust, recorder):
