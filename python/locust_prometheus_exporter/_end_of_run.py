@@ -103,10 +103,10 @@ class EndOfRun:
             url = _options.option(environment, option)
             if not url:
                 continue
-            given = _credentials(option)
-            if option == "remote_write":
-                given["histograms"] = _remote_write_histograms(environment)
             try:
+                given = _credentials(option)
+                if option == "remote_write":
+                    given["histograms"] = _remote_write_histograms(environment)
                 pusher = _native.Pusher(self._recorder.registry, protocol, url, self._push_interval, instance, **given)
             except ValueError as e:
                 _options.fail(f"--prometheus-{option.replace('_', '-')}: {e}")
