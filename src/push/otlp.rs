@@ -1,0 +1,245 @@
+//! OTLP/HTTP with protobuf: a scrape's families as an `ExportMetricsServiceRequest`, gzip-compressed,
+//! `POST`ed to `{endpoint}/v1/metrics`, in cumulative temporality.
+//!
+//! Names and units are chosen so that Prometheus's default OTLP translation (`UnderscoreEscapingWithSuffixes`:
+//! the unit's suffix, then `_total` for a monotonic sum) gives back the names `/metrics` serves; labels
+//! (the constant ones first, as a scrape has them) become each point's attributes. A histogram with native
+//! buckets goes as an `ExponentialHistogram` taken bucket for bucket from the same native data a scrape
+//! serves, unless explicit bounds are asked for; one without them as a `Histogram` with explicit bounds.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use prost::Message;
+
+use super::otlp_proto::{
+    AnyValue, Buckets, Data, ExponentialHistogram, ExponentialHistogramDataPoint, ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse, Gauge, Histogram, HistogramDataPoint, InstrumentationScope, KeyValue, Metric,
+    NumberDataPoint, Resource, ResourceMetrics, ScopeMetrics, Sum, CUMULATIVE,
+};
+use super::Batch;
+use crate::exposition::{family_label_names, served_families};
+use crate::metrics::{Desc, Kind, NativeSnapshot, Registry, SeriesData, ValueData};
+
+/// The units whose Prometheus suffix a served name may end with: (suffix, UCUM unit).
+const UNITS: [(&str, &str); 2] = [("_seconds", "s"), ("_bytes", "By")];
+
+/// The name Prometheus's default OTLP translation gives a metric named `name` in `unit` (one of `UNITS`'
+/// or none), a monotonic sum when `monotonic`: the name split into tokens at every character other than
+/// `[a-zA-Z0-9:]`, the unit's word added unless a token already is it, every `total` token moved to the end
+/// of a monotonic sum, joined by `_`, and `_` put before a leading digit (prometheus/otlptranslator).
+pub fn prometheus_name(name: &str, unit: &str, monotonic: bool) -> String {
+    let mut tokens: Vec<&str> = name
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == ':'))
+        .filter(|t| !t.is_empty())
+        .collect();
+    if let Some((suffix, _)) = UNITS.iter().find(|(_, u)| *u == unit) {
+        let word = &suffix[1..];
+        if !tokens.contains(&word) {
+            tokens.push(word);
+        }
+    }
+    if monotonic {
+        tokens.retain(|t| *t != "total");
+        tokens.push("total");
+    }
+    let joined = tokens.join("_");
+    if joined.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("_{joined}")
+    } else {
+        joined
+    }
+}
+
+/// The OTLP name and unit of a family: its base name less a unit suffix, given as the unit instead, when
+/// the translation gives back the served name; else the base name without a unit.
+pub fn name_and_unit(desc: &Desc) -> (String, &'static str) {
+    let monotonic = desc.kind == Kind::Counter;
+    let served = if monotonic {
+        format!("{}_total", desc.name)
+    } else {
+        desc.name.clone()
+    };
+    UNITS
+        .iter()
+        .filter_map(|(suffix, unit)| Some((desc.name.strip_suffix(suffix)?, *unit)))
+        .find(|(stem, unit)| prometheus_name(stem, unit, monotonic) == served)
+        .map_or_else(|| (desc.name.clone(), ""), |(stem, unit)| (stem.to_string(), unit))
+}
+
+fn attribute(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            string_value: Some(value.to_string()),
+        }),
+    }
+}
+
+/// The buckets of the native keys in `keys` (a key `k` holds `(2^((k-1)·2^-s), 2^(k·2^-s)]`: OTLP's
+/// index `k - 1`), with the empty ones between them counted as zero.
+fn exponential_buckets(keys: &BTreeMap<i32, u64>) -> Option<Buckets> {
+    let (first, last) = (*keys.first_key_value()?.0, *keys.last_key_value()?.0);
+    let mut bucket_counts = vec![0; (last - first) as usize + 1];
+    for (key, n) in keys {
+        bucket_counts[(key - first) as usize] = *n;
+    }
+    Some(Buckets {
+        offset: first - 1,
+        bucket_counts,
+    })
+}
+
+fn exponential_point(n: &NativeSnapshot, attributes: Vec<KeyValue>, times: (u64, u64)) -> ExponentialHistogramDataPoint {
+    ExponentialHistogramDataPoint {
+        attributes,
+        start_time_unix_nano: times.0,
+        time_unix_nano: times.1,
+        count: n.count,
+        sum: Some(n.sum),
+        scale: n.schema,
+        zero_count: n.zero_count,
+        positive: exponential_buckets(&n.positive),
+        negative: exponential_buckets(&n.negative),
+        zero_threshold: n.zero_threshold,
+    }
+}
+
+/// One family as a metric; `native`: histograms with native buckets as exponential ones.
+fn metric(desc: &Desc, series: &[SeriesData], constant: &[(String, String)], native: bool, times: (u64, u64)) -> Metric {
+    let label_names = family_label_names(desc, series);
+    let attributes = |s: &SeriesData| -> Vec<KeyValue> {
+        let own = label_names.iter().zip(&s.labels);
+        constant.iter().map(|(n, v)| (n, v)).chain(own).map(|(n, v)| attribute(n, v)).collect()
+    };
+    let number = |s: &SeriesData| match s.value {
+        ValueData::Scalar { value, .. } => Some(NumberDataPoint {
+            attributes: attributes(s),
+            start_time_unix_nano: times.0,
+            time_unix_nano: times.1,
+            as_double: Some(value),
+        }),
+        ValueData::Histogram { .. } => None,
+    };
+    let data = match &desc.kind {
+        Kind::Counter => Data::Sum(Sum {
+            data_points: series.iter().filter_map(number).collect(),
+            aggregation_temporality: CUMULATIVE,
+            is_monotonic: true,
+        }),
+        Kind::Gauge(_) => Data::Gauge(Gauge {
+            data_points: series.iter().filter_map(number).collect(),
+        }),
+        Kind::Histogram(_) if native && desc.native.is_some() => Data::ExponentialHistogram(ExponentialHistogram {
+            data_points: series
+                .iter()
+                .filter_map(|s| match &s.value {
+                    ValueData::Histogram { native: Some(n), .. } => Some(exponential_point(n, attributes(s), times)),
+                    _ => None,
+                })
+                .collect(),
+            aggregation_temporality: CUMULATIVE,
+        }),
+        Kind::Histogram(bounds) => Data::Histogram(Histogram {
+            data_points: series
+                .iter()
+                .filter_map(|s| match &s.value {
+                    ValueData::Histogram { counts, sum, .. } if counts.len() == bounds.len() + 1 => {
+                        Some(HistogramDataPoint {
+                            attributes: attributes(s),
+                            start_time_unix_nano: times.0,
+                            time_unix_nano: times.1,
+                            count: counts.iter().sum(),
+                            sum: Some(*sum),
+                            bucket_counts: counts.clone(),
+                            explicit_bounds: bounds.to_vec(),
+                        })
+                    }
+                    _ => None,
+                })
+                .collect(),
+            aggregation_temporality: CUMULATIVE,
+        }),
+    };
+    let (name, unit) = name_and_unit(desc);
+    Metric {
+        name,
+        description: desc.help.clone(),
+        unit: unit.to_string(),
+        data: Some(data),
+    }
+}
+
+fn points(metric: &Metric) -> usize {
+    match &metric.data {
+        Some(Data::Gauge(g)) => g.data_points.len(),
+        Some(Data::Sum(s)) => s.data_points.len(),
+        Some(Data::Histogram(h)) => h.data_points.len(),
+        Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
+        None => 0,
+    }
+}
+
+pub fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The request of one push: every served family under one resource (`resource`'s attributes) and scope.
+/// `start`: when the cumulative values began (Unix ns); `native`: with exponential histograms.
+pub fn request(registry: &Registry, resource: &[(String, String)], start: u64, native: bool) -> ExportMetricsServiceRequest {
+    let collected = served_families(registry);
+    let constant = registry.const_labels();
+    let times = (start, now_nanos());
+    let metrics = collected
+        .iter()
+        .filter(|(_, series)| !series.is_empty())
+        .map(|(desc, series)| metric(desc, series, &constant, native, times))
+        .collect();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: resource.iter().map(|(k, v)| attribute(k, v)).collect(),
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(InstrumentationScope {
+                    name: "locust_prometheus_exporter".to_string(),
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                }),
+                metrics,
+            }],
+        }],
+    }
+}
+
+/// The request of one push, encoded and gzip-compressed.
+pub fn batch(registry: &Registry, url: &str, resource: &[(String, String)], start: u64, native: bool) -> Batch {
+    let request = request(registry, resource, start, native);
+    let samples = request.resource_metrics[0].scope_metrics[0].metrics.iter().map(points).sum::<usize>() as u64;
+    let mut gzip = GzEncoder::new(Vec::new(), Compression::fast());
+    // Writing into a Vec cannot fail.
+    let _ = gzip.write_all(&request.encode_to_vec());
+    Batch {
+        url: url.to_string(),
+        method: "POST",
+        headers: vec![
+            ("Content-Type", "application/x-protobuf".to_string()),
+            ("Content-Encoding", "gzip".to_string()),
+        ],
+        body: gzip.finish().unwrap_or_default(),
+        samples,
+        native,
+    }
+}
+
+/// The points a successful answer says were rejected, and why (`partial_success`), if any.
+pub fn partial_success(body: &[u8]) -> Option<(u64, String)> {
+    let partial = ExportMetricsServiceResponse::decode(body).ok()?.partial_success?;
+    let rejected = u64::try_from(partial.rejected_data_points).unwrap_or(0);
+    (rejected > 0 || !partial.error_message.is_empty()).then_some((rejected, partial.error_message))
+}
