@@ -16,9 +16,10 @@ use flate2::Compression;
 use prost::Message;
 
 use super::otlp_proto::{
-    AnyValue, Buckets, Data, ExponentialHistogram, ExponentialHistogramDataPoint, ExportMetricsServiceRequest,
-    ExportMetricsServiceResponse, Gauge, Histogram, HistogramDataPoint, InstrumentationScope, KeyValue, Metric,
-    NumberDataPoint, Resource, ResourceMetrics, ScopeMetrics, Sum, CUMULATIVE,
+    AnyValue, Buckets, Data, ExponentialHistogram, ExponentialHistogramDataPoint,
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse, Gauge, Histogram,
+    HistogramDataPoint, InstrumentationScope, KeyValue, Metric, NumberDataPoint, Resource,
+    ResourceMetrics, ScopeMetrics, Sum, CUMULATIVE,
 };
 use super::Batch;
 use crate::exposition::{family_label_names, served_families};
@@ -67,7 +68,10 @@ pub fn name_and_unit(desc: &Desc) -> (String, &'static str) {
         .iter()
         .filter_map(|(suffix, unit)| Some((desc.name.strip_suffix(suffix)?, *unit)))
         .find(|(stem, unit)| prometheus_name(stem, unit, monotonic) == served)
-        .map_or_else(|| (desc.name.clone(), ""), |(stem, unit)| (stem.to_string(), unit))
+        .map_or_else(
+            || (desc.name.clone(), ""),
+            |(stem, unit)| (stem.to_string(), unit),
+        )
 }
 
 fn attribute(key: &str, value: &str) -> KeyValue {
@@ -93,7 +97,11 @@ fn exponential_buckets(keys: &BTreeMap<i32, u64>) -> Option<Buckets> {
     })
 }
 
-fn exponential_point(n: &NativeSnapshot, attributes: Vec<KeyValue>, times: (u64, u64)) -> ExponentialHistogramDataPoint {
+fn exponential_point(
+    n: &NativeSnapshot,
+    attributes: Vec<KeyValue>,
+    times: (u64, u64),
+) -> ExponentialHistogramDataPoint {
     ExponentialHistogramDataPoint {
         attributes,
         start_time_unix_nano: times.0,
@@ -109,11 +117,22 @@ fn exponential_point(n: &NativeSnapshot, attributes: Vec<KeyValue>, times: (u64,
 }
 
 /// One family as a metric; `native`: histograms with native buckets as exponential ones.
-fn metric(desc: &Desc, series: &[SeriesData], constant: &[(String, String)], native: bool, times: (u64, u64)) -> Metric {
+fn metric(
+    desc: &Desc,
+    series: &[SeriesData],
+    constant: &[(String, String)],
+    native: bool,
+    times: (u64, u64),
+) -> Metric {
     let label_names = family_label_names(desc, series);
     let attributes = |s: &SeriesData| -> Vec<KeyValue> {
         let own = label_names.iter().zip(&s.labels);
-        constant.iter().map(|(n, v)| (n, v)).chain(own).map(|(n, v)| attribute(n, v)).collect()
+        constant
+            .iter()
+            .map(|(n, v)| (n, v))
+            .chain(own)
+            .map(|(n, v)| attribute(n, v))
+            .collect()
     };
     let number = |s: &SeriesData| match s.value {
         ValueData::Scalar { value, .. } => Some(NumberDataPoint {
@@ -133,21 +152,27 @@ fn metric(desc: &Desc, series: &[SeriesData], constant: &[(String, String)], nat
         Kind::Gauge(_) => Data::Gauge(Gauge {
             data_points: series.iter().filter_map(number).collect(),
         }),
-        Kind::Histogram(_) if native && desc.native.is_some() => Data::ExponentialHistogram(ExponentialHistogram {
-            data_points: series
-                .iter()
-                .filter_map(|s| match &s.value {
-                    ValueData::Histogram { native: Some(n), .. } => Some(exponential_point(n, attributes(s), times)),
-                    _ => None,
-                })
-                .collect(),
-            aggregation_temporality: CUMULATIVE,
-        }),
+        Kind::Histogram(_) if native && desc.native.is_some() => {
+            Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: series
+                    .iter()
+                    .filter_map(|s| match &s.value {
+                        ValueData::Histogram {
+                            native: Some(n), ..
+                        } => Some(exponential_point(n, attributes(s), times)),
+                        _ => None,
+                    })
+                    .collect(),
+                aggregation_temporality: CUMULATIVE,
+            })
+        }
         Kind::Histogram(bounds) => Data::Histogram(Histogram {
             data_points: series
                 .iter()
                 .filter_map(|s| match &s.value {
-                    ValueData::Histogram { counts, sum, .. } if counts.len() == bounds.len() + 1 => {
+                    ValueData::Histogram { counts, sum, .. }
+                        if counts.len() == bounds.len() + 1 =>
+                    {
                         Some(HistogramDataPoint {
                             attributes: attributes(s),
                             start_time_unix_nano: times.0,
@@ -192,7 +217,12 @@ pub fn now_nanos() -> u64 {
 
 /// The request of one push: every served family under one resource (`resource`'s attributes) and scope.
 /// `start`: when the cumulative values began (Unix ns); `native`: with exponential histograms.
-pub fn request(registry: &Registry, resource: &[(String, String)], start: u64, native: bool) -> ExportMetricsServiceRequest {
+pub fn request(
+    registry: &Registry,
+    resource: &[(String, String)],
+    start: u64,
+    native: bool,
+) -> ExportMetricsServiceRequest {
     let collected = served_families(registry);
     let constant = registry.const_labels();
     let times = (start, now_nanos());
@@ -218,9 +248,19 @@ pub fn request(registry: &Registry, resource: &[(String, String)], start: u64, n
 }
 
 /// The request of one push, encoded and gzip-compressed.
-pub fn batch(registry: &Registry, url: &str, resource: &[(String, String)], start: u64, native: bool) -> Batch {
+pub fn batch(
+    registry: &Registry,
+    url: &str,
+    resource: &[(String, String)],
+    start: u64,
+    native: bool,
+) -> Batch {
     let request = request(registry, resource, start, native);
-    let samples = request.resource_metrics[0].scope_metrics[0].metrics.iter().map(points).sum::<usize>() as u64;
+    let samples = request.resource_metrics[0].scope_metrics[0]
+        .metrics
+        .iter()
+        .map(points)
+        .sum::<usize>() as u64;
     let mut gzip = GzEncoder::new(Vec::new(), Compression::fast());
     // Writing into a Vec cannot fail.
     let _ = gzip.write_all(&request.encode_to_vec());
@@ -239,7 +279,192 @@ pub fn batch(registry: &Registry, url: &str, resource: &[(String, String)], star
 
 /// The points a successful answer says were rejected, and why (`partial_success`), if any.
 pub fn partial_success(body: &[u8]) -> Option<(u64, String)> {
-    let partial = ExportMetricsServiceResponse::decode(body).ok()?.partial_success?;
+    let partial = ExportMetricsServiceResponse::decode(body)
+        .ok()?
+        .partial_success?;
     let rejected = u64::try_from(partial.rejected_data_points).unwrap_or(0);
     (rejected > 0 || !partial.error_message.is_empty()).then_some((rejected, partial.error_message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{GaugeMode, NativeConfig};
+
+    fn desc(name: &str, kind: Kind) -> Desc {
+        Desc::new(name, "help", kind, vec!["method".into()]).unwrap()
+    }
+
+    #[test]
+    fn names_translate_back_to_the_served_ones() {
+        let histogram = || Kind::Histogram([0.1, 1.0].into());
+        for (name, kind, otlp, unit) in [
+            ("locust_requests", Kind::Counter, "locust_requests", ""),
+            (
+                "locust_request_length_bytes",
+                Kind::Counter,
+                "locust_request_length",
+                "By",
+            ),
+            ("process_cpu_seconds", Kind::Counter, "process_cpu", "s"),
+            (
+                "locust_request_duration_seconds",
+                histogram(),
+                "locust_request_duration",
+                "s",
+            ),
+            (
+                "locust_memory_usage_bytes",
+                Kind::Gauge(GaugeMode::All),
+                "locust_memory_usage",
+                "By",
+            ),
+            (
+                "locust_cpu_usage_percent",
+                Kind::Gauge(GaugeMode::All),
+                "locust_cpu_usage_percent",
+                "",
+            ),
+            (
+                "locust_users_running",
+                Kind::Gauge(GaugeMode::Sum),
+                "locust_users_running",
+                "",
+            ),
+            ("busy_response_bytes", histogram(), "busy_response", "By"),
+            // The translation cannot give these back with a unit: sent as they are.
+            ("x_seconds_seconds", histogram(), "x_seconds_seconds", ""),
+            (
+                "a_bytes_total_bytes",
+                Kind::Counter,
+                "a_bytes_total_bytes",
+                "",
+            ),
+        ] {
+            let d = desc(name, kind);
+            assert_eq!(name_and_unit(&d), (otlp.to_string(), unit), "{name}");
+        }
+        assert_eq!(
+            prometheus_name("http.server.duration", "s", false),
+            "http_server_duration_seconds"
+        );
+        assert_eq!(prometheus_name("a__b_total_c", "", true), "a_b_c_total");
+        assert_eq!(prometheus_name("9lives", "By", false), "_9lives_bytes");
+        assert_eq!(prometheus_name("x_seconds", "s", false), "x_seconds");
+    }
+
+    #[test]
+    fn native_keys_become_exponential_indexes() {
+        let keys = [(-27, 1), (-26, 2), (0, 3)].into_iter().collect();
+        let buckets = exponential_buckets(&keys).unwrap();
+        assert_eq!(buckets.offset, -28);
+        assert_eq!(buckets.bucket_counts.len(), 28);
+        assert_eq!(&buckets.bucket_counts[..2], &[1, 2]);
+        assert_eq!(buckets.bucket_counts[27], 3);
+        assert_eq!(buckets.bucket_counts.iter().sum::<u64>(), 6);
+        assert_eq!(exponential_buckets(&BTreeMap::new()), None);
+    }
+
+    fn registry() -> Registry {
+        let registry = Registry::default();
+        let native = Desc::new(
+            "h_seconds",
+            "x",
+            Kind::Histogram([0.1, 1.0].into()),
+            vec!["name".into()],
+        )
+        .unwrap()
+        .with_native(NativeConfig::default());
+        let h = registry
+            .register::<crate::metrics::Histogram>(native)
+            .unwrap();
+        let child = h.child(&["/a"]).unwrap();
+        for v in [0.05, 0.5, 0.5, 3.0] {
+            child.observe(v);
+        }
+        registry
+            .set_const_labels(vec![("env".into(), "ci".into())])
+            .unwrap();
+        registry
+    }
+
+    #[test]
+    fn exponential_or_explicit_with_constant_labels_first() {
+        let registry = registry();
+        let resource = [("service.name".to_string(), "locust".to_string())];
+        let find = |request: &ExportMetricsServiceRequest| {
+            let rm = &request.resource_metrics[0];
+            assert_eq!(
+                rm.resource.as_ref().unwrap().attributes,
+                vec![attribute("service.name", "locust")]
+            );
+            let metrics = &rm.scope_metrics[0].metrics;
+            metrics.iter().find(|m| m.name == "h").cloned().unwrap()
+        };
+        let m = find(&request(&registry, &resource, 7, true));
+        assert_eq!(m.unit, "s");
+        let Some(Data::ExponentialHistogram(h)) = m.data else {
+            panic!("{m:?}")
+        };
+        assert_eq!(h.aggregation_temporality, CUMULATIVE);
+        let p = &h.data_points[0];
+        assert_eq!(
+            p.attributes,
+            vec![attribute("env", "ci"), attribute("name", "/a")]
+        );
+        assert_eq!(
+            (
+                p.count,
+                p.sum,
+                p.scale,
+                p.zero_count,
+                p.start_time_unix_nano
+            ),
+            (4, Some(4.05), 3, 0, 7)
+        );
+        assert!(p.time_unix_nano > 7);
+        let positive = p.positive.as_ref().unwrap();
+        assert_eq!(positive.bucket_counts.iter().sum::<u64>(), 4);
+        // OTLP's index i holds (2^(i/8), 2^((i+1)/8)] at scale 3: the smallest value, 0.05, is in the first.
+        let bound = |i: i32| 2f64.powf(f64::from(i) / 8.0);
+        assert!(bound(positive.offset) < 0.05 && 0.05 <= bound(positive.offset + 1));
+        assert_eq!(positive.bucket_counts[0], 1);
+        assert!(bound(positive.offset + positive.bucket_counts.len() as i32 - 1) < 3.0);
+        let m = find(&request(&registry, &resource, 7, false));
+        let Some(Data::Histogram(h)) = m.data else {
+            panic!("{m:?}")
+        };
+        let p = &h.data_points[0];
+        assert_eq!(
+            (p.count, p.bucket_counts.clone(), p.explicit_bounds.clone()),
+            (4, vec![1, 2, 1], vec![0.1, 1.0])
+        );
+    }
+
+    #[test]
+    fn the_body_is_gzipped_protobuf_and_partial_successes_are_read() {
+        let b = batch(&registry(), "http://127.0.0.1:1/v1/metrics", &[], 1, true);
+        assert!(b.native);
+        let mut proto = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&b.body[..]), &mut proto)
+            .unwrap();
+        let request = ExportMetricsServiceRequest::decode(&proto[..]).unwrap();
+        let metrics = &request.resource_metrics[0].scope_metrics[0].metrics;
+        assert_eq!(b.samples, metrics.iter().map(points).sum::<usize>() as u64);
+        assert!(b.samples >= 1);
+
+        let answer = |rejected, message: &str| {
+            ExportMetricsServiceResponse {
+                partial_success: Some(super::super::otlp_proto::ExportMetricsPartialSuccess {
+                    rejected_data_points: rejected,
+                    error_message: message.into(),
+                }),
+            }
+            .encode_to_vec()
+        };
+        assert_eq!(partial_success(&answer(2, "no")), Some((2, "no".into())));
+        assert_eq!(partial_success(&answer(0, "")), None);
+        assert_eq!(partial_success(b""), None);
+        assert_eq!(partial_success(b"\xff\xff"), None);
+    }
 }

@@ -5,14 +5,26 @@
 pub enum Outcome {
     Sent,
     /// Taken, but for `rejected` samples (OTLP's `partial_success`), with the receiver's message.
-    Partial { rejected: u64, message: String },
+    Partial {
+        rejected: u64,
+        message: String,
+    },
     /// Worth retrying (5xx, 429, connection and timeout errors).
-    Retry { kind: String, message: String },
+    Retry {
+        kind: String,
+        message: String,
+    },
     /// Refused for good (other 4xx): the batch is dropped.
-    Refused { kind: String, message: String },
+    Refused {
+        kind: String,
+        message: String,
+    },
     /// The receiver takes no native (OTLP: exponential) histograms, and the batch had some: with `auto`,
     /// it is sent again with classic (explicit) buckets, and so is every later one.
-    HistogramsRefused { kind: String, message: String },
+    HistogramsRefused {
+        kind: String,
+        message: String,
+    },
 }
 
 /// Whether a receiver's message says that it refused native or exponential histograms (Prometheus:
@@ -77,12 +89,26 @@ mod tests {
             (400, "out of order sample", true, "refused"),
             (404, "", false, "refused"),
             (500, "native histograms are disabled", true, "histograms"),
-            (400, "Exponential histograms are not supported", true, "histograms"),
+            (
+                400,
+                "Exponential histograms are not supported",
+                true,
+                "histograms",
+            ),
             // Without native histograms in the batch, the same words are an ordinary refusal.
-            (400, "exponential histograms are not supported", false, "refused"),
+            (
+                400,
+                "exponential histograms are not supported",
+                false,
+                "refused",
+            ),
             (500, "native histograms are disabled", false, "retry"),
         ] {
-            assert_eq!(kind(&classify(status, body, native)), expected, "{status} {body} {native}");
+            assert_eq!(
+                kind(&classify(status, body, native)),
+                expected,
+                "{status} {body} {native}"
+            );
         }
     }
 
@@ -97,6 +123,9 @@ mod tests {
                 message: why
             }
         );
-        assert_eq!(kind(&classify_partial(1, "too old".into(), true)), "partial");
+        assert_eq!(
+            kind(&classify_partial(1, "too old".into(), true)),
+            "partial"
+        );
     }
 }
