@@ -9,21 +9,21 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use prost::Message;
 
+use super::batch::Batch;
 use super::otlp_proto::{
-    AnyValue, Buckets, Data, ExponentialHistogram, ExponentialHistogramDataPoint,
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse, Gauge, Histogram,
-    HistogramDataPoint, InstrumentationScope, KeyValue, Metric, NumberDataPoint, Resource,
-    ResourceMetrics, ScopeMetrics, Sum, CUMULATIVE,
+    AnyValue, Buckets, Data, ExponentialHistogram, ExponentialHistogramDataPoint, ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse, Gauge, Histogram, HistogramDataPoint, InstrumentationScope, KeyValue, Metric,
+    NumberDataPoint, Resource, ResourceMetrics, ScopeMetrics, Sum, CUMULATIVE,
 };
-use super::Batch;
-use crate::exposition::{family_label_names, served_families};
-use crate::metrics::{Desc, Kind, NativeSnapshot, Registry, SeriesData, ValueData};
+use crate::clock::unix_nanos;
+use crate::distributed::Node;
+use crate::exposition::{label_names, served};
+use crate::metrics::{Desc, Kind, NativeSnapshot, SeriesData, ValueData};
 
 /// The units whose Prometheus suffix a served name may end with: (suffix, UCUM unit).
 const UNITS: [(&str, &str); 2] = [("_seconds", "s"), ("_bytes", "By")];
@@ -68,10 +68,7 @@ pub fn name_and_unit(desc: &Desc) -> (String, &'static str) {
         .iter()
         .filter_map(|(suffix, unit)| Some((desc.name.strip_suffix(suffix)?, *unit)))
         .find(|(stem, unit)| prometheus_name(stem, unit, monotonic) == served)
-        .map_or_else(
-            || (desc.name.clone(), ""),
-            |(stem, unit)| (stem.to_string(), unit),
-        )
+        .map_or_else(|| (desc.name.clone(), ""), |(stem, unit)| (stem.to_string(), unit))
 }
 
 fn attribute(key: &str, value: &str) -> KeyValue {
@@ -124,7 +121,7 @@ fn metric(
     native: bool,
     times: (u64, u64),
 ) -> Metric {
-    let label_names = family_label_names(desc, series);
+    let label_names = label_names(desc, series);
     let attributes = |s: &SeriesData| -> Vec<KeyValue> {
         let own = label_names.iter().zip(&s.labels);
         constant
@@ -152,27 +149,21 @@ fn metric(
         Kind::Gauge(_) => Data::Gauge(Gauge {
             data_points: series.iter().filter_map(number).collect(),
         }),
-        Kind::Histogram(_) if native && desc.native.is_some() => {
-            Data::ExponentialHistogram(ExponentialHistogram {
-                data_points: series
-                    .iter()
-                    .filter_map(|s| match &s.value {
-                        ValueData::Histogram {
-                            native: Some(n), ..
-                        } => Some(exponential_point(n, attributes(s), times)),
-                        _ => None,
-                    })
-                    .collect(),
-                aggregation_temporality: CUMULATIVE,
-            })
-        }
+        Kind::Histogram(_) if native && desc.native.is_some() => Data::ExponentialHistogram(ExponentialHistogram {
+            data_points: series
+                .iter()
+                .filter_map(|s| match &s.value {
+                    ValueData::Histogram { native: Some(n), .. } => Some(exponential_point(n, attributes(s), times)),
+                    _ => None,
+                })
+                .collect(),
+            aggregation_temporality: CUMULATIVE,
+        }),
         Kind::Histogram(bounds) => Data::Histogram(Histogram {
             data_points: series
                 .iter()
                 .filter_map(|s| match &s.value {
-                    ValueData::Histogram { counts, sum, .. }
-                        if counts.len() == bounds.len() + 1 =>
-                    {
+                    ValueData::Histogram { counts, sum, .. } if counts.len() == bounds.len() + 1 => {
                         Some(HistogramDataPoint {
                             attributes: attributes(s),
                             start_time_unix_nano: times.0,
@@ -208,24 +199,12 @@ fn points(metric: &Metric) -> usize {
     }
 }
 
-pub fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// The request of one push: every served family under one resource (`resource`'s attributes) and scope.
 /// `start`: when the cumulative values began (Unix ns); `native`: with exponential histograms.
-pub fn request(
-    registry: &Registry,
-    resource: &[(String, String)],
-    start: u64,
-    native: bool,
-) -> ExportMetricsServiceRequest {
-    let collected = served_families(registry);
-    let constant = registry.const_labels();
-    let times = (start, now_nanos());
+pub fn request(node: &Node, resource: &[(String, String)], start: u64, native: bool) -> ExportMetricsServiceRequest {
+    let collected = served(node);
+    let constant = node.registry.const_labels();
+    let times = (start, unix_nanos());
     let metrics = collected
         .iter()
         .filter(|(_, series)| !series.is_empty())
@@ -248,14 +227,8 @@ pub fn request(
 }
 
 /// The request of one push, encoded and gzip-compressed.
-pub fn batch(
-    registry: &Registry,
-    url: &str,
-    resource: &[(String, String)],
-    start: u64,
-    native: bool,
-) -> Batch {
-    let request = request(registry, resource, start, native);
+pub fn batch(node: &Node, url: &str, resource: &[(String, String)], start: u64, native: bool) -> Batch {
+    let request = request(node, resource, start, native);
     let samples = request.resource_metrics[0].scope_metrics[0]
         .metrics
         .iter()
@@ -279,9 +252,7 @@ pub fn batch(
 
 /// The points a successful answer says were rejected, and why (`partial_success`), if any.
 pub fn partial_success(body: &[u8]) -> Option<(u64, String)> {
-    let partial = ExportMetricsServiceResponse::decode(body)
-        .ok()?
-        .partial_success?;
+    let partial = ExportMetricsServiceResponse::decode(body).ok()?.partial_success?;
     let rejected = u64::try_from(partial.rejected_data_points).unwrap_or(0);
     (rejected > 0 || !partial.error_message.is_empty()).then_some((rejected, partial.error_message))
 }
@@ -334,12 +305,7 @@ mod tests {
             ("busy_response_bytes", histogram(), "busy_response", "By"),
             // The translation cannot give these back with a unit: sent as they are.
             ("x_seconds_seconds", histogram(), "x_seconds_seconds", ""),
-            (
-                "a_bytes_total_bytes",
-                Kind::Counter,
-                "a_bytes_total_bytes",
-                "",
-            ),
+            ("a_bytes_total_bytes", Kind::Counter, "a_bytes_total_bytes", ""),
         ] {
             let d = desc(name, kind);
             assert_eq!(name_and_unit(&d), (otlp.to_string(), unit), "{name}");
@@ -365,8 +331,9 @@ mod tests {
         assert_eq!(exponential_buckets(&BTreeMap::new()), None);
     }
 
-    fn registry() -> Registry {
-        let registry = Registry::default();
+    fn node() -> Node {
+        let node = Node::default();
+        let registry = &node.registry;
         let native = Desc::new(
             "h_seconds",
             "x",
@@ -375,22 +342,18 @@ mod tests {
         )
         .unwrap()
         .with_native(NativeConfig::default());
-        let h = registry
-            .register::<crate::metrics::Histogram>(native)
-            .unwrap();
+        let h = registry.register::<crate::metrics::Histogram>(native).unwrap();
         let child = h.child(&["/a"]).unwrap();
         for v in [0.05, 0.5, 0.5, 3.0] {
             child.observe(v);
         }
-        registry
-            .set_const_labels(vec![("env".into(), "ci".into())])
-            .unwrap();
-        registry
+        registry.set_const_labels(vec![("env".into(), "ci".into())]).unwrap();
+        node
     }
 
     #[test]
     fn exponential_or_explicit_with_constant_labels_first() {
-        let registry = registry();
+        let node = node();
         let resource = [("service.name".to_string(), "locust".to_string())];
         let find = |request: &ExportMetricsServiceRequest| {
             let rm = &request.resource_metrics[0];
@@ -401,25 +364,16 @@ mod tests {
             let metrics = &rm.scope_metrics[0].metrics;
             metrics.iter().find(|m| m.name == "h").cloned().unwrap()
         };
-        let m = find(&request(&registry, &resource, 7, true));
+        let m = find(&request(&node, &resource, 7, true));
         assert_eq!(m.unit, "s");
         let Some(Data::ExponentialHistogram(h)) = m.data else {
             panic!("{m:?}")
         };
         assert_eq!(h.aggregation_temporality, CUMULATIVE);
         let p = &h.data_points[0];
+        assert_eq!(p.attributes, vec![attribute("env", "ci"), attribute("name", "/a")]);
         assert_eq!(
-            p.attributes,
-            vec![attribute("env", "ci"), attribute("name", "/a")]
-        );
-        assert_eq!(
-            (
-                p.count,
-                p.sum,
-                p.scale,
-                p.zero_count,
-                p.start_time_unix_nano
-            ),
+            (p.count, p.sum, p.scale, p.zero_count, p.start_time_unix_nano),
             (4, Some(4.05), 3, 0, 7)
         );
         assert!(p.time_unix_nano > 7);
@@ -430,7 +384,7 @@ mod tests {
         assert!(bound(positive.offset) < 0.05 && 0.05 <= bound(positive.offset + 1));
         assert_eq!(positive.bucket_counts[0], 1);
         assert!(bound(positive.offset + positive.bucket_counts.len() as i32 - 1) < 3.0);
-        let m = find(&request(&registry, &resource, 7, false));
+        let m = find(&request(&node, &resource, 7, false));
         let Some(Data::Histogram(h)) = m.data else {
             panic!("{m:?}")
         };
@@ -443,11 +397,10 @@ mod tests {
 
     #[test]
     fn the_body_is_gzipped_protobuf_and_partial_successes_are_read() {
-        let b = batch(&registry(), "http://127.0.0.1:1/v1/metrics", &[], 1, true);
+        let b = batch(&node(), "http://127.0.0.1:1/v1/metrics", &[], 1, true);
         assert!(b.native);
         let mut proto = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&b.body[..]), &mut proto)
-            .unwrap();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&b.body[..]), &mut proto).unwrap();
         let request = ExportMetricsServiceRequest::decode(&proto[..]).unwrap();
         let metrics = &request.resource_metrics[0].scope_metrics[0].metrics;
         assert_eq!(b.samples, metrics.iter().map(points).sum::<usize>() as u64);

@@ -1,5 +1,26 @@
 //! What became of one push attempt, read from the receiver's answer: one rule for every protocol.
 
+/// Which histograms a push sends for a histogram with native buckets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Histograms {
+    /// Native (OTLP: exponential) ones, until the receiver refuses them; classic ones from then on.
+    Auto,
+    Native,
+    /// Classic buckets (OTLP: explicit bounds) only.
+    Classic,
+}
+
+impl Histograms {
+    /// Whether native histograms are sent, `fallen_back` telling whether the receiver refused them.
+    pub fn native(self, fallen_back: bool) -> bool {
+        self == Histograms::Native || (self == Histograms::Auto && !fallen_back)
+    }
+
+    pub fn can_fall_back(self) -> bool {
+        self == Histograms::Auto
+    }
+}
+
 /// What became of one attempt; `kind` names the kind of failure (logged once per kind), `message` says it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -89,19 +110,9 @@ mod tests {
             (400, "out of order sample", true, "refused"),
             (404, "", false, "refused"),
             (500, "native histograms are disabled", true, "histograms"),
-            (
-                400,
-                "Exponential histograms are not supported",
-                true,
-                "histograms",
-            ),
+            (400, "Exponential histograms are not supported", true, "histograms"),
             // Without native histograms in the batch, the same words are an ordinary refusal.
-            (
-                400,
-                "exponential histograms are not supported",
-                false,
-                "refused",
-            ),
+            (400, "exponential histograms are not supported", false, "refused"),
             (500, "native histograms are disabled", false, "retry"),
         ] {
             assert_eq!(
@@ -123,9 +134,6 @@ mod tests {
                 message: why
             }
         );
-        assert_eq!(
-            kind(&classify_partial(1, "too old".into(), true)),
-            "partial"
-        );
+        assert_eq!(kind(&classify_partial(1, "too old".into(), true)), "partial");
     }
 }
