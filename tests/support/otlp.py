@@ -7,7 +7,6 @@ from __future__ import annotations
 import gzip
 import http.server
 import re
-import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
 
-from support.scrape import http_get
+from support.receivers import serve
+from support.scrape import delimited_messages, http_get
 
 PROTOBUF_ACCEPT = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited"
 
@@ -46,18 +46,7 @@ class OtlpReceiver(http.server.ThreadingHTTPServer):
         self.exports: list[Export] = []
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _Handler)
-        scheme = "http"
-        if tls:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(*tls)
-            self.socket = context.wrap_socket(self.socket, server_side=True)
-            scheme = "https"
-        self.url = f"{scheme}://127.0.0.1:{self.server_address[1]}"
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    def accepted(self) -> list[Any]:
-        with self.lock:
-            return [e.request for e in self.exports if e.accepted]
+        self.url = serve(self, tls)
 
     def close(self) -> None:
         self.shutdown()
@@ -198,23 +187,6 @@ def _prometheus_messages() -> dict[str, Any]:
 _MESSAGES = _prometheus_messages()
 
 
-def _delimited(body: bytes) -> list[bytes]:
-    messages, i = [], 0
-    while i < len(body):
-        length = shift = 0
-        while True:
-            byte = body[i]
-            i += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
-        messages.append(body[i : i + length])
-        i += length
-    assert i == len(body)
-    return messages
-
-
 @dataclass
 class Scraped:
     """What a protobuf scrape of /metrics serves: the label names of each family's series (by family name), and by
@@ -229,7 +201,7 @@ def scraped_families(port: int) -> Scraped:
     status, headers, body = http_get(f"http://127.0.0.1:{port}/metrics", {"Accept": PROTOBUF_ACCEPT})
     assert status == 200 and headers["Content-Type"].startswith("application/vnd.google.protobuf"), headers
     scraped = Scraped({}, {})
-    for raw in _delimited(body):
+    for raw in delimited_messages(body):
         family = _MESSAGES["MetricFamily"].FromString(raw)
         scraped.label_names[family.name] = [{lp.name for lp in m.label} for m in family.metric]
         for m in family.metric:
