@@ -113,6 +113,12 @@ fn exponential_point(
     }
 }
 
+/// Whether a series has native buckets. A merged family may have series without them (a worker that reported
+/// classic buckets only): such a family goes with explicit bounds, so that no series is left out.
+fn has_native(s: &SeriesData) -> bool {
+    matches!(s.value, ValueData::Histogram { native: Some(_), .. })
+}
+
 /// One family as a metric; `native`: histograms with native buckets as exponential ones.
 fn metric(
     desc: &Desc,
@@ -149,16 +155,20 @@ fn metric(
         Kind::Gauge(_) => Data::Gauge(Gauge {
             data_points: series.iter().filter_map(number).collect(),
         }),
-        Kind::Histogram(_) if native && desc.native.is_some() => Data::ExponentialHistogram(ExponentialHistogram {
-            data_points: series
-                .iter()
-                .filter_map(|s| match &s.value {
-                    ValueData::Histogram { native: Some(n), .. } => Some(exponential_point(n, attributes(s), times)),
-                    _ => None,
-                })
-                .collect(),
-            aggregation_temporality: CUMULATIVE,
-        }),
+        Kind::Histogram(_) if native && series.iter().all(has_native) => {
+            Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: series
+                    .iter()
+                    .filter_map(|s| match &s.value {
+                        ValueData::Histogram { native: Some(n), .. } => {
+                            Some(exponential_point(n, attributes(s), times))
+                        }
+                        _ => None,
+                    })
+                    .collect(),
+                aggregation_temporality: CUMULATIVE,
+            })
+        }
         Kind::Histogram(bounds) => Data::Histogram(Histogram {
             data_points: series
                 .iter()
@@ -392,6 +402,36 @@ mod tests {
         assert_eq!(
             (p.count, p.bucket_counts.clone(), p.explicit_bounds.clone()),
             (4, vec![1, 2, 1], vec![0.1, 1.0])
+        );
+    }
+
+    #[test]
+    fn a_family_with_a_series_without_native_buckets_goes_with_explicit_bounds() {
+        let config = NativeConfig::default();
+        let d = Desc::new("h", "x", Kind::Histogram([1.0].into()), vec!["w".into()])
+            .unwrap()
+            .with_native(config);
+        let mut n = NativeSnapshot::empty(&config);
+        n.positive = [(1, 2)].into_iter().collect();
+        (n.count, n.sum) = (2, 3.0);
+        let series = |label: &str, native| SeriesData {
+            labels: vec![label.into()],
+            value: ValueData::Histogram {
+                counts: vec![0, 2],
+                sum: 3.0,
+                native,
+            },
+        };
+        let both = [series("a", Some(Box::new(n))), series("b", None)];
+        let m = metric(&d, &both, &[], true, (1, 2));
+        assert!(
+            matches!(m.data, Some(Data::Histogram(ref h)) if h.data_points.len() == 2),
+            "{m:?}"
+        );
+        let m = metric(&d, &both[..1], &[], true, (1, 2));
+        assert!(
+            matches!(m.data, Some(Data::ExponentialHistogram(ref h)) if h.data_points.len() == 1),
+            "{m:?}"
         );
     }
 
