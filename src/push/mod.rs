@@ -9,6 +9,7 @@ mod outcome;
 pub mod pushgateway;
 pub mod remote_write;
 
+use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -385,13 +386,11 @@ impl Shared {
                 // An OTLP success may say that some points were rejected (`partial_success`).
                 let otlp = matches!(self.config.protocol, Protocol::Otlp { .. });
                 let limit = if otlp && success { SUCCESS_BODY } else { ERROR_BODY };
-                let body = response
-                    .body_mut()
-                    .with_config()
-                    .limit(limit)
-                    .read_to_vec()
-                    .unwrap_or_default();
-                if let Some((rejected, message)) = otlp.then(|| otlp::partial_success(&body)).flatten() {
+                // The start of a longer body: a message that is cut still tells what it is about.
+                let mut body = Vec::new();
+                let _ = response.body_mut().as_reader().take(limit).read_to_end(&mut body);
+                let partial = (otlp && success).then(|| otlp::partial_success(&body)).flatten();
+                if let Some((rejected, message)) = partial {
                     return classify_partial(rejected, message, batch.native);
                 }
                 // Lossy: an OTLP error body is a protobuf `Status`, whose message is still readable.
