@@ -235,3 +235,33 @@ def test_malformed_variable_stops_locust_at_init_without_showing_it(run_locust, 
     out = run.output()
     assert "--prometheus-otlp: OTEL_EXPORTER_OTLP_HEADERS: expected comma-separated name=value pairs" in out, out
     assert "s3cret-token" not in out and "Traceback" not in out
+
+
+#: The OpenTelemetry SDK's default explicit bounds, which Locust's `--otel` histogram keeps (in seconds).
+SDK_BOUNDS = [0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0, 7500.0, 10000.0]
+
+
+def test_beside_locusts_own_otel(run_locust, receiver, tmp_path):
+    """Locust's `--otel` (the OpenTelemetry SDK, over OTLP/HTTP to its own endpoint) and `--prometheus-otlp` in one
+    process, reading the same variables: each receiver gets its own metrics only, ours the exact total, and
+    Locust's the duration histogram with the SDK's default bounds that the README compares."""
+    ours, theirs = receiver(), receiver()
+    env = {
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": theirs.url,
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+    }
+    run, final = headless(run_locust, tmp_path, 5, ("--otel", "--prometheus-otlp", ours.url), env)
+    assert run.finish(timeout=60) == [0], run.output()
+    assert otlp_summary(run.output())[1:] == (0, 0), run.output()
+    assert ours.exports and theirs.exports, run.output()
+    our_names = {m.name for e in ours.exports for m in metrics_of(e.request)}
+    their_names = {m.name for e in theirs.exports for m in metrics_of(e.request)}
+    assert "locust.client.duration" in their_names and not their_names & our_names, (their_names, our_names)
+    assert total_of(ours.exports[-1].request, "locust_requests") == json_total(final)
+    duration = [m for e in theirs.exports for m in metrics_of(e.request) if m.name == "locust.client.duration"][-1]
+    assert (duration.unit, duration.WhichOneof("data")) == ("s", "histogram")
+    assert {tuple(p.explicit_bounds) for p in data_points(duration)} == {tuple(SDK_BOUNDS)}
+    assert {tuple(attributes(p)) for p in data_points(duration)} <= {("name",), ("name", "error.type")}
