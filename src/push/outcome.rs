@@ -50,7 +50,7 @@ pub enum Outcome {
 
 /// Whether a receiver's message says that it refused native or exponential histograms (Prometheus:
 /// "native histograms are disabled"; OTLP receivers name the exponential histogram).
-pub fn names_native_histograms(message: &str) -> bool {
+fn names_native_histograms(message: &str) -> bool {
     let message = message.to_ascii_lowercase();
     message.contains("native histogram") || message.contains("exponential")
 }

@@ -126,6 +126,7 @@ def test_otlp_pushes_the_exact_merged_values(run_locust, receiver, tmp_path, wor
         }
         assert pushed == native and pushed, (family, pushed, native)
     assert {scale for scale, *_ in pushed.values()} == {0}  # spread_coarse_seconds: schema 0
+    assert {p.scale for p in data_points(duration)} == {3}  # the request durations: schema 3
 
     [sleep] = [p for p in data_points(duration) if attributes(p)["name"] == "/sleep"]
     rows = []
