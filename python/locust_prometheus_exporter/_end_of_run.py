@@ -2,7 +2,8 @@
 
 The serving process (the master, or the only process) waits, when Locust quits, for one scrape of
 ``/metrics`` that started after the test stopped (the final scrape), and pushes to Prometheus remote
-write and to a Pushgateway when asked to: every push interval from a native thread, and once more at quit.
+write, to a Pushgateway and to an OTLP endpoint when asked to: every push interval from a native thread, and once
+more at quit.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import gevent
 from locust.runners import MasterRunner
 
-from . import _native, _options
+from . import _native, _options, _otel_env
 from ._events import Subscriptions
 from ._log import logger
 
@@ -33,7 +34,7 @@ WAIT_SLICE = 0.25
 #: How often the pushing threads' log lines are taken into Python's log (seconds).
 LOG_INTERVAL = 1.0
 #: (option, protocol) of the push targets.
-PUSHES = (("remote_write", "remote_write"), ("pushgateway", "pushgateway"))
+PUSHES = (("remote_write", "remote_write"), ("pushgateway", "pushgateway"), ("otlp", "otlp"))
 
 #: When each runner began to quit (``time.monotonic()``, ``scrape_mark()``): every exporter's waits count from
 #: then, so that with several exporters they overlap instead of adding up.
@@ -52,6 +53,18 @@ def _credentials(option: str) -> dict[str, Any]:
     if headers:
         given["headers"] = headers
     return given
+
+
+def _otlp(
+    environment: Environment, url: str, instance: str, settings: dict[str, Any]
+) -> tuple[str, str, dict[str, Any]]:
+    """The protocol, URL and settings of the OTLP push: the OTEL_* variables' headers, CA file and resource, with
+    the ``LOCUST_PROMETHEUS_OTLP_*`` credentials (headers added, the CA file instead)."""
+    histograms = _options.option(environment, "otlp-histograms") or "auto"
+    protocol = "otlp" if histograms == "auto" else f"otlp_{histograms}"
+    otel = _otel_env.push_settings(instance)
+    headers = otel.pop("headers", []) + settings.pop("headers", [])
+    return protocol, url.rstrip("/") + "/v1/metrics", {**otel, **settings, "headers": headers}
 
 
 class EndOfRun:
@@ -104,10 +117,14 @@ class EndOfRun:
             if not url:
                 continue
             try:
-                given = _credentials(option)
+                settings = _credentials(option)
                 if option == "remote_write":
-                    given["histograms"] = _remote_write_histograms(environment)
-                pusher = _native.Pusher(self._recorder.registry, protocol, url, self._push_interval, instance, **given)
+                    protocol = _remote_write_protocol(environment)
+                if option == "otlp":
+                    protocol, url, settings = _otlp(environment, url, instance, settings)
+                pusher = _native.Pusher(
+                    self._recorder.registry, protocol, url, self._push_interval, instance, **settings
+                )
             except ValueError as e:
                 _options.fail(f"--prometheus-{option.replace('_', '-')}: {e}")
             self._pushers.append(pusher)
@@ -208,8 +225,8 @@ class EndOfRun:
                 logger.warning("The final push by %s did not end within --prometheus-linger", pusher)
 
 
-def _remote_write_histograms(environment: Environment) -> str:
-    """--prometheus-remote-write-histograms (``auto`` by default), or ``classic`` for the deprecated
+def _remote_write_protocol(environment: Environment) -> str:
+    """The remote-write protocol of --prometheus-remote-write-histograms (``auto`` by default), or of the deprecated
     --prometheus-remote-write-classic-only."""
     chosen: str | None = _options.option(environment, "remote-write-histograms")
     if _options.option(environment, "remote-write-classic-only"):
@@ -217,7 +234,7 @@ def _remote_write_histograms(environment: Environment) -> str:
             "--prometheus-remote-write-classic-only is deprecated: use --prometheus-remote-write-histograms classic"
         )
         chosen = chosen or "classic"
-    return chosen or _options.REMOTE_WRITE_HISTOGRAMS[0]
+    return "remote_write" if chosen in (None, "auto") else f"remote_write_{chosen}"
 
 
 def _wait_natively(wait: Callable[[float], bool], deadline: float) -> bool:

@@ -17,8 +17,6 @@ if TYPE_CHECKING:
 
 #: Longest default wait for the final scrape (seconds); the default is twice the scrape interval seen.
 LINGER_CAP = 60.0
-#: Choices of --prometheus-remote-write-histograms, the default first.
-REMOTE_WRITE_HISTOGRAMS = ("auto", "native", "classic")
 
 _added = False
 
@@ -118,7 +116,7 @@ def add_options(parser: Any, **_kw: Any) -> None:
         "How remote write sends histograms with native buckets: auto (default: native and classic, and classic "
         "only once the receiver refuses native histograms, the refused push resent), native (always both), "
         "classic (classic buckets only)",
-        choices=REMOTE_WRITE_HISTOGRAMS,
+        choices=("auto", "native", "classic"),
         default=None,
     )
     add(
@@ -135,8 +133,22 @@ def add_options(parser: Any, **_kw: Any) -> None:
         default=False,
     )
     add(
+        "otlp",
+        "OTLP/HTTP endpoint (e.g. http://collector:4318 or http://prometheus:9090/api/v1/otlp) to push to, at "
+        "URL/v1/metrics; headers, CA file and resource attributes from the OTEL_EXPORTER_OTLP_* variables, "
+        "OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME",
+        default=None,
+    )
+    add(
+        "otlp-histograms",
+        "How OTLP sends histograms with native buckets: exponential, explicit (the classic buckets), or auto "
+        "(exponential until the receiver refuses them, then explicit)",
+        choices=("auto", "exponential", "explicit"),
+        default="auto",
+    )
+    add(
         "push-interval",
-        "Seconds between pushes (remote write, Pushgateway); a final push is made at quit",
+        "Seconds between pushes (remote write, Pushgateway, OTLP); a final push is made at quit",
         type=float,
         default=5.0,
     )

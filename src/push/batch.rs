@@ -10,6 +10,8 @@ pub struct Batch {
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
     pub samples: u64,
-    /// The same collection without its native histograms, for a receiver that refuses them.
+    /// Whether it carries native (OTLP: exponential) histograms.
+    pub native: bool,
+    /// The same collection without its native histograms, for a receiver that refuses them (remote write).
     pub without_native: Option<Box<dyn FnOnce() -> Batch>>,
 }

@@ -1,12 +1,15 @@
-//! Pushing the metrics out (Prometheus remote write, Pushgateway) from a native thread, for runs
+//! Pushing the metrics out (Prometheus remote write, Pushgateway, OTLP) from a native thread, for runs
 //! that cannot be scraped or that end before the next scrape. Python never waits on it, except for
 //! the final push at quit, which it waits for without the GIL.
 
 mod batch;
-pub mod outcome;
+mod otlp;
+mod otlp_proto;
+mod outcome;
 pub mod pushgateway;
 pub mod remote_write;
 
+use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,31 +23,27 @@ use crate::distributed::Node;
 use crate::errors::{ExporterError, Result};
 use crate::log_once::LogOnce;
 use batch::Batch;
-use outcome::{classify, Outcome};
+pub use outcome::Histograms;
+use outcome::{classify, classify_partial, Outcome};
 
 /// Longest time one HTTP request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-/// Bytes of an error response read to classify it (`outcome::classify`), and characters of it logged.
+/// Bytes of an error response read: enough for the reason of a refusal (`outcome::classify`).
 const ERROR_BODY: u64 = 1024;
-const LOGGED_BODY: usize = 300;
-
-/// How remote write sends histograms with native buckets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Histograms {
-    /// Native and classic, until the receiver refuses native histograms: then classic only, the refused
-    /// batch first.
-    Auto,
-    /// Native and classic, always.
-    Native,
-    /// Classic buckets only.
-    Classic,
-}
+/// Bytes of a successful answer read: OTLP's `partial_success` and its message.
+const SUCCESS_BODY: u64 = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
-    RemoteWrite { histograms: Histograms },
+    /// Native histograms go beside the classic buckets, not instead of them.
+    RemoteWrite {
+        histograms: Histograms,
+    },
     Pushgateway,
+    Otlp {
+        histograms: Histograms,
+    },
 }
 
 impl Protocol {
@@ -52,6 +51,7 @@ impl Protocol {
         match self {
             Protocol::RemoteWrite { .. } => "remote write",
             Protocol::Pushgateway => "Pushgateway",
+            Protocol::Otlp { .. } => "OTLP",
         }
     }
 }
@@ -89,6 +89,8 @@ pub struct PushConfig {
     pub instance: String,
     /// Headers added to every request, such as Mimir's tenant, `X-Scope-OrgID`.
     pub headers: Vec<(String, String)>,
+    /// OTLP's resource attributes.
+    pub resource: Vec<(String, String)>,
 }
 
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -109,28 +111,23 @@ struct State {
     final_done: bool,
     /// Pushgateway grouping labels after `job` (`run_id`), as URL path segments.
     grouping: Vec<(String, String)>,
+    /// The receiver refused the native histograms: classic ones are sent instead (`Histograms::Auto`).
+    classic_fallback: bool,
     stats: Stats,
     /// Log lines for Python to take: one per kind of failure.
     messages: Vec<String>,
-    /// Remote write in `auto` mode after the receiver refused native histograms.
-    classic_only: bool,
 }
 
 struct Shared {
     config: PushConfig,
     agent: Agent,
     auth: Option<String>,
+    /// When the pusher started (Unix ns): the start of OTLP's cumulative values.
+    started: u64,
     state: Mutex<State>,
     wake: Condvar,
     /// The kinds of failure already logged.
     logged: LogOnce,
-}
-
-/// What became of one attempt, with the kind of failure (logged once) and its message.
-struct Attempt {
-    outcome: Outcome,
-    kind: String,
-    message: String,
 }
 
 pub struct Pusher {
@@ -197,6 +194,7 @@ impl Pusher {
         let shared = Arc::new(Shared {
             agent: agent(config.ca_file.as_deref())?,
             auth: config.auth.header(),
+            started: crate::clock::unix_nanos(),
             config,
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
@@ -279,62 +277,97 @@ impl Shared {
     }
 
     fn batch(&self) -> Batch {
-        let (grouping, classic_only) = {
-            let mut s = self.state.lock();
-            s.stats.batches += 1;
-            (s.grouping.clone(), s.classic_only)
+        let (grouping, fallback) = {
+            let s = self.state.lock();
+            (s.grouping.clone(), s.classic_fallback)
         };
-        let (node, url) = (&self.config.node, &self.config.url);
-        match self.config.protocol {
+        let c = &self.config;
+        match c.protocol {
             Protocol::RemoteWrite { histograms } => {
-                let auto = histograms == Histograms::Auto && !classic_only;
-                let native = auto || histograms == Histograms::Native;
-                remote_write::batch(node, url, &self.config.instance, native, auto)
+                let native = histograms.native(fallback);
+                let can_fall_back = native && histograms.can_fall_back();
+                remote_write::batch(&c.node, &c.url, &c.instance, native, can_fall_back)
             }
-            Protocol::Pushgateway => pushgateway::batch(node, url, &grouping),
+            Protocol::Pushgateway => pushgateway::batch(&c.node, &c.url, &grouping),
+            Protocol::Otlp { histograms } => {
+                otlp::batch(&c.node, &c.url, &c.resource, self.started, histograms.native(fallback))
+            }
         }
     }
 
-    /// After a refusal of native histograms in `auto` mode: classic only from now on, said once.
-    fn fall_back(&self, s: &mut State, message: &str) {
-        s.classic_only = true;
-        let url = &self.config.url;
-        s.messages.push(format!(
-            "remote write to {url} refused the native histograms ({message}): the same data resent, and all \
-             from now on, as classic buckets only (--prometheus-remote-write-histograms classic avoids this \
-             fallback)"
-        ));
+    /// Logs `message` once per `kind` of failure.
+    fn log_once(&self, s: &mut State, kind: &str, message: &str) {
+        if self.logged.first(kind) {
+            let (name, url) = (self.config.protocol.name(), &self.config.url);
+            s.messages
+                .push(format!("{name} to {url} failed: {message} (logged once per kind)"));
+        }
+    }
+
+    /// After the receiver refused the native histograms (saying `message`): whether the batch is to be sent
+    /// again at once with classic ones (`Histograms::Auto`, the first time), as every later batch then is.
+    fn fall_back(&self, s: &mut State, message: &str) -> bool {
+        let histograms = match self.config.protocol {
+            Protocol::RemoteWrite { histograms } | Protocol::Otlp { histograms } => histograms,
+            Protocol::Pushgateway => return false,
+        };
+        if !histograms.can_fall_back() || s.classic_fallback {
+            return false;
+        }
+        s.classic_fallback = true;
+        let (name, url) = (self.config.protocol.name(), &self.config.url);
+        s.messages.push(match self.config.protocol {
+            Protocol::RemoteWrite { .. } => format!(
+                "{name} to {url} refused the native histograms ({message}): the same data resent, and all from \
+                 now on, as classic buckets only (--prometheus-remote-write-histograms classic avoids this \
+                 fallback)"
+            ),
+            _ => format!("{name} to {url} refused the exponential histograms: sending explicit bounds from now on"),
+        });
+        true
     }
 
     /// Sends one fresh batch, retrying with backoff until `give_up` (or until stopped). A regular push
     /// also gives up when the final push is asked for: that one carries fresher values.
     fn push(&self, give_up: Option<Instant>) {
         let superseded = |s: &State| s.stop || (give_up.is_some() && s.final_requested);
+        self.state.lock().stats.batches += 1;
         let mut batch = self.batch();
         let mut backoff = FIRST_BACKOFF;
         loop {
-            let Attempt { outcome, kind, message } = self.send(&batch);
+            let outcome = self.send(&batch);
             let mut s = self.state.lock();
-            if outcome == Outcome::Sent {
-                s.stats.sent += 1;
-                return;
-            }
-            s.stats.failed += 1;
-            if outcome == Outcome::NativeHistogramsRefused {
-                if let Some(classic) = batch.without_native.take() {
-                    self.fall_back(&mut s, &message);
-                    drop(s);
-                    batch = classic();
-                    continue;
+            let (kind, message, retry) = match outcome {
+                Outcome::Sent => {
+                    s.stats.sent += 1;
+                    return;
                 }
-            }
-            let retry = outcome == Outcome::Retry;
-            if self.logged.first(&kind) {
-                let name = self.config.protocol.name();
-                let url = &self.config.url;
-                s.messages
-                    .push(format!("{name} to {url} failed: {message} (logged once per kind)"));
-            }
+                Outcome::Partial { rejected, message } => {
+                    s.stats.sent += 1;
+                    s.stats.dropped_samples += rejected;
+                    let message = format!("{rejected} samples rejected: {message}");
+                    self.log_once(&mut s, "partial success", &message);
+                    return;
+                }
+                Outcome::Retry { kind, message } => (kind, message, true),
+                Outcome::Refused { kind, message } => (kind, message, false),
+                Outcome::HistogramsRefused { kind, message } => {
+                    if self.fall_back(&mut s, &message) {
+                        s.stats.failed += 1;
+                        // The same values again at once, with classic buckets: the same collection where the
+                        // batch kept it (remote write), a new one otherwise.
+                        drop(s);
+                        batch = batch
+                            .without_native
+                            .take()
+                            .map_or_else(|| self.batch(), |classic| classic());
+                        continue;
+                    }
+                    (kind, message, false)
+                }
+            };
+            s.stats.failed += 1;
+            self.log_once(&mut s, &kind, &message);
             let wake_at = Instant::now() + backoff;
             let retrying = retry && give_up.is_none_or(|g| wake_at < g);
             if retrying {
@@ -351,7 +384,7 @@ impl Shared {
         }
     }
 
-    fn send(&self, batch: &Batch) -> Attempt {
+    fn send(&self, batch: &Batch) -> Outcome {
         let mut request = match batch.method {
             "PUT" => self.agent.put(&batch.url),
             _ => self.agent.post(&batch.url),
@@ -368,30 +401,26 @@ impl Shared {
         match request.send(&batch.body[..]) {
             Ok(mut response) => {
                 let status = response.status().as_u16();
-                let body = if response.status().is_success() {
-                    String::new()
-                } else {
-                    let limit = ERROR_BODY;
-                    response
-                        .body_mut()
-                        .with_config()
-                        .limit(limit)
-                        .read_to_string()
-                        .unwrap_or_default()
-                };
-                let shown: String = body.trim().chars().take(LOGGED_BODY).collect();
-                Attempt {
-                    outcome: classify(status, &body),
-                    kind: format!("HTTP {status}"),
-                    message: format!("HTTP {status} {shown}"),
+                let success = response.status().is_success();
+                // An OTLP success may say that some points were rejected (`partial_success`).
+                let otlp = matches!(self.config.protocol, Protocol::Otlp { .. });
+                let limit = if otlp && success { SUCCESS_BODY } else { ERROR_BODY };
+                // The start of a longer body: a message that is cut still tells what it is about.
+                let mut body = Vec::new();
+                let _ = response.body_mut().as_reader().take(limit).read_to_end(&mut body);
+                let partial = (otlp && success).then(|| otlp::partial_success(&body)).flatten();
+                if let Some((rejected, message)) = partial {
+                    return classify_partial(rejected, message, batch.native);
                 }
+                // Lossy: an OTLP error body is a protobuf `Status`, whose message is still readable.
+                classify(status, &String::from_utf8_lossy(&body), batch.native)
             }
-            Err(e) => Attempt {
-                outcome: Outcome::Retry,
+            Err(e) => {
+                let message = e.to_string();
                 // The variant's name (Io, ConnectionFailed, Timeout, ...) is the kind.
-                kind: format!("{e:?}").split(['(', ' ', '{']).next().unwrap_or("").to_string(),
-                message: e.to_string(),
-            },
+                let kind = format!("{e:?}").split(['(', ' ', '{']).next().unwrap_or("").to_string();
+                Outcome::Retry { kind, message }
+            }
         }
     }
 }

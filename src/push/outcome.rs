@@ -1,4 +1,4 @@
-//! What a receiver's answer to a push means for the batch: one rule for every push protocol.
+//! What became of one push attempt, read from the receiver's answer: one rule for every protocol.
 //!
 //! A refusal is an answer that the same request can never turn into a success: retrying it only delays
 //! the end of the run. Receivers word them their own way, and some answer them with a 5xx:
@@ -16,19 +16,55 @@
 //! - VictoriaMetrics stores out-of-order and duplicate samples, and takes native histograms (older
 //!   versions ignore them, newer ones convert them to its own buckets), answering 2xx.
 //!
-//! The classic series of a histogram are always sent beside its native one, so a receiver that drops
+//! Remote write sends the classic series of a histogram beside its native one, so a receiver that drops
 //! native histograms still holds the classic buckets.
 
-/// What became of one attempt.
+/// Which histograms a push sends for a histogram with native buckets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Histograms {
+    /// Native (OTLP: exponential) ones, until the receiver refuses them; classic ones from then on.
+    Auto,
+    Native,
+    /// Classic buckets (OTLP: explicit bounds) only.
+    Classic,
+}
+
+impl Histograms {
+    /// Whether native histograms are sent, `fallen_back` telling whether the receiver refused them.
+    pub fn native(self, fallen_back: bool) -> bool {
+        self == Histograms::Native || (self == Histograms::Auto && !fallen_back)
+    }
+
+    pub fn can_fall_back(self) -> bool {
+        self == Histograms::Auto
+    }
+}
+
+/// What became of one attempt; `kind` names the kind of failure (logged once per kind), `message` says it.
+#[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     Sent,
-    /// May succeed later (connection errors, timeouts, 429, other 5xx): retried with backoff.
-    Retry,
-    /// Can never succeed as sent (a 4xx, or a 5xx saying so): dropped, never retried.
-    Refused,
-    /// Refused because it holds native histograms: the same data may go again without them.
-    NativeHistogramsRefused,
+    /// Taken, but for `rejected` samples (OTLP's `partial_success`), with the receiver's message.
+    Partial {
+        rejected: u64,
+        message: String,
+    },
+    /// Worth retrying (5xx, 429, connection and timeout errors).
+    Retry {
+        kind: String,
+        message: String,
+    },
+    /// Refused for good (other 4xx): the batch is dropped.
+    Refused {
+        kind: String,
+        message: String,
+    },
+    /// The receiver takes no native (OTLP: exponential) histograms, and the batch had some: with `auto`,
+    /// it is sent again with classic (explicit) buckets, and so is every later one.
+    HistogramsRefused {
+        kind: String,
+        message: String,
+    },
 }
 
 /// Lower-case phrases of out-of-order and duplicate refusals (see the module's comment).
@@ -39,25 +75,59 @@ const NEVER_SUCCEEDS: [&str; 4] = [
     "sample-duplicate-timestamp",
 ];
 
-/// Lower-case phrases that, beside "native histogram", say the receiver does not take them.
-const NATIVE_OFF: [&str; 4] = ["disabled", "not enabled", "not supported", "unsupported"];
+/// Lower-case phrases that, beside the histograms named, say the receiver does not take them.
+const NOT_TAKEN: [&str; 4] = ["disabled", "not enabled", "not supported", "unsupported"];
 
-/// The meaning of an HTTP answer of `status` with `body` (its first bytes are enough).
-pub fn classify(status: u16, body: &str) -> Outcome {
+/// Whether a receiver's message says that it can never take the request: out-of-order or duplicate samples.
+fn never_succeeds(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    NEVER_SUCCEEDS.iter().any(|p| message.contains(p))
+}
+
+/// Whether a receiver's message says that it does not take native or exponential histograms (Prometheus:
+/// "native histograms are disabled"; OTLP receivers name the exponential histogram).
+fn refuses_native_histograms(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    (message.contains("native histogram") || message.contains("exponential"))
+        && NOT_TAKEN.iter().any(|p| message.contains(p))
+}
+
+/// The outcome of an HTTP answer with `status` and (the start of) `body`; `native_sent`: whether the batch
+/// carried native histograms. A refusal is told apart whatever the status (Prometheus 2 answers 500 for
+/// native histograms), since sending the same again cannot succeed.
+pub fn classify(status: u16, body: &str, native_sent: bool) -> Outcome {
     if (200..300).contains(&status) {
         return Outcome::Sent;
     }
-    let body = body.to_ascii_lowercase();
+    let kind = format!("HTTP {status}");
+    // The reason is read in up to 1 KiB (Mimir's comes after the ingester's name); 300 characters are logged.
+    let shown: String = body.trim().chars().take(300).collect();
+    let message = format!("HTTP {status} {shown}");
     // An out-of-order native histogram is refused for its timestamp, not for being native.
-    if NEVER_SUCCEEDS.iter().any(|p| body.contains(p)) {
-        return Outcome::Refused;
+    if never_succeeds(body) {
+        Outcome::Refused { kind, message }
+    } else if refuses_native_histograms(body) {
+        if native_sent {
+            Outcome::HistogramsRefused { kind, message }
+        } else {
+            Outcome::Refused { kind, message }
+        }
+    } else if status == 429 || status >= 500 {
+        Outcome::Retry { kind, message }
+    } else {
+        Outcome::Refused { kind, message }
     }
-    if body.contains("native histogram") && NATIVE_OFF.iter().any(|p| body.contains(p)) {
-        return Outcome::NativeHistogramsRefused;
-    }
-    match status {
-        429 | 500.. => Outcome::Retry,
-        _ => Outcome::Refused,
+}
+
+/// The outcome of a successful answer that says some samples were rejected (`rejected`, `message`).
+pub fn classify_partial(rejected: u64, message: String, native_sent: bool) -> Outcome {
+    if native_sent && refuses_native_histograms(&message) {
+        Outcome::HistogramsRefused {
+            kind: "partial success".to_string(),
+            message: format!("{rejected} points rejected: {message}"),
+        }
+    } else {
+        Outcome::Partial { rejected, message }
     }
 }
 
@@ -65,35 +135,65 @@ pub fn classify(status: u16, body: &str) -> Outcome {
 mod tests {
     use super::*;
 
-    #[test]
-    fn successes_and_plain_statuses() {
-        assert_eq!(classify(200, ""), Outcome::Sent);
-        assert_eq!(classify(204, "native histograms are disabled"), Outcome::Sent);
-        for status in [500, 502, 503, 504, 429] {
-            assert_eq!(classify(status, "busy"), Outcome::Retry, "{status}");
+    fn kind(outcome: &Outcome) -> &'static str {
+        match outcome {
+            Outcome::Sent => "sent",
+            Outcome::Partial { .. } => "partial",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Refused { .. } => "refused",
+            Outcome::HistogramsRefused { .. } => "histograms",
         }
-        for status in [400, 401, 403, 404, 409, 413, 422] {
-            assert_eq!(classify(status, ""), Outcome::Refused, "{status}");
-        }
-        // Redirects are not followed: the URL is wrong, and stays wrong.
-        assert_eq!(classify(301, ""), Outcome::Refused);
     }
 
     #[test]
-    fn native_histograms_disabled_in_every_wording_and_status() {
-        for (status, body) in [
-            (500, "native histograms are disabled\n"),
-            (400, "native histograms are disabled"),
-            (422, "Native histograms are disabled"),
-            (400, "native histogram ingestion is not enabled for this tenant"),
-            (415, "native histograms not supported"),
+    fn statuses() {
+        for (status, body, native, expected) in [
+            (200, "", true, "sent"),
+            (204, "native histograms are disabled", true, "sent"),
+            (500, "", true, "retry"),
+            (503, "overloaded", false, "retry"),
+            (429, "", true, "retry"),
+            (400, "out of order sample", true, "refused"),
+            (404, "", false, "refused"),
+            (500, "native histograms are disabled", true, "histograms"),
+            (400, "Exponential histograms are not supported", true, "histograms"),
+            // Without native histograms in the batch, the same words are an ordinary refusal (the same
+            // request again cannot succeed either).
+            (400, "exponential histograms are not supported", false, "refused"),
+            (500, "native histograms are disabled", false, "refused"),
+            // Prometheus 3 (#17196 proposes 422), and the wordings of a refusal of native histograms.
+            (422, "Native histograms are disabled", true, "histograms"),
+            (
+                400,
+                "native histogram ingestion is not enabled for this tenant",
+                true,
+                "histograms",
+            ),
+            (415, "native histograms not supported", true, "histograms"),
+            // A 5xx naming native histograms for another reason is retried.
+            (503, "native histogram appender busy", true, "retry"),
+            (301, "", false, "refused"),
         ] {
             assert_eq!(
-                classify(status, body),
-                Outcome::NativeHistogramsRefused,
-                "{status} {body}"
+                kind(&classify(status, body, native)),
+                expected,
+                "{status} {body} {native}"
             );
         }
+    }
+
+    #[test]
+    fn partial_successes() {
+        let why = "exponential histogram data points are not supported".to_string();
+        assert_eq!(kind(&classify_partial(3, why.clone(), true)), "histograms");
+        assert_eq!(
+            classify_partial(3, why.clone(), false),
+            Outcome::Partial {
+                rejected: 3,
+                message: why
+            }
+        );
+        assert_eq!(kind(&classify_partial(1, "too old".into(), true)), "partial");
     }
 
     #[test]
@@ -109,13 +209,8 @@ mod tests {
             "out-of-order native histogram ingestion is disabled",
         ] {
             for status in [400, 409, 500, 503] {
-                assert_eq!(classify(status, body), Outcome::Refused, "{status} {body}");
+                assert_eq!(kind(&classify(status, body, true)), "refused", "{status} {body}");
             }
         }
-    }
-
-    #[test]
-    fn a_5xx_naming_native_histograms_otherwise_is_retried() {
-        assert_eq!(classify(503, "native histogram appender busy"), Outcome::Retry);
     }
 }

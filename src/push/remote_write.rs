@@ -234,8 +234,9 @@ pub fn native_series(
     out
 }
 
-/// A request carrying the `WriteRequest` encoded in `proto`, of `samples` series.
-fn request(url: &str, proto: &[u8], samples: u64) -> Batch {
+/// A request carrying the `WriteRequest` encoded in `proto`, of `samples` series, `native` histograms among
+/// them or not.
+fn request(url: &str, proto: &[u8], samples: u64, native: bool) -> Batch {
     // Compressing a Vec in memory cannot fail but for sizes over 4 GiB, which a scrape never reaches.
     let body = snap::raw::Encoder::new().compress_vec(proto).unwrap_or_default();
     Batch {
@@ -248,6 +249,7 @@ fn request(url: &str, proto: &[u8], samples: u64) -> Batch {
         ],
         body,
         samples,
+        native,
         without_native: None,
     }
 }
@@ -278,7 +280,7 @@ fn batch_of(
     let classic_samples = classic.len() as u64;
     let classic = WriteRequest { timeseries: classic }.encode_to_vec();
     if natives.is_empty() {
-        return request(url, &classic, classic_samples);
+        return request(url, &classic, classic_samples, false);
     }
     let samples = classic_samples + natives.len() as u64;
     // A repeated field's encodings concatenate: the classic part is encoded once, for both requests.
@@ -287,10 +289,10 @@ fn batch_of(
         &WriteRequest { timeseries: natives }.encode_to_vec(),
     ]
     .concat();
-    let mut batch = request(url, &both, samples);
+    let mut batch = request(url, &both, samples, true);
     if fallback {
         let url = url.to_string();
-        batch.without_native = Some(Box::new(move || request(&url, &classic, classic_samples)));
+        batch.without_native = Some(Box::new(move || request(&url, &classic, classic_samples, false)));
     }
     batch
 }

@@ -1,4 +1,4 @@
-//! The Python handle on a pusher: a registry's metrics pushed to remote write or a Pushgateway.
+//! The Python handle on a pusher: a registry's metrics pushed to remote write, a Pushgateway or OTLP.
 
 use std::time::Duration;
 
@@ -8,8 +8,9 @@ use super::registry::CollectorRegistry;
 use crate::errors::{no_panic, ExporterError};
 use crate::push::{Auth, Histograms, Protocol, PushConfig, Pusher};
 
-/// Pushes `registry`'s metrics from a native thread (`protocol`: `"remote_write"` or `"pushgateway"`);
-/// `histograms` (remote write): `"auto"`, `"native"` or `"classic"` (`push::Histograms`).
+/// Pushes `registry`'s metrics from a native thread (`protocol`: `"remote_write"`, `"remote_write_native"`,
+/// `"remote_write_classic"`, `"pushgateway"`, or `"otlp"`, `"otlp_exponential"`, `"otlp_explicit"` (the
+/// histograms, `auto` first: see `Histograms`), with the OTLP `resource` attributes).
 /// `ValueError` for a malformed URL or header, an unreadable CA file, or a bad interval.
 #[pyclass(frozen, name = "Pusher", module = "locust_prometheus_exporter._native")]
 pub struct PyPusher {
@@ -19,7 +20,7 @@ pub struct PyPusher {
 #[pymethods]
 impl PyPusher {
     #[new]
-    #[pyo3(signature = (registry, protocol, url, interval, instance, *, username=None, password=None, bearer_token=None, ca_file=None, headers=Vec::new(), histograms="auto"))]
+    #[pyo3(signature = (registry, protocol, url, interval, instance, *, username=None, password=None, bearer_token=None, ca_file=None, headers=Vec::new(), resource=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         registry: &Bound<'_, CollectorRegistry>,
@@ -32,19 +33,29 @@ impl PyPusher {
         bearer_token: Option<String>,
         ca_file: Option<String>,
         headers: Vec<(String, String)>,
-        histograms: &str,
+        resource: Vec<(String, String)>,
     ) -> PyResult<Self> {
-        let bad = |what: &str, value: &str| ExporterError::InvalidPushConfig(format!("unknown {what} {value:?}"));
-        let histograms = match histograms {
-            "auto" => Histograms::Auto,
-            "native" => Histograms::Native,
-            "classic" => Histograms::Classic,
-            other => return Err(bad("remote write histograms", other).into()),
-        };
         let protocol = match protocol {
-            "remote_write" => Protocol::RemoteWrite { histograms },
+            "remote_write" => Protocol::RemoteWrite {
+                histograms: Histograms::Auto,
+            },
+            "remote_write_native" => Protocol::RemoteWrite {
+                histograms: Histograms::Native,
+            },
+            "remote_write_classic" => Protocol::RemoteWrite {
+                histograms: Histograms::Classic,
+            },
             "pushgateway" => Protocol::Pushgateway,
-            other => return Err(bad("push protocol", other).into()),
+            "otlp" => Protocol::Otlp {
+                histograms: Histograms::Auto,
+            },
+            "otlp_exponential" => Protocol::Otlp {
+                histograms: Histograms::Native,
+            },
+            "otlp_explicit" => Protocol::Otlp {
+                histograms: Histograms::Classic,
+            },
+            other => return Err(ExporterError::InvalidPushConfig(format!("unknown push protocol {other:?}")).into()),
         };
         let interval = Duration::try_from_secs_f64(interval)
             .ok()
@@ -73,6 +84,7 @@ impl PyPusher {
             ca_file,
             instance,
             headers,
+            resource,
         };
         Ok(PyPusher {
             inner: no_panic(|| Pusher::start(config))?,

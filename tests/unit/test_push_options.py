@@ -9,9 +9,9 @@ from locust_prometheus_exporter import _native
 URL = "http://127.0.0.1:9/api/v1/write"
 
 
-@pytest.mark.parametrize("histograms", ["auto", "native", "classic"])
-def test_each_mode_is_taken_and_nothing_is_lost_before_a_push(histograms):
-    pusher = _native.Pusher(_native.CollectorRegistry(), "remote_write", URL, 3600, "h:1", histograms=histograms)
+@pytest.mark.parametrize("protocol", ["remote_write", "remote_write_native", "remote_write_classic"])
+def test_each_mode_is_taken_and_nothing_is_lost_before_a_push(protocol):
+    pusher = _native.Pusher(_native.CollectorRegistry(), protocol, URL, 3600, "h:1")
     try:
         assert pusher.stats() == (0, 0, 0, 0)
     finally:
@@ -19,7 +19,5 @@ def test_each_mode_is_taken_and_nothing_is_lost_before_a_push(histograms):
 
 
 def test_an_unknown_mode_is_a_value_error():
-    with pytest.raises(ValueError, match='unknown remote write histograms "both"'):
-        _native.Pusher(_native.CollectorRegistry(), "remote_write", URL, 3600, "h:1", histograms="both")
-    with pytest.raises(ValueError, match='unknown push protocol "remote_write_classic"'):
-        _native.Pusher(_native.CollectorRegistry(), "remote_write_classic", URL, 3600, "h:1")
+    with pytest.raises(ValueError, match='unknown push protocol "remote_write_both"'):
+        _native.Pusher(_native.CollectorRegistry(), "remote_write_both", URL, 3600, "h:1")
