@@ -182,11 +182,12 @@ def test_auto_falls_back_to_explicit_histograms_and_loses_nothing(run_locust, re
     assert sum(p.count for p in points) == total
     assert all(sum(p.bucket_counts) == p.count and len(p.bucket_counts) == len(p.explicit_bounds) + 1 for p in points)
 
-    # Asked for exponential histograms only: no fallback, and the refusals are not retried.
+    # Asked for exponential histograms only: no fallback, and the refusals are not retried; nothing reached the
+    # receiver, so Locust exits 1.
     otlp = receiver(refuse_exponential="400")
     extra = ("--prometheus-otlp", otlp.url, "--prometheus-otlp-histograms", "exponential", "--prometheus-linger", "2")
     run, _ = headless(run_locust, tmp_path, 3, extra)
-    assert run.finish(timeout=60) == [0], run.output()
+    assert run.finish(timeout=60) == [1], run.output()
     sent, failed, dropped = otlp_summary(run.output())
     assert sent == 0 and failed == len(otlp.exports) >= 1 and dropped > 0, run.output()
 
