@@ -35,26 +35,16 @@ impl PyPusher {
         headers: Vec<(String, String)>,
         resource: Vec<(String, String)>,
     ) -> PyResult<Self> {
+        let remote_write = |histograms| Protocol::RemoteWrite { histograms };
+        let otlp = |histograms| Protocol::Otlp { histograms };
         let protocol = match protocol {
-            "remote_write" => Protocol::RemoteWrite {
-                histograms: Histograms::Auto,
-            },
-            "remote_write_native" => Protocol::RemoteWrite {
-                histograms: Histograms::Native,
-            },
-            "remote_write_classic" => Protocol::RemoteWrite {
-                histograms: Histograms::Classic,
-            },
+            "remote_write" => remote_write(Histograms::Auto),
+            "remote_write_native" => remote_write(Histograms::Native),
+            "remote_write_classic" => remote_write(Histograms::Classic),
             "pushgateway" => Protocol::Pushgateway,
-            "otlp" => Protocol::Otlp {
-                histograms: Histograms::Auto,
-            },
-            "otlp_exponential" => Protocol::Otlp {
-                histograms: Histograms::Native,
-            },
-            "otlp_explicit" => Protocol::Otlp {
-                histograms: Histograms::Classic,
-            },
+            "otlp" => otlp(Histograms::Auto),
+            "otlp_exponential" => otlp(Histograms::Native),
+            "otlp_explicit" => otlp(Histograms::Classic),
             other => return Err(ExporterError::InvalidPushConfig(format!("unknown push protocol {other:?}")).into()),
         };
         let interval = Duration::try_from_secs_f64(interval)
