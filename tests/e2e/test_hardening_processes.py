@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 
 import pytest
 from locust_prometheus_exporter import Counter
@@ -255,10 +256,18 @@ def starved_run(run_locust) -> LocustRun:
                       env={"FD_LIMIT": str(FD_LIMIT)})  # fmt: skip
 
 
-def every_half_second_of_the_run(start: float):
-    """Yields every 0.5 s from 2 s after `start` (all users spawned) to 1 s before the run's end."""
-    next_at = start + 2
-    while next_at < start + STARVED_RUN - 1:
+def every_half_second_of_the_run(run: LocustRun, scrape_once: Callable[[], Samples]):
+    """Yields every 0.5 s from the first scrape that sees all users running and the descriptors all taken (so
+    until the run's end) until 2 s before the run's planned end."""
+
+    def starved() -> bool:
+        samples = scrape_once()
+        return total(samples, "locust_users_running") == 300 and total(samples, "process_open_fds") == FD_LIMIT
+
+    run.wait_until(starved, 30, "all users running, out of descriptors")
+    start = time.monotonic()
+    next_at = start
+    while next_at < start + STARVED_RUN - 3:
         time.sleep(max(0.0, next_at - time.monotonic()))
         yield
         next_at += 0.5
@@ -294,10 +303,9 @@ def test_a_locust_out_of_descriptors_answers_scrapes_on_new_connections(run_locu
     """300 users at `ulimit -n 160`: Locust runs out of descriptors for the whole run, and the endpoint
     answers at least 90 % of the scrapes made every 0.5 s on a new connection each, from its reserve."""
     run = starved_run(run_locust)
-    start = time.monotonic()
     url = f"http://127.0.0.1:{run.metrics_port}/metrics"
     answers: list[tuple[int, bytes] | None] = []
-    for _ in every_half_second_of_the_run(start):
+    for _ in every_half_second_of_the_run(run, lambda: samples_of(http_get(url, timeout=2)[2].decode())):
         try:
             status, _, body = http_get(url, timeout=2)
             answers.append((status, body))
@@ -314,16 +322,20 @@ def test_a_scrapers_keep_alive_connection_is_answered_all_the_while(run_locust):
     """The same run, scraped every 0.5 s over one keep-alive connection, as Prometheus does: every scrape
     is answered, on the same connection."""
     run = starved_run(run_locust)
-    start = time.monotonic()
     conn = http.client.HTTPConnection("127.0.0.1", run.metrics_port, timeout=2)
     conn.connect()
     sock = conn.sock
+
+    def scrape_kept() -> tuple[int, bytes]:
+        conn.request("GET", "/metrics")
+        r = conn.getresponse()
+        answer = (r.status, r.read())
+        assert conn.sock is sock, "the connection was closed"
+        return answer
+
     try:
-        for _ in every_half_second_of_the_run(start):
-            conn.request("GET", "/metrics")
-            r = conn.getresponse()
-            starved_samples(r.status, r.read())
-            assert conn.sock is sock, "the connection was closed"
+        for _ in every_half_second_of_the_run(run, lambda: samples_of(scrape_kept()[1].decode())):
+            starved_samples(*scrape_kept())
     finally:
         conn.close()
     assert_starved_then_served_after(run)
