@@ -264,6 +264,8 @@ impl Shared {
 
     fn batch(&self) -> Batch {
         let grouping = self.state.lock().grouping.clone();
+        // It reads the registry and the process metrics' files, whose locks a fork must not find taken.
+        let _pass = crate::fork::enter();
         match self.config.protocol {
             Protocol::RemoteWrite { native } => {
                 remote_write::batch(&self.config.node, &self.config.url, &self.config.instance, native)

@@ -42,10 +42,10 @@ mod slots {
 
     /// Puts `fd` in an empty slot; closes it if there is none.
     fn store(fd: RawFd) {
-        if !SLOTS
-            .iter()
-            .any(|slot| slot.compare_exchange(EMPTY, fd, Ordering::AcqRel, Ordering::Relaxed).is_ok())
-        {
+        if !SLOTS.iter().any(|slot| {
+            slot.compare_exchange(EMPTY, fd, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        }) {
             close(fd);
         }
     }
@@ -106,6 +106,16 @@ mod slots {
         }
     }
 
+    pub fn connection_waiting(listener: &tokio::net::TcpListener) -> bool {
+        let mut fd = libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one `pollfd`, no wait; a listening socket is readable when its accept queue is not empty.
+        unsafe { libc::poll(&mut fd, 1, 0) > 0 && fd.revents & libc::POLLIN != 0 }
+    }
+
     pub fn forget_after_fork() {
         for slot in SLOTS.iter().chain([&TEMPLATE]) {
             let fd = slot.swap(EMPTY, Ordering::AcqRel);
@@ -123,6 +133,9 @@ mod slots {
     pub fn release() -> bool {
         false
     }
+    pub fn connection_waiting(_: &tokio::net::TcpListener) -> bool {
+        true
+    }
     pub fn forget_after_fork() {}
 }
 
@@ -131,14 +144,30 @@ pub fn hold() {
     slots::hold();
 }
 
-/// Fills the slots of spares lost to other threads, if descriptors are free now.
-pub fn refill() {
-    slots::refill();
+/// What the reserve did for an `accept()` that failed for want of a descriptor.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Spare {
+    /// One spare closed: accepting again takes its descriptor.
+    Released,
+    /// No connection is waiting (`accept()` fails without a descriptor whether one waits or not).
+    NoneWaiting,
+    /// None left: the connection waits until a descriptor is free.
+    NoneLeft,
 }
 
-/// Closes one spare for the connection waiting on `accept()`; false when none is left.
-pub fn release() -> bool {
-    slots::release()
+/// Closes a spare for the connection waiting on `listener`. `refill`: first take back spares lost to other
+/// threads earlier, if descriptors are free now.
+pub fn release_for(listener: &tokio::net::TcpListener, refill: bool) -> Spare {
+    if refill {
+        slots::refill();
+    }
+    if !slots::connection_waiting(listener) {
+        Spare::NoneWaiting
+    } else if slots::release() {
+        Spare::Released
+    } else {
+        Spare::NoneLeft
+    }
 }
 
 /// In a forked child: the parent's reserve is not the child's (a child that serves makes its own).
