@@ -74,7 +74,11 @@ impl ServerHandle {
         listener.set_nonblocking(true).map_err(internal)?;
         // Held from now on, so that a scrape opens no descriptor.
         reserve::hold();
-        crate::metrics::hold_process_files();
+        {
+            // The process metrics' files are kept under a lock that no fork may find taken.
+            let _pass = crate::fork::enter();
+            crate::metrics::hold_process_files();
+        }
         let addr = listener.local_addr().map_err(internal)?;
         let scrapes = Arc::new(ScrapeLog::new());
         let shared = Arc::new(Shared {
