@@ -15,11 +15,11 @@ import warnings
 from collections.abc import Callable
 
 import pytest
-from locust_prometheus_exporter import Counter
+from locust_prometheus_exporter import CollectorRegistry, Counter, PrometheusExporter
 from support.locust_run import LocustRun, locust_cmd
 from support.paths import EXAMPLES, LOCUSTFILES
 from support.scrape import Samples, http_get, samples_of, total
-from support.server import delta, read_to_close, server_counts
+from support.server import delta, read_to_close, server_counts, url
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -200,6 +200,40 @@ def test_forks_during_scrapes_leave_the_child_able_to_record_and_render(registry
         stop.set()
         scraper.join()
     assert len(scrapes) > 100 and set(scrapes) == {200}
+
+
+def null_descriptors() -> int:
+    """This process's descriptors open on /dev/null (the reserve's among them)."""
+    fds = os.listdir("/proc/self/fd")
+    return sum(1 for fd in fds if os.path.realpath(f"/proc/self/fd/{fd}") == "/dev/null")
+
+
+def test_a_forked_child_holds_no_reserve_and_reads_its_own_process_metrics(port):
+    """A forked child (`--processes`) closes the spares it inherits; one that then serves makes its own reserve,
+    and its process metrics are its own, not its parent's: it opens 50 descriptors its parent does not have.
+    (The parent holds a reserve: `port` serves from this process.)"""
+    in_parent = null_descriptors()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            closed = in_parent - null_descriptors()
+            held = [os.open(sys.executable, os.O_RDONLY) for _ in range(50)]
+            with PrometheusExporter("127.0.0.1", 0, registry=CollectorRegistry()) as e:
+                served = total(samples_of(http_get(url(e))[2].decode()), "process_open_fds")
+                own = len(os.listdir("/proc/self/fd")) - 1  # less listdir's own
+                made = null_descriptors() - (in_parent - closed)
+            for fd in held:
+                os.close(fd)
+            code = 0 if (closed, made) == (SPARES + 1, SPARES + 1) and abs(served - own) <= 3 else 2
+            if code:
+                print(f"closed {closed}, made {made}, served {served}, own {own}", flush=True)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def quick_locust(*args: str, unprivileged: bool = False) -> subprocess.CompletedProcess:
