@@ -48,19 +48,30 @@ e.close()
 """
 
 
+def exhausting_child() -> tuple[subprocess.Popen, int]:
+    """`EXHAUST` in a fresh interpreter, serving at a limit of 256 descriptors: the child, and its port."""
+    child = subprocess.Popen([sys.executable, "-c", EXHAUST], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert child.stdout
+    return child, int(child.stdout.readline())
+
+
+def step(child: subprocess.Popen, word: str, answer: str) -> None:
+    """Tells `EXHAUST` to go on (`exhaust`, `free`) and waits until it has."""
+    assert child.stdin and child.stdout
+    child.stdin.write(f"{word}\n")
+    child.stdin.flush()
+    assert child.stdout.readline() == f"{answer}\n"
+
+
 def test_descriptor_exhaustion_then_recovery():
     """With no descriptor left and the server's spares in use, accepting fails; the server keeps listening,
     logs it once, counts it, and answers the connections that waited as soon as descriptors are free again."""
-    child = subprocess.Popen([sys.executable, "-c", EXHAUST], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
-    assert child.stdin and child.stdout and child.stderr
+    child, port = exhausting_child()
     kept = []
     try:
-        port = int(child.stdout.readline())
         before = server_counts(port)
-        child.stdin.write("exhaust\n")
-        child.stdin.flush()
-        assert child.stdout.readline() == "exhausted\n"
+        step(child, "exhaust", "exhausted")
         # Keep-alive connections, answered and left open, hold every spare.
         for _ in range(SPARES):
             kept.append(http.client.HTTPConnection("127.0.0.1", port, timeout=5))
@@ -75,17 +86,13 @@ def test_descriptor_exhaustion_then_recovery():
         waiting[0].settimeout(1.6)
         with pytest.raises(TimeoutError):
             waiting[0].recv(1)
-        child.stdin.write("free\n")
-        child.stdin.flush()
-        assert child.stdout.readline() == "freed\n"
+        step(child, "free", "freed")
         for s in waiting:
             assert read_to_close(s, timeout=3).startswith(b"HTTP/1.1 200"), "a waiting scrape was not answered"
             s.close()
         counts = delta(server_counts(port), before)
         assert counts["reason=accept_error"] >= 3
-        child.stdin.write("quit\n")
-        child.stdin.flush()
-        _, err = child.communicate(timeout=10)
+        _, err = child.communicate("quit\n", timeout=10)
     finally:
         for conn in kept:
             conn.close()
@@ -100,14 +107,9 @@ def test_a_process_out_of_descriptors_answers_scrapes():
     """With no descriptor left, a scrape is accepted on one of the server's spares and rendered (gzipped or
     not, on render threads started now) without opening a descriptor: `process_open_fds` is the limit. Each
     spare comes back as its connection closes, so more scrapes than spares are answered one after another."""
-    child = subprocess.Popen([sys.executable, "-c", EXHAUST], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
-    assert child.stdin and child.stdout
+    child, port = exhausting_child()
     try:
-        port = int(child.stdout.readline())
-        child.stdin.write("exhaust\n")
-        child.stdin.flush()
-        assert child.stdout.readline() == "exhausted\n"
+        step(child, "exhaust", "exhausted")
         for i in range(SPARES + 2):
             gzipped = {"Accept-Encoding": "gzip"} if i % 2 else {}
             status, headers, body = http_get(f"http://127.0.0.1:{port}/metrics", gzipped, timeout=5)
@@ -118,9 +120,8 @@ def test_a_process_out_of_descriptors_answers_scrapes():
             assert total(samples, "process_open_fds") == total(samples, "process_max_fds") == 256
             assert total(samples, "locust_exporter_connections_reserved_total") == i + 1
         assert total(samples, "locust_exporter_reserve_misses_total") == 0
-        child.stdin.write("free\nquit\n")
-        child.stdin.flush()
-        child.communicate(timeout=10)
+        step(child, "free", "freed")
+        child.communicate("quit\n", timeout=10)
     finally:
         child.kill()
     assert child.returncode == 0
