@@ -128,14 +128,14 @@ fn accept_error(addr: SocketAddr, e: &std::io::Error) -> String {
         Some(ENFILE) => " The system is out of file descriptors.",
         _ => "",
     };
-    let reserve = if reserve::out_of_descriptors(e) {
+    let retry = if cfg!(target_os = "linux") && reserve::out_of_descriptors(e) {
         format!(
-            " Scrapes are served on the server's {} spare descriptors meanwhile (counted in \
-             locust_exporter_connections_reserved_total); beyond them,",
+            "Scrapes are served on the server's {} spare descriptors meanwhile (counted in \
+             locust_exporter_connections_reserved_total); beyond them, retrying every second at most",
             reserve::SPARES
         )
     } else {
-        String::new()
+        "Retrying every second at most".to_string()
     };
-    format!("accepting a connection on {addr} failed: {e}.{advice}{reserve} Retrying every second at most")
+    format!("accepting a connection on {addr} failed: {e}.{advice} {retry}")
 }
