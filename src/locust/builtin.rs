@@ -97,6 +97,16 @@ pub const CONNECTIONS_DROPPED: Builtin = Builtin {
     help: "Connections the exporter's HTTP server closed without an answer, or answered with an error and closed",
     labels: &["reason"],
 };
+pub const CONNECTIONS_RESERVED: Builtin = Builtin {
+    name: "locust_exporter_connections_reserved",
+    help: "Connections the exporter's HTTP server accepted on a spare descriptor of its reserve, the process having none free",
+    labels: &[],
+};
+pub const RESERVE_MISSES: Builtin = Builtin {
+    name: "locust_exporter_reserve_misses",
+    help: "Spare descriptors the exporter's HTTP server closed for a waiting connection that another thread took first",
+    labels: &[],
+};
 pub const SERIES_DROPPED: Builtin = Builtin {
     name: "locust_exporter_series_dropped",
     help: "labels() calls past a custom metric's max_series, whose values are not recorded",
@@ -105,7 +115,7 @@ pub const SERIES_DROPPED: Builtin = Builtin {
 
 /// Every built-in family.
 #[cfg(test)]
-pub const ALL: [&Builtin; 15] = [
+pub const ALL: [&Builtin; 17] = [
     &REQUESTS,
     &REQUEST_DURATION,
     &REQUEST_BYTES,
@@ -120,6 +130,8 @@ pub const ALL: [&Builtin; 15] = [
     &MEMORY_USAGE,
     &HTTP_REQUESTS,
     &CONNECTIONS_DROPPED,
+    &CONNECTIONS_RESERVED,
+    &RESERVE_MISSES,
     &SERIES_DROPPED,
 ];
 

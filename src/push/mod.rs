@@ -281,6 +281,8 @@ impl Shared {
             let s = self.state.lock();
             (s.grouping.clone(), s.classic_fallback)
         };
+        // It reads the registry and the process metrics' files, whose locks a fork must not find taken.
+        let _pass = crate::fork::enter();
         let c = &self.config;
         match c.protocol {
             Protocol::RemoteWrite { histograms } => {
