@@ -54,7 +54,7 @@ pub enum Outcome {
         kind: String,
         message: String,
     },
-    /// Refused for good (other 4xx): the batch is dropped.
+    /// Refused for good (other 4xx, or a 5xx whose body says it can never succeed): the batch is dropped.
     Refused {
         kind: String,
         message: String,
