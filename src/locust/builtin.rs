@@ -97,6 +97,11 @@ pub const CONNECTIONS_DROPPED: Builtin = Builtin {
     help: "Connections the exporter's HTTP server closed without an answer, or answered with an error and closed",
     labels: &["reason"],
 };
+pub const WEB_CONFIG_RELOADS: Builtin = Builtin {
+    name: "locust_exporter_web_config_reloads",
+    help: "Reloads of the web-config file after it changed, by result (success, failure)",
+    labels: &["result"],
+};
 pub const SERIES_DROPPED: Builtin = Builtin {
     name: "locust_exporter_series_dropped",
     help: "labels() calls past a custom metric's max_series, whose values are not recorded",
@@ -105,7 +110,7 @@ pub const SERIES_DROPPED: Builtin = Builtin {
 
 /// Every built-in family.
 #[cfg(test)]
-pub const ALL: [&Builtin; 15] = [
+pub const ALL: [&Builtin; 16] = [
     &REQUESTS,
     &REQUEST_DURATION,
     &REQUEST_BYTES,
@@ -120,6 +125,7 @@ pub const ALL: [&Builtin; 15] = [
     &MEMORY_USAGE,
     &HTTP_REQUESTS,
     &CONNECTIONS_DROPPED,
+    &WEB_CONFIG_RELOADS,
     &SERIES_DROPPED,
 ];
 

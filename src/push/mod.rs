@@ -4,6 +4,7 @@
 
 mod batch;
 pub mod pushgateway;
+mod redact;
 pub mod remote_write;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::distributed::Node;
 use crate::errors::{ExporterError, Result};
 use crate::log_once::LogOnce;
 use batch::Batch;
+use redact::{redact_in, redact_url};
 
 /// Longest time one HTTP request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -123,7 +125,10 @@ pub struct Pusher {
 
 /// Checks a push URL: `http` or `https`, with a host.
 pub fn check_url(url: &str) -> Result<Uri> {
-    let bad = |why: &str| ExporterError::InvalidPushConfig(format!("invalid push URL {url:?}: {why}"));
+    let bad = |why: &str| {
+        let shown = redact_url(url);
+        ExporterError::InvalidPushConfig(format!("invalid push URL {shown:?}: {}", redact_in(why, url)))
+    };
     let uri: Uri = url
         .parse()
         .map_err(|e: ureq::http::uri::InvalidUri| bad(&e.to_string()))?;
@@ -162,11 +167,14 @@ fn agent(ca_file: Option<&str>) -> Result<Agent> {
 }
 
 fn check_headers(headers: &[(String, String)]) -> Result<()> {
+    // Neither a value nor a name that is not one is shown: either may hold a token.
     for (name, value) in headers {
-        let name_ok = ureq::http::HeaderName::from_bytes(name.as_bytes()).is_ok();
-        if !name_ok || ureq::http::HeaderValue::from_str(value).is_err() {
+        if ureq::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(ExporterError::InvalidPushConfig("invalid HTTP header name".into()));
+        }
+        if ureq::http::HeaderValue::from_str(value).is_err() {
             return Err(ExporterError::InvalidPushConfig(format!(
-                "invalid HTTP header {name:?}"
+                "invalid value of HTTP header {name:?}"
             )));
         }
     }
@@ -221,7 +229,7 @@ impl Pusher {
     }
 
     pub fn describe(&self) -> String {
-        format!("{} to {}", self.shared.config.protocol.name(), self.shared.config.url)
+        format!("{} to {}", self.shared.config.protocol.name(), redact_url(&self.shared.config.url))
     }
 
     /// Stops the thread; a push under way is abandoned at its next retry.
@@ -292,7 +300,7 @@ impl Shared {
             s.stats.failed += 1;
             if self.logged.first(&kind) {
                 let name = self.config.protocol.name();
-                let url = &self.config.url;
+                let (url, message) = (redact_url(&self.config.url), redact_in(&message, &self.config.url));
                 s.messages
                     .push(format!("{name} to {url} failed: {message} (logged once per kind)"));
             }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use hyper::body::{Body, Bytes, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use super::scrape_log::ScrapeLog;
 use crate::clock;
@@ -31,6 +31,9 @@ pub struct Limits {
     pub write_stall: Duration,
     /// Scrapes rendered (and compressed) at once, off the server's thread.
     pub renders: usize,
+    /// Requests past the rate limit and auth being answered at once, until their response is written (as
+    /// node_exporter's `--web.max-requests`); beyond, 503.
+    pub in_flight: usize,
 }
 
 impl Limits {
@@ -41,6 +44,7 @@ impl Limits {
         idle: Duration::from_secs(60),
         write_stall: Duration::from_secs(30),
         renders: 2,
+        in_flight: 40,
     };
 
     /// How long a watchdog may sleep: any deadline set meanwhile lies further away than this.
@@ -240,6 +244,8 @@ pub struct Reply {
     conn: Arc<Conn>,
     /// The start of the full scrape this answers, noted in the server's scrape log once the body is handed over.
     scrape: Option<(Arc<ScrapeLog>, Instant)>,
+    /// The request's place among those in flight (`Limits::in_flight`), held until the body is written or dropped.
+    _in_flight: Option<OwnedSemaphorePermit>,
 }
 
 impl Reply {
@@ -248,7 +254,13 @@ impl Reply {
             data: (!data.is_empty()).then_some(data),
             conn,
             scrape: None,
+            _in_flight: None,
         }
+    }
+
+    pub fn in_flight(mut self, permit: Option<OwnedSemaphorePermit>) -> Self {
+        self._in_flight = permit;
+        self
     }
 
     pub fn noting_scrape(mut self, started: Option<(Arc<ScrapeLog>, Instant)>) -> Self {

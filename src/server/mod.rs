@@ -79,13 +79,14 @@ impl ServerHandle {
         let addr = listener.local_addr().map_err(internal)?;
         let scrapes = Arc::new(ScrapeLog::new());
         let shared = Arc::new(Shared {
-            stats: Stats::register(&node.registry)?,
+            stats: Stats::register(&node.registry, web.is_some())?,
             node,
             scrapes: scrapes.clone(),
             limits,
             addr,
             web,
             logged: LogOnce::default(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(limits.in_flight)),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -255,10 +256,9 @@ async fn serve(stream: TcpStream, conn: Arc<Conn>, shared: Arc<Shared>, _open: O
     }
 }
 
-/// TLS first when the web config has it (the certificate in use when the connection came), then HTTP.
+/// TLS first when the server started with it (with the certificate in use when the connection came), then HTTP.
 async fn connection(stream: TcpStream, conn: Arc<Conn>, shared: Arc<Shared>) -> Ended {
-    let acceptor = shared.web.as_ref().and_then(|w| w.current().tls.clone());
-    let Some(acceptor) = acceptor else {
+    if !shared.web.as_ref().is_some_and(|w| w.tls()) {
         return Ended::Http(
             http(
                 Watched {
@@ -279,6 +279,10 @@ async fn connection(stream: TcpStream, conn: Arc<Conn>, shared: Arc<Shared>) -> 
         }
         Some(true) => {}
     }
+    // None: the file's TLS material is unusable (its reload was logged and counted).
+    let Some(acceptor) = shared.live().and_then(|live| live.tls().cloned()) else {
+        return Ended::HandshakeFailed;
+    };
     match acceptor
         .accept(Watched {
             io: stream,

@@ -1,14 +1,14 @@
-//! The server's own counters: responses by status code and connections it had to drop.
+//! The server's own counters: responses by status code, connections it had to drop, web-config reloads.
 //! The series are made when the server starts, so counting is one atomic add and takes no lock.
 
 use std::sync::Arc;
 
 use crate::errors::Result;
-use crate::locust::builtin::{Builtin, CONNECTIONS_DROPPED, HTTP_REQUESTS};
+use crate::locust::builtin::{Builtin, CONNECTIONS_DROPPED, HTTP_REQUESTS, WEB_CONFIG_RELOADS};
 use crate::metrics::{Counter, Family, Kind, Registry, Series};
 
 /// Every status the server answers with: its own, and hyper's answers to unparsable requests.
-const CODES: [u16; 8] = [200, 400, 401, 404, 405, 429, 431, 500];
+const CODES: [u16; 9] = [200, 400, 401, 404, 405, 429, 431, 500, 503];
 
 /// Why a connection was closed before it was answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,17 +42,27 @@ const REASONS: [(Dropped, &str); 7] = [
 pub struct Stats {
     responses: Vec<(u16, Arc<Series<Counter>>)>,
     dropped: Vec<(Dropped, Arc<Series<Counter>>)>,
+    /// (success, failure), with a web config.
+    reloads: Option<[Arc<Series<Counter>>; 2]>,
 }
 
 impl Stats {
-    /// Finds or registers the two families, with every series at zero.
-    pub fn register(registry: &Registry) -> Result<Self> {
+    /// Finds or registers the families, with every series at zero (the reloads' with a web config only).
+    pub fn register(registry: &Registry, web_config: bool) -> Result<Self> {
         let family = |builtin: &Builtin| -> Result<Arc<Family<Counter>>> {
             registry.get_or_register(builtin.desc(Kind::Counter)?)
         };
         let responses = family(&HTTP_REQUESTS)?;
         let dropped = family(&CONNECTIONS_DROPPED)?;
+        let reloads = match web_config {
+            true => {
+                let reloads = family(&WEB_CONFIG_RELOADS)?;
+                Some([reloads.child(&["success"])?, reloads.child(&["failure"])?])
+            }
+            false => None,
+        };
         Ok(Stats {
+            reloads,
             responses: CODES
                 .iter()
                 .map(|c| Ok((*c, responses.child(&[c.to_string()])?)))
@@ -67,6 +77,12 @@ impl Stats {
     pub fn response(&self, code: u16) {
         if let Some((_, s)) = self.responses.iter().find(|(c, _)| *c == code) {
             s.inc(1.0);
+        }
+    }
+
+    pub fn reload(&self, succeeded: bool) {
+        if let Some([success, failure]) = &self.reloads {
+            if succeeded { success } else { failure }.inc(1.0);
         }
     }
 
