@@ -229,7 +229,11 @@ impl Pusher {
     }
 
     pub fn describe(&self) -> String {
-        format!("{} to {}", self.shared.config.protocol.name(), redact_url(&self.shared.config.url))
+        format!(
+            "{} to {}",
+            self.shared.config.protocol.name(),
+            redact_url(&self.shared.config.url)
+        )
     }
 
     /// Stops the thread; a push under way is abandoned at its next retry.

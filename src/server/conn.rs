@@ -31,8 +31,9 @@ pub struct Limits {
     pub write_stall: Duration,
     /// Scrapes rendered (and compressed) at once, off the server's thread.
     pub renders: usize,
-    /// Requests past the rate limit and auth being answered at once, until their response is written (as
-    /// node_exporter's `--web.max-requests`); beyond, 503.
+    /// Requests past the rate limit and auth being answered at once, until their body is handed to the
+    /// connection (a render included; writing it is bounded by `write_stall`), as node_exporter's
+    /// `--web.max-requests`; beyond, 503.
     pub in_flight: usize,
 }
 
@@ -244,7 +245,7 @@ pub struct Reply {
     conn: Arc<Conn>,
     /// The start of the full scrape this answers, noted in the server's scrape log once the body is handed over.
     scrape: Option<(Arc<ScrapeLog>, Instant)>,
-    /// The request's place among those in flight (`Limits::in_flight`), held until the body is written or dropped.
+    /// The request's place among those in flight (`Limits::in_flight`), held until the body is taken or dropped.
     _in_flight: Option<OwnedSemaphorePermit>,
 }
 

@@ -10,7 +10,8 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
-    HeaderName, HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, VARY, WWW_AUTHENTICATE,
+    HeaderName, HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, VARY,
+    WWW_AUTHENTICATE,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -97,7 +98,10 @@ async fn respond(
                 in_flight = Some(permit);
                 route(&request, &shared, &mut headers).await
             }
-            Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Bytes::from_static(b"Service Unavailable\n")),
+            Err(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Bytes::from_static(b"Service Unavailable\n"),
+            ),
         },
     };
     if let Some(Live::Valid(web)) = &live {
@@ -149,7 +153,10 @@ async fn refusal(
             headers.push((WWW_AUTHENTICATE, HeaderValue::from_static(auth::CHALLENGE)));
             Some((StatusCode::UNAUTHORIZED, Bytes::from_static(b"Unauthorized\n")))
         }
-        Verdict::Busy => Some((StatusCode::SERVICE_UNAVAILABLE, Bytes::from_static(b"Service Unavailable\n"))),
+        Verdict::Busy => Some((
+            StatusCode::SERVICE_UNAVAILABLE,
+            Bytes::from_static(b"Service Unavailable\n"),
+        )),
     }
 }
 

@@ -14,8 +14,8 @@ use tokio_rustls::TlsAcceptor;
 
 use super::auth::Users;
 use super::tls;
-use crate::errors::{ExporterError, Result};
 use super::web_config::{self, RateLimit};
+use crate::errors::{ExporterError, Result};
 
 /// How often the files are read again, at most.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -249,7 +249,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("web.yml");
         let hash = bcrypt::hash("pw", 4).unwrap();
-        let config = |burst: u32| format!("basic_auth_users:\n  alice: {hash}\nrate_limit:\n  interval: 1h\n  burst: {burst}\n");
+        let config =
+            |burst: u32| format!("basic_auth_users:\n  alice: {hash}\nrate_limit:\n  interval: 1h\n  burst: {burst}\n");
         std::fs::write(&path, config(2)).unwrap();
         let web = LiveConfig::load(&path).unwrap();
         let (first, reloaded) = web.current();
@@ -263,7 +264,10 @@ mod tests {
         let (second, reloaded) = web.current();
         assert!(matches!(reloaded, Some(Ok(()))));
         let second = valid(&second).clone();
-        assert_eq!((0..4).map(|_| second.allow()).collect::<Vec<_>>(), [true, true, true, false]);
+        assert_eq!(
+            (0..4).map(|_| second.allow()).collect::<Vec<_>>(),
+            [true, true, true, false]
+        );
         for (text, words) in [
             ("rate_limit:\n  interval: 1h\n  burst: 3\n", "basic_auth_users"),
             ("", "empty"),

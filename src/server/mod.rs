@@ -409,9 +409,8 @@ mod tests {
         server.shutdown();
     }
 
-    #[test]
-    fn a_client_that_does_not_read_is_dropped() {
-        // A body far larger than what the socket buffers hold.
+    /// Metrics whose body is far larger than what the socket buffers hold.
+    fn big_node() -> Arc<Node> {
         let node = Arc::new(Node::default());
         let family = node
             .registry
@@ -421,7 +420,38 @@ mod tests {
         for i in 0..60_000 {
             family.child(&[format!("{long}{i}")]).unwrap();
         }
-        let server = ServerHandle::start(node, "127.0.0.1", 0, SHORT, None).unwrap();
+        node
+    }
+
+    #[test]
+    fn past_the_requests_in_flight_the_answer_is_503() {
+        let limits = Limits {
+            in_flight: 1,
+            head: Duration::from_secs(30),
+            idle: Duration::from_secs(30),
+            ..SHORT
+        };
+        let server = ServerHandle::start(big_node(), "127.0.0.1", 0, limits, None).unwrap();
+        let mut rendering = connect(&server);
+        rendering
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        // Sent while the first is still being rendered (for tens of milliseconds at least).
+        let mut other = connect(&server);
+        other.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert!(response(&mut other).starts_with("HTTP/1.1 503"));
+        assert!(response(&mut rendering).starts_with("HTTP/1.1 200"));
+        other.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert!(
+            response(&mut other).starts_with("HTTP/1.1 200"),
+            "its place is free again"
+        );
+        server.shutdown();
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_is_dropped() {
+        let server = ServerHandle::start(big_node(), "127.0.0.1", 0, SHORT, None).unwrap();
         let mut stalled = connect(&server);
         stalled.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         // The stall counts from the answer's start, which waits for the render (slow in a debug build on

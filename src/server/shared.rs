@@ -46,7 +46,9 @@ impl Shared {
             self.stats.reload(reloaded.is_ok());
             if let Err(e) = reloaded {
                 let error = e.to_string();
-                self.log_once(&error, || format!("{error}: every request is refused until the file is valid again"));
+                self.log_once(&error, || {
+                    format!("{error}: every request is refused until the file is valid again")
+                });
             }
         }
         Some(live)

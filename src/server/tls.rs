@@ -14,10 +14,10 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::CertificateError;
-use x509_parser::extensions::GeneralName;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
+use x509_parser::extensions::GeneralName;
 
 use super::web_config::{ClientAuth, TlsSettings};
 
@@ -264,4 +264,21 @@ pub async fn refuse_plain_http(mut stream: TcpStream) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_sans_read_as_go_prints_them() {
+        assert_eq!(ip(&[10, 1, 2, 3]).unwrap().to_string(), "10.1.2.3");
+        let mapped = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3];
+        assert_eq!(ip(&mapped).unwrap().to_string(), "10.1.2.3");
+        let mut v6 = [0u8; 16];
+        v6[..2].copy_from_slice(&[0x20, 0x01]);
+        v6[15] = 1;
+        assert_eq!(ip(&v6).unwrap().to_string(), "2001::1");
+        assert_eq!(ip(&[1, 2, 3]), None);
+    }
 }

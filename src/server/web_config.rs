@@ -320,9 +320,10 @@ fn rate_limit(r: RateFile) -> std::result::Result<Option<RateLimit>, String> {
     let interval = match r.interval.as_deref() {
         None => Duration::ZERO,
         Some(text) => {
-            let seconds =
-                go_duration(text).ok_or_else(|| format!("rate_limit: interval {text:?} is not a duration like 1s or 500ms"))?;
-            Duration::try_from_secs_f64(seconds).map_err(|_| format!("rate_limit: interval {text:?} is out of range"))?
+            let seconds = go_duration(text)
+                .ok_or_else(|| format!("rate_limit: interval {text:?} is not a duration like 1s or 500ms"))?;
+            Duration::try_from_secs_f64(seconds)
+                .map_err(|_| format!("rate_limit: interval {text:?} is out of range"))?
         }
     };
     let burst = r.burst.unwrap_or(0);
