@@ -10,7 +10,7 @@ use parking_lot::RwLock;
 use super::data::SeriesData;
 use super::desc::{Desc, Kind};
 use super::key::series_key;
-use super::series::{Counter, Gauge, Grow, Histogram, MetricType, Series};
+use super::series::{Counter, Gauge, Grow, Histogram, ValueType, Series};
 use crate::errors::{ExporterError, Result};
 use crate::log_once::LogOnce;
 
@@ -23,7 +23,7 @@ pub struct Family<M> {
     pub logged: LogOnce,
 }
 
-impl<M: MetricType> Family<M> {
+impl<M: ValueType> Family<M> {
     /// A family of `desc`, whose kind is `M`'s (the registry's callers make sure of it).
     pub fn new(desc: Desc) -> Self {
         let family = Family {
@@ -157,7 +157,7 @@ impl AnyFamily {
 }
 
 /// A value type whose families the registry holds type-erased, and finds again as their own type.
-pub trait Typed: MetricType {
+pub trait Typed: ValueType {
     fn erase(family: Arc<Family<Self>>) -> AnyFamily;
     /// The family as a family of this type, if it is one.
     fn typed(family: &AnyFamily) -> Option<&Arc<Family<Self>>>;

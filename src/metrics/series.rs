@@ -29,7 +29,7 @@ pub struct Histogram {
 }
 
 /// The value type of a family's series: `Counter`, `Gauge` or `Histogram`.
-pub trait MetricType: Send + Sync + Sized + 'static {
+pub trait ValueType: Send + Sync + Sized + 'static {
     /// A value at zero for a series of a family of this descriptor.
     fn new(desc: &Desc) -> Self;
     /// Whether a family of this kind holds values of this type.
@@ -59,7 +59,7 @@ impl Counter {
     }
 }
 
-impl MetricType for Counter {
+impl ValueType for Counter {
     fn new(_: &Desc) -> Self {
         Counter {
             value: AtomicF64::new(0.0),
@@ -105,7 +105,7 @@ impl Gauge {
     }
 }
 
-impl MetricType for Gauge {
+impl ValueType for Gauge {
     fn new(_: &Desc) -> Self {
         Gauge {
             value: AtomicF64::new(0.0),
@@ -139,7 +139,7 @@ impl Histogram {
     }
 }
 
-impl MetricType for Histogram {
+impl ValueType for Histogram {
     fn new(desc: &Desc) -> Self {
         let bounds: Arc<[f64]> = match &desc.kind {
             Kind::Histogram(bounds) => bounds.clone(),
@@ -212,7 +212,7 @@ impl Grow for Histogram {
     }
 }
 
-impl<M: MetricType> Series<M> {
+impl<M: ValueType> Series<M> {
     pub fn new(labels: Box<[String]>, metric: M) -> Self {
         Series { labels, metric }
     }
