@@ -10,7 +10,7 @@ use parking_lot::RwLock;
 use super::data::SeriesData;
 use super::desc::{Desc, Kind};
 use super::key::series_key;
-use super::series::{Counter, Gauge, Grow, Histogram, ValueType, Series};
+use super::series::{Counter, Gauge, Grow, Histogram, Series, ValueType};
 use crate::errors::{ExporterError, Result};
 use crate::log_once::LogOnce;
 

@@ -54,12 +54,11 @@ impl Stats {
         };
         let responses = family(&HTTP_REQUESTS)?;
         let dropped = family(&CONNECTIONS_DROPPED)?;
-        let reloads = match web_config {
-            true => {
-                let reloads = family(&WEB_CONFIG_RELOADS)?;
-                Some([reloads.child(&["success"])?, reloads.child(&["failure"])?])
-            }
-            false => None,
+        let reloads = if web_config {
+            let reloads = family(&WEB_CONFIG_RELOADS)?;
+            Some([reloads.child(&["success"])?, reloads.child(&["failure"])?])
+        } else {
+            None
         };
         Ok(Stats {
             reloads,
