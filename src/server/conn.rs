@@ -84,6 +84,9 @@ pub struct Conn {
     busy: AtomicBool,
     /// A request was answered: waiting now is keep-alive idleness, not a slow head.
     served: AtomicBool,
+    /// A request on it got past the web config's checks (rate limit, password): a scraper's keep-alive
+    /// connection, the last to be closed for a newcomer.
+    admitted: AtomicBool,
     /// Told to close, to make room for a new connection.
     evicted: Notify,
 }
@@ -96,6 +99,7 @@ impl Conn {
             blocked_since: AtomicU64::new(0),
             busy: AtomicBool::new(false),
             served: AtomicBool::new(false),
+            admitted: AtomicBool::new(false),
             evicted: Notify::new(),
         }
     }
@@ -103,6 +107,14 @@ impl Conn {
     /// Whether it may be closed for a newcomer: it is not answering a request.
     pub fn evictable(&self) -> bool {
         !self.busy.load(Ordering::Relaxed)
+    }
+
+    pub fn admitted(&self) -> bool {
+        self.admitted.load(Ordering::Relaxed)
+    }
+
+    pub fn admit(&self) {
+        self.admitted.store(true, Ordering::Relaxed);
     }
 
     pub fn evict(&self) {

@@ -96,6 +96,7 @@ async fn respond(
         None => match shared.in_flight.clone().try_acquire_owned() {
             Ok(permit) => {
                 in_flight = Some(permit);
+                conn.admit();
                 route(&request, &shared, &mut headers).await
             }
             Err(_) => (

@@ -173,9 +173,15 @@ async fn accept_loop(listener: tokio::net::TcpListener, mut stopped: oneshot::Re
     }
 }
 
-/// Evicts the oldest connection not answering a request; false if there is none.
+/// Evicts the oldest connection not answering a request, one with no request admitted first (slow heads,
+/// wrong passwords) so that a scraper's keep-alive connection goes last; false if there is none.
 fn make_room(conns: &mut VecDeque<Weak<Conn>>) -> bool {
-    let victim = conns.iter().position(|c| c.upgrade().is_some_and(|c| c.evictable()));
+    let oldest = |admitted: bool| {
+        conns
+            .iter()
+            .position(|c| c.upgrade().is_some_and(|c| c.evictable() && c.admitted() == admitted))
+    };
+    let victim = oldest(false).or_else(|| oldest(true));
     match victim.and_then(|i| conns.remove(i)).and_then(|c| c.upgrade()) {
         Some(conn) => {
             conn.evict();
@@ -406,6 +412,30 @@ mod tests {
             time_to_close(&mut slow[0]) < Duration::from_secs(1),
             "the oldest was not evicted"
         );
+        server.shutdown();
+    }
+
+    #[test]
+    fn a_scrapers_keep_alive_connection_makes_room_last() {
+        let limits = Limits {
+            head: Duration::from_secs(30),
+            idle: Duration::from_secs(30),
+            ..SHORT
+        };
+        let server = ServerHandle::start(Arc::default(), "127.0.0.1", 0, limits, None).unwrap();
+        let mut kept = connect(&server);
+        kept.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert!(response(&mut kept).starts_with("HTTP/1.1 200"));
+        let mut slow = connect(&server);
+        slow.write_all(b"GET /").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let mut newcomer = connect(&server);
+        newcomer.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert!(response(&mut newcomer).starts_with("HTTP/1.1 200"));
+        // The slow head made room, though the idle keep-alive connection is older.
+        assert!(time_to_close(&mut slow) < Duration::from_secs(1));
+        kept.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert!(response(&mut kept).starts_with("HTTP/1.1 200"));
         server.shutdown();
     }
 
