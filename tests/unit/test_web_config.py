@@ -301,7 +301,7 @@ def test_reloads_that_break_the_file_or_drop_tls_or_auth_fail_closed(serve, pki,
         assert sum(words in line for line in logged) == 1, (words, logged)
 
 
-def test_a_plain_http_server_with_basic_auth_fails_closed_too(serve, tmp_path):
+def test_a_plain_http_server_with_basic_auth_fails_closed_too(serve, pki, tmp_path, capfd):
     """Without TLS at start: a file that drops basic auth, or adds TLS (which a running server cannot take up),
     is answered 500 until the file is valid again."""
     users = USERS.format(alice=bcrypt_hash("wonderland"), bob=bcrypt_hash("builder"))
@@ -313,6 +313,8 @@ def test_a_plain_http_server_with_basic_auth_fails_closed_too(serve, tmp_path):
         assert get(port)[0] == 500, case
         replace(web, users)
         within(2, lambda: get(port, None, right)[0] == 200, f"{case}: the valid file served again")
+    logged = capfd.readouterr().err
+    assert "the server started without TLS, which takes a restart to turn on" in logged, logged
 
 
 def test_unusable_tls_material_on_reload_fails_the_handshake(serve, pki):
