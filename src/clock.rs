@@ -1,5 +1,5 @@
 //! The process's clocks as plain numbers: the monotonic one (for Python's final-scrape mark and for
-//! atomics), and wall-clock Unix time (gauges' update stamps, `set_to_current_time`, pushed samples).
+//! atomics), and wall-clock Unix time (gauges' update stamps, `set_to_current_time`, pushed samples and points).
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,6 +15,14 @@ pub fn unix_seconds() -> f64 {
 /// Unix time in milliseconds, as remote write stamps samples.
 pub fn unix_millis() -> i64 {
     (unix_seconds() * 1000.0) as i64
+}
+
+/// Unix time in nanoseconds, as OTLP stamps points.
+pub fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// Nanoseconds from the clock's start (its first use in the process) to `t`.

@@ -2,7 +2,8 @@
 
 The serving process (the master, or the only process) waits, when Locust quits, for one scrape of
 ``/metrics`` that started after the test stopped (the final scrape), and pushes to Prometheus remote
-write and to a Pushgateway when asked to: every push interval from a native thread, and once more at quit.
+write, to a Pushgateway and to an OTLP endpoint when asked to: every push interval from a native thread, and once
+more at quit.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import gevent
 from locust.runners import MasterRunner
 
-from . import _native, _options
+from . import _native, _options, _otel_env
 from ._events import Subscriptions
 from ._log import logger
 
@@ -33,7 +34,7 @@ WAIT_SLICE = 0.25
 #: How often the pushing threads' log lines are taken into Python's log (seconds).
 LOG_INTERVAL = 1.0
 #: (option, protocol) of the push targets.
-PUSHES = (("remote_write", "remote_write"), ("pushgateway", "pushgateway"))
+PUSHES = (("remote_write", "remote_write"), ("pushgateway", "pushgateway"), ("otlp", "otlp"))
 
 #: When each runner began to quit (``time.monotonic()``, ``scrape_mark()``): every exporter's waits count from
 #: then, so that with several exporters they overlap instead of adding up.
@@ -56,6 +57,18 @@ def _credentials(option: str) -> dict[str, Any]:
     if headers:
         given["headers"] = headers
     return given
+
+
+def _otlp(
+    environment: Environment, url: str, instance: str, settings: dict[str, Any]
+) -> tuple[str, str, dict[str, Any]]:
+    """The protocol, URL and settings of the OTLP push: the OTEL_* variables' headers, CA file and resource, with
+    the ``LOCUST_PROMETHEUS_OTLP_*`` credentials (headers added, the CA file instead)."""
+    histograms = _options.option(environment, "otlp-histograms") or "auto"
+    protocol = "otlp" if histograms == "auto" else f"otlp_{histograms}"
+    otel = _otel_env.push_settings(instance)
+    headers = otel.pop("headers", []) + settings.pop("headers", [])
+    return protocol, url.rstrip("/") + "/v1/metrics", {**otel, **settings, "headers": headers}
 
 
 class EndOfRun:
@@ -110,8 +123,11 @@ class EndOfRun:
             if option == "remote_write" and _options.option(environment, "remote-write-classic-only"):
                 protocol = "remote_write_classic"
             try:
+                settings = _credentials(option)
+                if option == "otlp":
+                    protocol, url, settings = _otlp(environment, url, instance, settings)
                 pusher = _native.Pusher(
-                    self._recorder.registry, protocol, url, self._push_interval, instance, **_credentials(option)
+                    self._recorder.registry, protocol, url, self._push_interval, instance, **settings
                 )
             except ValueError as e:
                 _options.fail(f"--prometheus-{option.replace('_', '-')}: {e}")

@@ -249,7 +249,9 @@ def after_fork_in_child() -> None:
 @final
 class Pusher:
     """Pushes ``registry``'s metrics from a native thread (``protocol``: ``"remote_write"``, ``"remote_write_classic"``
-    (without the native histograms) or ``"pushgateway"``).
+    (without the native histograms), ``"pushgateway"``, or ``"otlp"``, ``"otlp_exponential"``, ``"otlp_explicit"``
+    (histograms with native buckets as exponential ones until refused, always, or never), with the OTLP ``resource``
+    attributes).
 
     ``ValueError`` for a malformed URL or header, an unreadable CA file, or a bad interval.
     """
@@ -267,6 +269,7 @@ class Pusher:
         bearer_token: str | None = None,
         ca_file: str | None = None,
         headers: Sequence[tuple[str, str]] = ...,
+        resource: Sequence[tuple[str, str]] = ...,
     ) -> Pusher: ...
     def set_grouping(self, grouping: Sequence[tuple[str, str]]) -> None:
         """Pushgateway grouping labels after ``job`` (such as ``run_id``), for the pushes from now on."""

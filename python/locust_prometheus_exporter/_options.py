@@ -126,8 +126,22 @@ def add_options(parser: Any, **_kw: Any) -> None:
         default=False,
     )
     add(
+        "otlp",
+        "OTLP/HTTP endpoint (e.g. http://collector:4318 or http://prometheus:9090/api/v1/otlp) to push to, at "
+        "URL/v1/metrics; headers, CA file and resource attributes from the OTEL_EXPORTER_OTLP_* variables, "
+        "OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME",
+        default=None,
+    )
+    add(
+        "otlp-histograms",
+        "How OTLP sends histograms with native buckets: exponential, explicit (the classic buckets), or auto "
+        "(exponential until the receiver refuses them, then explicit)",
+        choices=("auto", "exponential", "explicit"),
+        default="auto",
+    )
+    add(
         "push-interval",
-        "Seconds between pushes (remote write, Pushgateway); a final push is made at quit",
+        "Seconds between pushes (remote write, Pushgateway, OTLP); a final push is made at quit",
         type=float,
         default=5.0,
     )

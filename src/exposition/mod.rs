@@ -7,6 +7,7 @@ mod select;
 pub mod text;
 
 pub use format::{accepts_gzip, negotiate_format, Format};
+pub use select::label_names;
 
 use crate::distributed::Node;
 use crate::metrics::{collect_process, Collected};

@@ -102,6 +102,16 @@ pub const WEB_CONFIG_RELOADS: Builtin = Builtin {
     help: "Reloads of the web-config file after it changed, by result (success, failure)",
     labels: &["result"],
 };
+pub const CONNECTIONS_RESERVED: Builtin = Builtin {
+    name: "locust_exporter_connections_reserved",
+    help: "Connections the exporter's HTTP server accepted on a spare descriptor of its reserve, the process having none free",
+    labels: &[],
+};
+pub const RESERVE_MISSES: Builtin = Builtin {
+    name: "locust_exporter_reserve_misses",
+    help: "Spare descriptors the exporter's HTTP server closed for a waiting connection that another thread took first",
+    labels: &[],
+};
 pub const SERIES_DROPPED: Builtin = Builtin {
     name: "locust_exporter_series_dropped",
     help: "labels() calls past a custom metric's max_series, whose values are not recorded",
@@ -110,7 +120,7 @@ pub const SERIES_DROPPED: Builtin = Builtin {
 
 /// Every built-in family.
 #[cfg(test)]
-pub const ALL: [&Builtin; 16] = [
+pub const ALL: [&Builtin; 18] = [
     &REQUESTS,
     &REQUEST_DURATION,
     &REQUEST_BYTES,
@@ -126,6 +136,8 @@ pub const ALL: [&Builtin; 16] = [
     &HTTP_REQUESTS,
     &CONNECTIONS_DROPPED,
     &WEB_CONFIG_RELOADS,
+    &CONNECTIONS_RESERVED,
+    &RESERVE_MISSES,
     &SERIES_DROPPED,
 ];
 

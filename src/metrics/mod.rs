@@ -21,6 +21,6 @@ pub use desc::{parse_buckets, Desc, GaugeMode, Kind};
 pub use family::{AnyFamily, Family, Typed};
 pub use key::{push_series_key, series_key, write_uint};
 pub use native_histogram::{NativeConfig, NativeSnapshot};
-pub use process::collect as collect_process;
+pub use process::{collect as collect_process, hold as hold_process_files};
 pub use registry::Registry;
 pub use series::{Counter, Gauge, Grow, Histogram, Series};

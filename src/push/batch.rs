@@ -10,4 +10,6 @@ pub struct Batch {
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
     pub samples: u64,
+    /// Whether it carries native (OTLP: exponential) histograms.
+    pub native: bool,
 }

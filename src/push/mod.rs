@@ -1,12 +1,16 @@
-//! Pushing the metrics out (Prometheus remote write, Pushgateway) from a native thread, for runs
+//! Pushing the metrics out (Prometheus remote write, Pushgateway, OTLP) from a native thread, for runs
 //! that cannot be scraped or that end before the next scrape. Python never waits on it, except for
 //! the final push at quit, which it waits for without the GIL.
 
 mod batch;
+mod otlp;
+mod otlp_proto;
+mod outcome;
 pub mod pushgateway;
 mod redact;
 pub mod remote_write;
 
+use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +24,8 @@ use crate::distributed::Node;
 use crate::errors::{ExporterError, Result};
 use crate::log_once::LogOnce;
 use batch::Batch;
+pub use outcome::Histograms;
+use outcome::{classify, classify_partial, Outcome};
 use redact::{redact_in, redact_url};
 
 /// Longest time one HTTP request may take.
@@ -27,6 +33,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// Bytes of an error response kept for the log.
 const ERROR_BODY: u64 = 300;
+/// Bytes of a successful answer read: OTLP's `partial_success` and its message.
+const SUCCESS_BODY: u64 = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
@@ -35,6 +43,9 @@ pub enum Protocol {
         native: bool,
     },
     Pushgateway,
+    Otlp {
+        histograms: Histograms,
+    },
 }
 
 impl Protocol {
@@ -42,6 +53,7 @@ impl Protocol {
         match self {
             Protocol::RemoteWrite { .. } => "remote write",
             Protocol::Pushgateway => "Pushgateway",
+            Protocol::Otlp { .. } => "OTLP",
         }
     }
 }
@@ -79,6 +91,8 @@ pub struct PushConfig {
     pub instance: String,
     /// Headers added to every request, such as Mimir's tenant, `X-Scope-OrgID`.
     pub headers: Vec<(String, String)>,
+    /// OTLP's resource attributes.
+    pub resource: Vec<(String, String)>,
 }
 
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -95,6 +109,8 @@ struct State {
     final_done: bool,
     /// Pushgateway grouping labels after `job` (`run_id`), as URL path segments.
     grouping: Vec<(String, String)>,
+    /// The receiver refused the native histograms: classic ones are sent instead (`Histograms::Auto`).
+    classic_fallback: bool,
     stats: Stats,
     /// Log lines for Python to take: one per kind of failure.
     messages: Vec<String>,
@@ -104,19 +120,12 @@ struct Shared {
     config: PushConfig,
     agent: Agent,
     auth: Option<String>,
+    /// When the pusher started (Unix ns): the start of OTLP's cumulative values.
+    started: u64,
     state: Mutex<State>,
     wake: Condvar,
     /// The kinds of failure already logged.
     logged: LogOnce,
-}
-
-/// What became of one attempt.
-enum Outcome {
-    Sent,
-    /// Worth retrying (5xx, 429, connection and timeout errors), with the kind and the message.
-    Retry(String, String),
-    /// Refused for good (other 4xx): the batch is dropped.
-    Refused(String, String),
 }
 
 pub struct Pusher {
@@ -189,6 +198,7 @@ impl Pusher {
         let shared = Arc::new(Shared {
             agent: agent(config.ca_file.as_deref())?,
             auth: config.auth.header(),
+            started: crate::clock::unix_nanos(),
             config,
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
@@ -275,20 +285,54 @@ impl Shared {
     }
 
     fn batch(&self) -> Batch {
-        let grouping = self.state.lock().grouping.clone();
-        match self.config.protocol {
-            Protocol::RemoteWrite { native } => {
-                remote_write::batch(&self.config.node, &self.config.url, &self.config.instance, native)
+        let (grouping, fallback) = {
+            let s = self.state.lock();
+            (s.grouping.clone(), s.classic_fallback)
+        };
+        // It reads the registry and the process metrics' files, whose locks a fork must not find taken.
+        let _pass = crate::fork::enter();
+        let c = &self.config;
+        match c.protocol {
+            Protocol::RemoteWrite { native } => remote_write::batch(&c.node, &c.url, &c.instance, native),
+            Protocol::Pushgateway => pushgateway::batch(&c.node, &c.url, &grouping),
+            Protocol::Otlp { histograms } => {
+                otlp::batch(&c.node, &c.url, &c.resource, self.started, histograms.native(fallback))
             }
-            Protocol::Pushgateway => pushgateway::batch(&self.config.node, &self.config.url, &grouping),
         }
+    }
+
+    /// Logs `message` once per `kind` of failure.
+    fn log_once(&self, s: &mut State, kind: &str, message: &str) {
+        if self.logged.first(kind) {
+            let (name, url) = (self.config.protocol.name(), redact_url(&self.config.url));
+            let message = redact_in(message, &self.config.url);
+            s.messages
+                .push(format!("{name} to {url} failed: {message} (logged once per kind)"));
+        }
+    }
+
+    /// After the receiver refused the native histograms: whether the batch is to be sent again at once with
+    /// classic ones (`Histograms::Auto`, the first time), as every later batch then is.
+    fn fall_back(&self, s: &mut State) -> bool {
+        let Protocol::Otlp { histograms } = self.config.protocol else {
+            return false;
+        };
+        if !histograms.can_fall_back() || s.classic_fallback {
+            return false;
+        }
+        s.classic_fallback = true;
+        let (name, url) = (self.config.protocol.name(), redact_url(&self.config.url));
+        s.messages.push(format!(
+            "{name} to {url} refused the exponential histograms: sending explicit bounds from now on"
+        ));
+        true
     }
 
     /// Sends one fresh batch, retrying with backoff until `give_up` (or until stopped). A regular push
     /// also gives up when the final push is asked for: that one carries fresher values.
     fn push(&self, give_up: Option<Instant>) {
         let superseded = |s: &State| s.stop || (give_up.is_some() && s.final_requested);
-        let batch = self.batch();
+        let mut batch = self.batch();
         let mut backoff = FIRST_BACKOFF;
         loop {
             let outcome = self.send(&batch);
@@ -298,16 +342,28 @@ impl Shared {
                     s.stats.sent += 1;
                     return;
                 }
-                Outcome::Retry(kind, message) => (kind, message, true),
-                Outcome::Refused(kind, message) => (kind, message, false),
+                Outcome::Partial { rejected, message } => {
+                    s.stats.sent += 1;
+                    s.stats.dropped_samples += rejected;
+                    let message = format!("{rejected} samples rejected: {message}");
+                    self.log_once(&mut s, "partial success", &message);
+                    return;
+                }
+                Outcome::Retry { kind, message } => (kind, message, true),
+                Outcome::Refused { kind, message } => (kind, message, false),
+                Outcome::HistogramsRefused { kind, message } => {
+                    if self.fall_back(&mut s) {
+                        s.stats.failed += 1;
+                        // The same values again at once, with classic buckets.
+                        drop(s);
+                        batch = self.batch();
+                        continue;
+                    }
+                    (kind, message, false)
+                }
             };
             s.stats.failed += 1;
-            if self.logged.first(&kind) {
-                let name = self.config.protocol.name();
-                let (url, message) = (redact_url(&self.config.url), redact_in(&message, &self.config.url));
-                s.messages
-                    .push(format!("{name} to {url} failed: {message} (logged once per kind)"));
-            }
+            self.log_once(&mut s, &kind, &message);
             let wake_at = Instant::now() + backoff;
             let retrying = retry && give_up.is_none_or(|g| wake_at < g);
             if retrying {
@@ -341,27 +397,25 @@ impl Shared {
         match request.send(&batch.body[..]) {
             Ok(mut response) => {
                 let status = response.status().as_u16();
-                if response.status().is_success() {
-                    return Outcome::Sent;
+                let success = response.status().is_success();
+                // An OTLP success may say that some points were rejected (`partial_success`).
+                let otlp = matches!(self.config.protocol, Protocol::Otlp { .. });
+                let limit = if otlp && success { SUCCESS_BODY } else { ERROR_BODY };
+                // The start of a longer body: a message that is cut still tells what it is about.
+                let mut body = Vec::new();
+                let _ = response.body_mut().as_reader().take(limit).read_to_end(&mut body);
+                let partial = (otlp && success).then(|| otlp::partial_success(&body)).flatten();
+                if let Some((rejected, message)) = partial {
+                    return classify_partial(rejected, message, batch.native);
                 }
-                let body = response
-                    .body_mut()
-                    .with_config()
-                    .limit(ERROR_BODY)
-                    .read_to_string()
-                    .unwrap_or_default();
-                let message = format!("HTTP {status} {}", body.trim());
-                if status == 429 || status >= 500 {
-                    Outcome::Retry(format!("HTTP {status}"), message)
-                } else {
-                    Outcome::Refused(format!("HTTP {status}"), message)
-                }
+                // Lossy: an OTLP error body is a protobuf `Status`, whose message is still readable.
+                classify(status, &String::from_utf8_lossy(&body), batch.native)
             }
             Err(e) => {
-                let text = e.to_string();
+                let message = e.to_string();
                 // The variant's name (Io, ConnectionFailed, Timeout, ...) is the kind.
                 let kind = format!("{e:?}").split(['(', ' ', '{']).next().unwrap_or("").to_string();
-                Outcome::Retry(kind, text)
+                Outcome::Retry { kind, message }
             }
         }
     }

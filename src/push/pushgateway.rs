@@ -38,6 +38,7 @@ pub fn batch(node: &Node, base: &str, grouping: &[(String, String)]) -> Batch {
         headers: vec![("Content-Type", Format::Text.content_type().to_string())],
         body,
         samples,
+        native: false,
     }
 }
 

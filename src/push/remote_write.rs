@@ -236,6 +236,7 @@ pub fn batch(node: &Node, url: &str, instance: &str, native: bool) -> Batch {
         ],
         body,
         samples,
+        native,
     }
 }
 

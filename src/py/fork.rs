@@ -18,10 +18,11 @@ pub fn after_fork_in_parent() {
     fork::resume();
 }
 
-/// In a forked child: zero every value and forget the parent's servers.
+/// In a forked child: zero every value and forget the parent's servers and their spare descriptors.
 #[pyfunction]
 pub fn after_fork_in_child() {
     fork::resume();
     forget_parent_servers();
+    crate::server::forget_reserve_after_fork();
     reset_all_after_fork();
 }

@@ -1,4 +1,4 @@
-//! The Python handle on a pusher: a registry's metrics pushed to remote write or a Pushgateway.
+//! The Python handle on a pusher: a registry's metrics pushed to remote write, a Pushgateway or OTLP.
 
 use std::time::Duration;
 
@@ -6,10 +6,11 @@ use pyo3::prelude::*;
 
 use super::registry::CollectorRegistry;
 use crate::errors::{no_panic, ExporterError};
-use crate::push::{Auth, Protocol, PushConfig, Pusher};
+use crate::push::{Auth, Histograms, Protocol, PushConfig, Pusher};
 
 /// Pushes `registry`'s metrics from a native thread (`protocol`: `"remote_write"`, `"remote_write_classic"`
-/// (without the native histograms) or `"pushgateway"`).
+/// (without the native histograms), `"pushgateway"`, or `"otlp"`, `"otlp_exponential"`, `"otlp_explicit"` (the
+/// histograms: see `Histograms`), with the OTLP `resource` attributes).
 /// `ValueError` for a malformed URL or header, an unreadable CA file, or a bad interval.
 #[pyclass(frozen, name = "Pusher", module = "locust_prometheus_exporter._native")]
 pub struct PyPusher {
@@ -19,7 +20,7 @@ pub struct PyPusher {
 #[pymethods]
 impl PyPusher {
     #[new]
-    #[pyo3(signature = (registry, protocol, url, interval, instance, *, username=None, password=None, bearer_token=None, ca_file=None, headers=Vec::new()))]
+    #[pyo3(signature = (registry, protocol, url, interval, instance, *, username=None, password=None, bearer_token=None, ca_file=None, headers=Vec::new(), resource=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         registry: &Bound<'_, CollectorRegistry>,
@@ -32,11 +33,21 @@ impl PyPusher {
         bearer_token: Option<String>,
         ca_file: Option<String>,
         headers: Vec<(String, String)>,
+        resource: Vec<(String, String)>,
     ) -> PyResult<Self> {
         let protocol = match protocol {
             "remote_write" => Protocol::RemoteWrite { native: true },
             "remote_write_classic" => Protocol::RemoteWrite { native: false },
             "pushgateway" => Protocol::Pushgateway,
+            "otlp" => Protocol::Otlp {
+                histograms: Histograms::Auto,
+            },
+            "otlp_exponential" => Protocol::Otlp {
+                histograms: Histograms::Native,
+            },
+            "otlp_explicit" => Protocol::Otlp {
+                histograms: Histograms::Classic,
+            },
             other => return Err(ExporterError::InvalidPushConfig(format!("unknown push protocol {other:?}")).into()),
         };
         let interval = Duration::try_from_secs_f64(interval)
@@ -66,6 +77,7 @@ impl PyPusher {
             ca_file,
             instance,
             headers,
+            resource,
         };
         Ok(PyPusher {
             inner: no_panic(|| Pusher::start(config))?,

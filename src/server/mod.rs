@@ -1,24 +1,23 @@
 //! The HTTP server: one native thread running a single-threaded tokio runtime, answering `/metrics`
 //! from Rust-owned state; it never touches Python. Renders run on a small blocking pool beside it.
 
+mod accept;
 mod auth;
 mod conn;
 mod http;
 mod live_config;
+mod reserve;
 mod scrape_log;
 mod shared;
 mod stats;
 mod tls;
 pub mod web_config;
 
-use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 pub use conn::Limits;
@@ -32,9 +31,6 @@ use stats::{Dropped, Stats};
 use crate::distributed::Node;
 use crate::errors::{ExporterError, Result};
 use crate::log_once::LogOnce;
-
-/// After a failed `accept()`, the pause before the next one: doubled while failures go on.
-const ACCEPT_PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
 
 /// Waits this long for renders under way when the server stops.
 const STOP_GRACE: Duration = Duration::from_secs(1);
@@ -76,6 +72,13 @@ impl ServerHandle {
     pub fn start(node: Arc<Node>, host: &str, port: u16, limits: Limits, web: Option<LiveConfig>) -> Result<Self> {
         let listener = bind(host, port)?;
         listener.set_nonblocking(true).map_err(internal)?;
+        // Held from now on, so that a scrape opens no descriptor.
+        reserve::hold();
+        {
+            // The process metrics' files are kept under a lock that no fork may find taken.
+            let _pass = crate::fork::enter();
+            crate::metrics::hold_process_files();
+        }
         let addr = listener.local_addr().map_err(internal)?;
         let scrapes = Arc::new(ScrapeLog::new());
         let shared = Arc::new(Shared {
@@ -103,7 +106,7 @@ impl ServerHandle {
             .name("lpe-http".into())
             .spawn(move || {
                 // The listener is dropped, and the port free, when `accept_loop` returns.
-                runtime.block_on(accept_loop(listener, stopped, shared));
+                runtime.block_on(accept::accept_loop(listener, stopped, shared));
                 runtime.shutdown_timeout(STOP_GRACE);
             })
             .map_err(internal)?;
@@ -130,92 +133,9 @@ impl ServerHandle {
     }
 }
 
-async fn accept_loop(listener: tokio::net::TcpListener, mut stopped: oneshot::Receiver<()>, shared: Arc<Shared>) {
-    let open = Arc::new(AtomicUsize::new(0));
-    // Every connection accepted, oldest first: the candidates to make room at the limit.
-    let mut accepted_conns: VecDeque<Weak<Conn>> = VecDeque::new();
-    let mut pause = ACCEPT_PAUSE.0;
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut stopped => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                pause = ACCEPT_PAUSE.0;
-                if open.load(Ordering::Relaxed) >= shared.limits.connections {
-                    shared.stats.dropped(Dropped::Limit);
-                    if !make_room(&mut accepted_conns) {
-                        // Every connection is answering a request: this one is closed by dropping it.
-                        continue;
-                    }
-                }
-                let conn = Arc::new(Conn::new());
-                if accepted_conns.len() >= 2 * shared.limits.connections {
-                    accepted_conns.retain(|c| c.strong_count() > 0);
-                }
-                accepted_conns.push_back(Arc::downgrade(&conn));
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(serve(stream, conn, shared.clone(), Open::new(open.clone())));
-            }
-            Err(e) => {
-                shared.stats.dropped(Dropped::AcceptError);
-                let kind = format!("accept {}", e.raw_os_error().unwrap_or(-1));
-                shared.log_once(&kind, || accept_error(shared.addr, &e));
-                // The failed connection stays queued: without a pause the loop would spin on it.
-                tokio::select! {
-                    _ = &mut stopped => return,
-                    _ = tokio::time::sleep(pause) => {}
-                }
-                pause = (pause * 2).min(ACCEPT_PAUSE.1);
-            }
-        }
-    }
-}
-
-/// Evicts the oldest connection not answering a request, one with no request admitted first (slow heads,
-/// wrong passwords) so that a scraper's keep-alive connection goes last; false if there is none.
-fn make_room(conns: &mut VecDeque<Weak<Conn>>) -> bool {
-    let oldest = |admitted: bool| {
-        conns
-            .iter()
-            .position(|c| c.upgrade().is_some_and(|c| c.evictable() && c.admitted() == admitted))
-    };
-    let victim = oldest(false).or_else(|| oldest(true));
-    match victim.and_then(|i| conns.remove(i)).and_then(|c| c.upgrade()) {
-        Some(conn) => {
-            conn.evict();
-            true
-        }
-        None => false,
-    }
-}
-
-/// One open connection, counted while its task lives.
-struct Open(Arc<AtomicUsize>);
-
-impl Open {
-    fn new(count: Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Open(count)
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-fn accept_error(addr: SocketAddr, e: &std::io::Error) -> String {
-    const EMFILE: i32 = 24;
-    const ENFILE: i32 = 23;
-    let advice = match e.raw_os_error() {
-        Some(EMFILE) => " The process is out of file descriptors: raise `ulimit -n`.",
-        Some(ENFILE) => " The system is out of file descriptors.",
-        _ => "",
-    };
-    format!("accepting a connection on {addr} failed: {e}.{advice} Retrying every second at most")
+/// In a forked child: the spare descriptors of the parent's servers are not the child's to hold.
+pub fn forget_reserve_after_fork() {
+    reserve::forget_after_fork();
 }
 
 /// How a connection ended, before its watchdog closed it.
@@ -228,7 +148,7 @@ enum Ended {
     Gone,
 }
 
-async fn serve(stream: TcpStream, conn: Arc<Conn>, shared: Arc<Shared>, _open: Open) {
+async fn serve(stream: reserve::Stream, conn: Arc<Conn>, shared: Arc<Shared>, _open: accept::Open) {
     let stats = &shared.stats;
     tokio::select! {
         ended = connection(stream, conn.clone(), shared.clone()) => match ended {
@@ -263,7 +183,7 @@ async fn serve(stream: TcpStream, conn: Arc<Conn>, shared: Arc<Shared>, _open: O
 }
 
 /// TLS first when the server started with it (with the certificate in use when the connection came), then HTTP.
-async fn connection(stream: TcpStream, conn: Arc<Conn>, shared: Arc<Shared>) -> Ended {
+async fn connection(mut stream: reserve::Stream, conn: Arc<Conn>, shared: Arc<Shared>) -> Ended {
     if !shared.web.as_ref().is_some_and(|w| w.tls()) {
         return Ended::Http(
             http(
@@ -280,7 +200,7 @@ async fn connection(stream: TcpStream, conn: Arc<Conn>, shared: Arc<Shared>) -> 
     match tls::starts_tls(&stream).await {
         None => return Ended::Gone,
         Some(false) => {
-            tls::refuse_plain_http(stream).await;
+            tls::refuse_plain_http(&mut stream).await;
             return Ended::PlainHttp;
         }
         Some(true) => {}

@@ -1,10 +1,13 @@
-//! The server's own counters: responses by status code, connections it had to drop, web-config reloads.
+//! The server's own counters: responses by status code, connections it had to drop, those it
+//! accepted on its descriptor reserve, web-config reloads.
 //! The series are made when the server starts, so counting is one atomic add and takes no lock.
 
 use std::sync::Arc;
 
 use crate::errors::Result;
-use crate::locust::builtin::{Builtin, CONNECTIONS_DROPPED, HTTP_REQUESTS, WEB_CONFIG_RELOADS};
+use crate::locust::builtin::{
+    Builtin, CONNECTIONS_DROPPED, CONNECTIONS_RESERVED, HTTP_REQUESTS, RESERVE_MISSES, WEB_CONFIG_RELOADS,
+};
 use crate::metrics::{Counter, Family, Kind, Registry, Series};
 
 /// Every status the server answers with: its own, and hyper's answers to unparsable requests.
@@ -23,7 +26,8 @@ pub enum Dropped {
     TooLarge,
     /// Not HTTP/1 (answered 400).
     Malformed,
-    /// `accept()` failed (out of descriptors, or the client gave up first).
+    /// `accept()` failed and the connection waits: out of descriptors with no spare left (see `reserve`), or
+    /// the client gave up first.
     AcceptError,
     /// The TLS handshake failed (no or a refused client certificate, no common version or suite).
     Handshake,
@@ -42,6 +46,8 @@ const REASONS: [(Dropped, &str); 7] = [
 pub struct Stats {
     responses: Vec<(u16, Arc<Series<Counter>>)>,
     dropped: Vec<(Dropped, Arc<Series<Counter>>)>,
+    reserved: Arc<Series<Counter>>,
+    reserve_missed: Arc<Series<Counter>>,
     /// (success, failure), with a web config.
     reloads: Option<[Arc<Series<Counter>>; 2]>,
 }
@@ -70,7 +76,17 @@ impl Stats {
                 .iter()
                 .map(|(r, name)| Ok((*r, dropped.child(&[name])?)))
                 .collect::<Result<_>>()?,
+            reserved: family(&CONNECTIONS_RESERVED)?.child::<&str>(&[])?,
+            reserve_missed: family(&RESERVE_MISSES)?.child::<&str>(&[])?,
         })
+    }
+
+    pub fn reserved(&self) {
+        self.reserved.inc(1.0);
+    }
+
+    pub fn reserve_missed(&self) {
+        self.reserve_missed.inc(1.0);
     }
 
     pub fn response(&self, code: u16) {

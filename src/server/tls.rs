@@ -238,7 +238,7 @@ pub async fn starts_tls(stream: &TcpStream) -> Option<bool> {
 
 /// Answers plain HTTP on the TLS port with a 400 that says so, as Go's servers do, rather than a
 /// TLS alert a person reading curl's output cannot make sense of.
-pub async fn refuse_plain_http(mut stream: TcpStream) {
+pub async fn refuse_plain_http(stream: &mut TcpStream) {
     const BODY: &str = "Client sent an HTTP request to an HTTPS server.\n";
     let reply = format!(
         "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\
@@ -252,7 +252,7 @@ pub async fn refuse_plain_http(mut stream: TcpStream) {
     if stream.writable().await.is_err() || !matches!(stream.try_write(reply.as_bytes()), Ok(n) if n == reply.len()) {
         return;
     }
-    let _ = poll_fn(|cx| Pin::new(&mut stream).poll_shutdown(cx)).await;
+    let _ = poll_fn(|cx| Pin::new(&mut *stream).poll_shutdown(cx)).await;
     // Until the client closes (briefly), so that the rest of its request is read too.
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         while stream.readable().await.is_ok() {

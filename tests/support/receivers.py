@@ -72,6 +72,18 @@ class Pushgateway(ServerProcess):
             return samples_of(r.read().decode())
 
 
+def serve(server: http.server.HTTPServer, tls: tuple[Path, Path] | None) -> str:
+    """Serves `server` (bound on 127.0.0.1) from a daemon thread, over TLS with `tls` (certificate, key); its URL."""
+    scheme = "http"
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"{scheme}://127.0.0.1:{server.server_address[1]}"
+
+
 class Recorder(http.server.ThreadingHTTPServer):
     """An HTTP(S) server on 127.0.0.1 that records each POST/PUT (method, path, headers by lowercase name, body size)
     and answers with the next of `statuses` (then 204): a receiver whose answers the test chooses, on a real socket."""
@@ -80,14 +92,7 @@ class Recorder(http.server.ThreadingHTTPServer):
         self.requests: list[tuple[str, str, dict[str, str], int]] = []
         self.statuses = list(statuses)
         super().__init__(("127.0.0.1", 0), _RecorderHandler)
-        scheme = "http"
-        if tls:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(*tls)
-            self.socket = context.wrap_socket(self.socket, server_side=True)
-            scheme = "https"
-        self.url = f"{scheme}://127.0.0.1:{self.server_address[1]}"
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        self.url = serve(self, tls)
 
 
 class _RecorderHandler(http.server.BaseHTTPRequestHandler):

@@ -92,3 +92,21 @@ def requests_by_name(samples: Samples) -> dict[tuple[str, str], tuple[float, flo
         req, fail = out.get((ls["method"], ls["name"]), (0.0, 0.0))
         out[(ls["method"], ls["name"])] = (req + v, fail + (v if ls["exception"] else 0.0))
     return out
+
+
+def delimited_messages(body: bytes) -> list[bytes]:
+    """Splits a body of varint-length-prefixed messages; fails unless the prefixes tile it exactly."""
+    messages, i = [], 0
+    while i < len(body):
+        length = shift = 0
+        while True:
+            byte = body[i]
+            i += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        messages.append(body[i : i + length])
+        i += length
+    assert i == len(body)
+    return messages

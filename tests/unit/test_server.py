@@ -9,7 +9,7 @@ import locust
 import pytest
 from locust.event import EventHook
 from locust_prometheus_exporter import Counter, PrometheusExporter, _native
-from support.scrape import OPENMETRICS, TEXT, free_port, http_get, samples_of, total
+from support.scrape import OPENMETRICS, TEXT, delimited_messages, free_port, http_get, samples_of, total
 from support.server import listening, os_threads, url
 
 PROMETHEUS_ACCEPT = (
@@ -113,24 +113,6 @@ def test_metrics_endpoint_formats_and_headers(registry, exporter):
 
 
 PROTOBUF = "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
-
-
-def delimited_messages(body: bytes) -> list[bytes]:
-    """Splits a body of varint-length-prefixed messages; fails unless the prefixes tile it exactly."""
-    messages, i = [], 0
-    while i < len(body):
-        length = shift = 0
-        while True:
-            byte = body[i]
-            i += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
-        messages.append(body[i : i + length])
-        i += length
-    assert i == len(body)
-    return messages
 
 
 def test_protobuf_when_the_scraper_prefers_it(registry, exporter):
