@@ -51,13 +51,19 @@ pub enum ExporterError {
     Bind { addr: String, source: std::io::Error },
     #[error("{0}")]
     InvalidPushConfig(String),
+    /// `tls_material`: the certificate, key or client CA is what is wrong (no handshake can use it).
     #[error("web config {path}: {problem}")]
-    WebConfig { path: String, problem: String },
+    WebConfig {
+        path: String,
+        problem: String,
+        tls_material: bool,
+    },
     #[error("web config {path}: {what}: {source}")]
     WebConfigFile {
         path: String,
         what: String,
         source: std::io::Error,
+        tls_material: bool,
     },
     #[error("internal error: {0}")]
     Internal(String),

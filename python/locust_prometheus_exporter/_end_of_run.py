@@ -49,7 +49,11 @@ def _credentials(option: str) -> dict[str, Any]:
     given: dict[str, Any] = {
         name: os.environ[prefix + name.upper()] for name in names if os.environ.get(prefix + name.upper())
     }
-    headers = _options.pairs(os.environ.get(prefix + "HEADERS", ""), prefix + "HEADERS")
+    try:
+        headers = _options.pairs(os.environ.get(prefix + "HEADERS", ""), prefix + "HEADERS")
+    except ValueError:
+        # Without the part that `pairs` quotes: a header's value may be a token.
+        raise ValueError(f"{prefix}HEADERS: expected Name=value, comma-separated") from None
     if headers:
         given["headers"] = headers
     return given

@@ -97,6 +97,11 @@ pub const CONNECTIONS_DROPPED: Builtin = Builtin {
     help: "Connections the exporter's HTTP server closed without an answer, or answered with an error and closed",
     labels: &["reason"],
 };
+pub const WEB_CONFIG_RELOADS: Builtin = Builtin {
+    name: "locust_exporter_web_config_reloads",
+    help: "Reloads of the web-config file after it changed, by result (success, failure)",
+    labels: &["result"],
+};
 pub const CONNECTIONS_RESERVED: Builtin = Builtin {
     name: "locust_exporter_connections_reserved",
     help: "Connections the exporter's HTTP server accepted on a spare descriptor of its reserve, the process having none free",
@@ -115,7 +120,7 @@ pub const SERIES_DROPPED: Builtin = Builtin {
 
 /// Every built-in family.
 #[cfg(test)]
-pub const ALL: [&Builtin; 17] = [
+pub const ALL: [&Builtin; 18] = [
     &REQUESTS,
     &REQUEST_DURATION,
     &REQUEST_BYTES,
@@ -130,6 +135,7 @@ pub const ALL: [&Builtin; 17] = [
     &MEMORY_USAGE,
     &HTTP_REQUESTS,
     &CONNECTIONS_DROPPED,
+    &WEB_CONFIG_RELOADS,
     &CONNECTIONS_RESERVED,
     &RESERVE_MISSES,
     &SERIES_DROPPED,

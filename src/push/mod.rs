@@ -7,6 +7,7 @@ mod otlp;
 mod otlp_proto;
 mod outcome;
 pub mod pushgateway;
+mod redact;
 pub mod remote_write;
 
 use std::io::Read;
@@ -25,6 +26,7 @@ use crate::log_once::LogOnce;
 use batch::Batch;
 pub use outcome::Histograms;
 use outcome::{classify, classify_partial, Outcome};
+use redact::{redact_in, redact_url};
 
 /// Longest time one HTTP request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -136,7 +138,10 @@ pub struct Pusher {
 
 /// Checks a push URL: `http` or `https`, with a host.
 pub fn check_url(url: &str) -> Result<Uri> {
-    let bad = |why: &str| ExporterError::InvalidPushConfig(format!("invalid push URL {url:?}: {why}"));
+    let bad = |why: &str| {
+        let shown = redact_url(url);
+        ExporterError::InvalidPushConfig(format!("invalid push URL {shown:?}: {}", redact_in(why, url)))
+    };
     let uri: Uri = url
         .parse()
         .map_err(|e: ureq::http::uri::InvalidUri| bad(&e.to_string()))?;
@@ -175,11 +180,14 @@ fn agent(ca_file: Option<&str>) -> Result<Agent> {
 }
 
 fn check_headers(headers: &[(String, String)]) -> Result<()> {
+    // Neither a value nor a name that is not one is shown: either may hold a token.
     for (name, value) in headers {
-        let name_ok = ureq::http::HeaderName::from_bytes(name.as_bytes()).is_ok();
-        if !name_ok || ureq::http::HeaderValue::from_str(value).is_err() {
+        if ureq::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(ExporterError::InvalidPushConfig("invalid HTTP header name".into()));
+        }
+        if ureq::http::HeaderValue::from_str(value).is_err() {
             return Err(ExporterError::InvalidPushConfig(format!(
-                "invalid HTTP header {name:?}"
+                "invalid value of HTTP header {name:?}"
             )));
         }
     }
@@ -235,7 +243,11 @@ impl Pusher {
     }
 
     pub fn describe(&self) -> String {
-        format!("{} to {}", self.shared.config.protocol.name(), self.shared.config.url)
+        format!(
+            "{} to {}",
+            self.shared.config.protocol.name(),
+            redact_url(&self.shared.config.url)
+        )
     }
 
     /// Stops the thread; a push under way is abandoned at its next retry.
@@ -300,7 +312,8 @@ impl Shared {
     /// Logs `message` once per `kind` of failure.
     fn log_once(&self, s: &mut State, kind: &str, message: &str) {
         if self.logged.first(kind) {
-            let (name, url) = (self.config.protocol.name(), &self.config.url);
+            let (name, url) = (self.config.protocol.name(), redact_url(&self.config.url));
+            let message = redact_in(message, &self.config.url);
             s.messages
                 .push(format!("{name} to {url} failed: {message} (logged once per kind)"));
         }
@@ -317,7 +330,7 @@ impl Shared {
             return false;
         }
         s.classic_fallback = true;
-        let (name, url) = (self.config.protocol.name(), &self.config.url);
+        let (name, url) = (self.config.protocol.name(), redact_url(&self.config.url));
         s.messages.push(match self.config.protocol {
             Protocol::RemoteWrite { .. } => format!(
                 "{name} to {url} refused the native histograms ({message}): the same data resent, and all from \

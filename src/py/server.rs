@@ -26,7 +26,7 @@ pub struct Server {
     host: String,
     #[pyo3(get)]
     port: u16,
-    /// Served over TLS (when it started: a changed web config may change it).
+    /// Served over TLS (fixed when it started: a web config that drops TLS later is refused).
     #[pyo3(get)]
     tls: bool,
 }
@@ -47,7 +47,7 @@ impl Server {
         let (handle, tls) = py.detach(|| {
             no_panic(|| {
                 let web = web_config.as_deref().map(LiveConfig::load).transpose()?;
-                let tls = web.as_ref().is_some_and(|w| w.current().tls.is_some());
+                let tls = web.as_ref().is_some_and(|w| w.tls());
                 Ok((ServerHandle::start(node, host, port, Limits::DEFAULT, web)?, tls))
             })
         })?;

@@ -92,9 +92,15 @@ pub async fn accept_loop(listener: tokio::net::TcpListener, mut stopped: oneshot
     }
 }
 
-/// Evicts the oldest connection not answering a request; false if there is none.
+/// Evicts the oldest connection not answering a request, one with no request admitted first (slow heads,
+/// wrong passwords) so that a scraper's keep-alive connection goes last; false if there is none.
 fn make_room(conns: &mut VecDeque<Weak<Conn>>) -> bool {
-    let victim = conns.iter().position(|c| c.upgrade().is_some_and(|c| c.evictable()));
+    let oldest = |admitted: bool| {
+        conns
+            .iter()
+            .position(|c| c.upgrade().is_some_and(|c| c.evictable() && c.admitted() == admitted))
+    };
+    let victim = oldest(false).or_else(|| oldest(true));
     match victim.and_then(|i| conns.remove(i)).and_then(|c| c.upgrade()) {
         Some(conn) => {
             conn.evict();

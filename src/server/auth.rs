@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::prelude::{Engine, BASE64_STANDARD};
 use parking_lot::Mutex;
@@ -13,7 +14,25 @@ pub const CHALLENGE: &str = "Basic realm=\"locust-prometheus-exporter\"";
 /// Successful checks remembered: a user or two, each with the password it scrapes with.
 const CACHED: usize = 64;
 
+/// Failed checks remembered, each for `FAILED_FOR`: a client retrying a wrong password costs one bcrypt
+/// check a minute, not one per request. (The toolkit remembers both kinds, 100 in all.)
+const FAILED: usize = 1024;
+const FAILED_FOR: Duration = Duration::from_secs(60);
+
+/// The longest wait for a turn at bcrypt: past it the request is answered 503 rather than held, so a flood of
+/// wrong passwords cannot queue up for minutes.
+pub const TURN_WAIT: Duration = Duration::from_secs(5);
+
 type Key = [u8; 32];
+
+/// What a check found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Fail,
+    /// No turn at bcrypt within `TURN_WAIT`.
+    Busy,
+}
 
 pub struct Users {
     hashes: BTreeMap<String, String>,
@@ -21,6 +40,8 @@ pub struct Users {
     /// tens of milliseconds of CPU by design: a scrape every second would otherwise pay it each time.
     /// It lives as long as these hashes do (a changed file makes new `Users`).
     passed: Mutex<VecDeque<Key>>,
+    /// Keys of checks that failed, oldest first, with when.
+    failed: Mutex<VecDeque<(Key, Instant)>>,
     /// One bcrypt check at a time, as in the toolkit: a flood of wrong passwords leaves the render
     /// pool's other thread to scrapes.
     bcrypt: tokio::sync::Semaphore,
@@ -33,26 +54,27 @@ impl Users {
             Arc::new(Users {
                 hashes,
                 passed: Mutex::new(VecDeque::new()),
+                failed: Mutex::new(VecDeque::new()),
                 bcrypt: tokio::sync::Semaphore::new(1),
             })
         })
     }
 
     /// Whether an `Authorization` header carries the password of a user.
-    pub async fn check(self: &Arc<Self>, authorization: &str) -> bool {
+    pub async fn check(self: &Arc<Self>, authorization: &str) -> Verdict {
         let Some((user, password)) = credentials(authorization) else {
-            return false;
+            return Verdict::Fail;
         };
         let key = key(&user, &password);
-        if self.remembered(&key) {
-            return true;
+        if let Some(known) = self.known(&key) {
+            return known;
         }
-        let Ok(_turn) = self.bcrypt.acquire().await else {
-            return false;
+        let Ok(Ok(_turn)) = tokio::time::timeout(TURN_WAIT, self.bcrypt.acquire()).await else {
+            return Verdict::Busy;
         };
         // Checked by another request while this one waited its turn.
-        if self.remembered(&key) {
-            return true;
+        if let Some(known) = self.known(&key) {
+            return known;
         }
         let users = self.clone();
         // bcrypt is slow on purpose: off the server's thread, which keeps serving meanwhile.
@@ -65,8 +87,27 @@ impl Users {
                 passed.pop_front();
             }
             passed.push_back(key);
+            Verdict::Pass
+        } else {
+            let mut failed = self.failed.lock();
+            if failed.len() >= FAILED {
+                failed.pop_front();
+            }
+            failed.push_back((key, Instant::now()));
+            Verdict::Fail
         }
-        ok
+    }
+
+    /// The verdict of an earlier check of the same key, if remembered.
+    fn known(&self, key: &Key) -> Option<Verdict> {
+        if self.remembered(key) {
+            return Some(Verdict::Pass);
+        }
+        let mut failed = self.failed.lock();
+        while failed.front().is_some_and(|(_, at)| at.elapsed() >= FAILED_FOR) {
+            failed.pop_front();
+        }
+        failed.iter().any(|(k, _)| k == key).then_some(Verdict::Fail)
     }
 
     /// Compared with every entry, in constant time each: how long it takes tells nothing of the key.
@@ -136,17 +177,27 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn checks_are_remembered_only_when_they_pass() {
+    async fn checks_are_remembered() {
         let hash = bcrypt::hash("pw", 4).unwrap();
         let users = Users::new(BTreeMap::from([("alice".to_string(), hash)])).unwrap();
         let header = |s: &str| format!("Basic {}", BASE64_STANDARD.encode(s));
-        assert!(!users.check(&header("alice:wrong")).await);
-        assert!(!users.check(&header("bob:pw")).await);
+        assert_eq!(users.check(&header("alice:wrong")).await, Verdict::Fail);
+        assert_eq!(users.check(&header("bob:pw")).await, Verdict::Fail);
         assert!(users.passed.lock().is_empty());
-        assert!(users.check(&header("alice:pw")).await);
-        assert!(users.remembered(&key("alice", b"pw")));
-        assert!(!users.remembered(&key("alice", b"pw2")));
-        assert!(users.check(&header("alice:pw")).await);
+        assert_eq!(users.known(&key("alice", b"wrong")), Some(Verdict::Fail));
+        assert_eq!(users.check(&header("alice:pw")).await, Verdict::Pass);
+        assert_eq!(users.known(&key("alice", b"pw")), Some(Verdict::Pass));
+        assert_eq!(users.known(&key("alice", b"pw2")), None);
+        assert_eq!(users.check(&header("alice:pw")).await, Verdict::Pass);
         assert_eq!(users.passed.lock().len(), 1);
+        assert_eq!(users.failed.lock().len(), 2);
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_check_that_gets_no_turn_in_time_is_busy() {
+        let users = Users::new(BTreeMap::from([("alice".to_string(), bcrypt::hash("pw", 4).unwrap())])).unwrap();
+        let _held = users.bcrypt.acquire().await.unwrap();
+        let header = format!("Basic {}", BASE64_STANDARD.encode("alice:pw"));
+        assert_eq!(users.check(&header).await, Verdict::Busy);
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use hyper::body::{Body, Bytes, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use super::scrape_log::ScrapeLog;
 use crate::clock;
@@ -31,6 +31,10 @@ pub struct Limits {
     pub write_stall: Duration,
     /// Scrapes rendered (and compressed) at once, off the server's thread.
     pub renders: usize,
+    /// Requests past the rate limit and auth being answered at once, until their body is handed to the
+    /// connection (a render included; writing it is bounded by `write_stall`), as node_exporter's
+    /// `--web.max-requests`; beyond, 503.
+    pub in_flight: usize,
 }
 
 impl Limits {
@@ -41,6 +45,7 @@ impl Limits {
         idle: Duration::from_secs(60),
         write_stall: Duration::from_secs(30),
         renders: 2,
+        in_flight: 40,
     };
 
     /// How long a watchdog may sleep: any deadline set meanwhile lies further away than this.
@@ -79,6 +84,9 @@ pub struct Conn {
     busy: AtomicBool,
     /// A request was answered: waiting now is keep-alive idleness, not a slow head.
     served: AtomicBool,
+    /// A request on it got past the web config's checks (rate limit, password): a scraper's keep-alive
+    /// connection, the last to be closed for a newcomer.
+    admitted: AtomicBool,
     /// Told to close, to make room for a new connection.
     evicted: Notify,
 }
@@ -91,6 +99,7 @@ impl Conn {
             blocked_since: AtomicU64::new(0),
             busy: AtomicBool::new(false),
             served: AtomicBool::new(false),
+            admitted: AtomicBool::new(false),
             evicted: Notify::new(),
         }
     }
@@ -98,6 +107,14 @@ impl Conn {
     /// Whether it may be closed for a newcomer: it is not answering a request.
     pub fn evictable(&self) -> bool {
         !self.busy.load(Ordering::Relaxed)
+    }
+
+    pub fn admitted(&self) -> bool {
+        self.admitted.load(Ordering::Relaxed)
+    }
+
+    pub fn admit(&self) {
+        self.admitted.store(true, Ordering::Relaxed);
     }
 
     pub fn evict(&self) {
@@ -240,6 +257,8 @@ pub struct Reply {
     conn: Arc<Conn>,
     /// The start of the full scrape this answers, noted in the server's scrape log once the body is handed over.
     scrape: Option<(Arc<ScrapeLog>, Instant)>,
+    /// The request's place among those in flight (`Limits::in_flight`), held until the body is taken or dropped.
+    _in_flight: Option<OwnedSemaphorePermit>,
 }
 
 impl Reply {
@@ -248,7 +267,13 @@ impl Reply {
             data: (!data.is_empty()).then_some(data),
             conn,
             scrape: None,
+            _in_flight: None,
         }
+    }
+
+    pub fn in_flight(mut self, permit: Option<OwnedSemaphorePermit>) -> Self {
+        self._in_flight = permit;
+        self
     }
 
     pub fn noting_scrape(mut self, started: Option<(Arc<ScrapeLog>, Instant)>) -> Self {

@@ -4,12 +4,14 @@
 use std::convert::Infallible;
 use std::io::Write;
 use std::sync::Arc;
+use std::time::Instant;
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
-    HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, VARY, WWW_AUTHENTICATE,
+    HeaderName, HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, VARY,
+    WWW_AUTHENTICATE,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -17,9 +19,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::auth;
+use super::auth::{self, Verdict};
 use super::conn::{Conn, Reply};
-use super::live_config::Applied;
+use super::live_config::Live;
 use super::shared::Shared;
 use crate::distributed::Node;
 use crate::exposition::{accepts_gzip, negotiate_format, scrape, Format};
@@ -78,49 +80,91 @@ async fn respond(
     shared: Arc<Shared>,
     conn: Arc<Conn>,
 ) -> std::result::Result<Response<Reply>, Infallible> {
-    conn.request_started();
-    // A full scrape (not HEAD, not a selection) is what the end of a run waits for.
-    let full_scrape = (request.uri().path() == "/metrics"
-        && *request.method() == Method::GET
-        && selected_names(request.uri().query().unwrap_or("")).is_empty())
-    .then(|| shared.scrapes.start());
-    let web = shared.web.as_ref().map(|w| w.current());
+    let began = Instant::now();
+    let live = shared.live();
     let mut headers = Vec::new();
-    let (status, body) = match &web {
-        Some(web) if !web.allow() => (
-            StatusCode::TOO_MANY_REQUESTS,
-            Bytes::from_static(b"Too Many Requests\n"),
-        ),
-        Some(web) if !authorized(web, &request).await => {
-            headers.push((WWW_AUTHENTICATE, HeaderValue::from_static(auth::CHALLENGE)));
-            (StatusCode::UNAUTHORIZED, Bytes::from_static(b"Unauthorized\n"))
-        }
-        _ => route(&request, &shared, &mut headers).await,
+    // Before the request counts as being answered: a connection waiting for its password check is one
+    // a newcomer may take the place of, so that a flood of wrong passwords cannot hold every slot.
+    let refused = match &live {
+        Some(live) => refusal(live, &request, &mut headers).await,
+        None => None,
     };
-    if let Some(web) = &web {
+    conn.request_started();
+    let mut in_flight = None;
+    let (status, body) = match refused {
+        Some(refused) => refused,
+        None => match shared.in_flight.clone().try_acquire_owned() {
+            Ok(permit) => {
+                in_flight = Some(permit);
+                conn.admit();
+                route(&request, &shared, &mut headers).await
+            }
+            Err(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Bytes::from_static(b"Service Unavailable\n"),
+            ),
+        },
+    };
+    if let Some(Live::Valid(web)) = &live {
         headers.extend(web.headers.iter().cloned());
     }
     shared.stats.response(status.as_u16());
+    // A full scrape answered (not HEAD, not a selection, not refused) is what the end of a run waits for.
+    let full_scrape = status == StatusCode::OK
+        && request.uri().path() == "/metrics"
+        && *request.method() == Method::GET
+        && selected_names(request.uri().query().unwrap_or("")).is_empty();
+    if full_scrape {
+        shared.scrapes.start(began);
+    }
     // The length is known: hyper sends it as Content-Length (for HEAD too, without the body).
-    let scrape = full_scrape.filter(|_| status == StatusCode::OK);
-    let reply = Reply::new(body, conn).noting_scrape(scrape.map(|started| (shared.scrapes.clone(), started)));
+    let reply = Reply::new(body, conn)
+        .noting_scrape(full_scrape.then(|| (shared.scrapes.clone(), began)))
+        .in_flight(in_flight);
     let mut response = Response::new(reply);
     *response.status_mut() = status;
     response.headers_mut().extend(headers);
     Ok(response)
 }
 
-async fn authorized(web: &Applied, request: &Request<Incoming>) -> bool {
-    match &web.users {
-        Some(users) => users.check(request_header(request, AUTHORIZATION)).await,
-        None => true,
+/// The answer to a request the web config refuses: the file is not valid, the rate limit, the password.
+async fn refusal(
+    live: &Live,
+    request: &Request<Incoming>,
+    headers: &mut Vec<(HeaderName, HeaderValue)>,
+) -> Option<(StatusCode, Bytes)> {
+    let web = match live {
+        Live::Invalid(_) => {
+            return Some((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Bytes::from_static(b"Internal Server Error\n"),
+            ))
+        }
+        Live::Valid(web) => web,
+    };
+    if !web.allow() {
+        return Some((
+            StatusCode::TOO_MANY_REQUESTS,
+            Bytes::from_static(b"Too Many Requests\n"),
+        ));
+    }
+    match web.users.as_ref()?.check(request_header(request, AUTHORIZATION)).await {
+        Verdict::Pass => None,
+        Verdict::Fail => {
+            headers.push((WWW_AUTHENTICATE, HeaderValue::from_static(auth::CHALLENGE)));
+            Some((StatusCode::UNAUTHORIZED, Bytes::from_static(b"Unauthorized\n")))
+        }
+        Verdict::Busy => Some((
+            StatusCode::SERVICE_UNAVAILABLE,
+            Bytes::from_static(b"Service Unavailable\n"),
+        )),
     }
 }
 
 async fn route(
     request: &Request<Incoming>,
     shared: &Shared,
-    headers: &mut Vec<(hyper::header::HeaderName, HeaderValue)>,
+    headers: &mut Vec<(HeaderName, HeaderValue)>,
 ) -> (StatusCode, Bytes) {
     let path = request.uri().path();
     let known = matches!(path, "/" | "/metrics");

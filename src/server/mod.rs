@@ -82,13 +82,14 @@ impl ServerHandle {
         let addr = listener.local_addr().map_err(internal)?;
         let scrapes = Arc::new(ScrapeLog::new());
         let shared = Arc::new(Shared {
-            stats: Stats::register(&node.registry)?,
+            stats: Stats::register(&node.registry, web.is_some())?,
             node,
             scrapes: scrapes.clone(),
             limits,
             addr,
             web,
             logged: LogOnce::default(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(limits.in_flight)),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -181,10 +182,9 @@ async fn serve(stream: reserve::Stream, conn: Arc<Conn>, shared: Arc<Shared>, _o
     }
 }
 
-/// TLS first when the web config has it (the certificate in use when the connection came), then HTTP.
+/// TLS first when the server started with it (with the certificate in use when the connection came), then HTTP.
 async fn connection(mut stream: reserve::Stream, conn: Arc<Conn>, shared: Arc<Shared>) -> Ended {
-    let acceptor = shared.web.as_ref().and_then(|w| w.current().tls.clone());
-    let Some(acceptor) = acceptor else {
+    if !shared.web.as_ref().is_some_and(|w| w.tls()) {
         return Ended::Http(
             http(
                 Watched {
@@ -205,6 +205,10 @@ async fn connection(mut stream: reserve::Stream, conn: Arc<Conn>, shared: Arc<Sh
         }
         Some(true) => {}
     }
+    // None: the file's TLS material is unusable (its reload was logged and counted).
+    let Some(acceptor) = shared.live().and_then(|live| live.tls().cloned()) else {
+        return Ended::HandshakeFailed;
+    };
     match acceptor
         .accept(Watched {
             io: stream,
@@ -332,8 +336,31 @@ mod tests {
     }
 
     #[test]
-    fn a_client_that_does_not_read_is_dropped() {
-        // A body far larger than what the socket buffers hold.
+    fn a_scrapers_keep_alive_connection_makes_room_last() {
+        let limits = Limits {
+            head: Duration::from_secs(30),
+            idle: Duration::from_secs(30),
+            ..SHORT
+        };
+        let server = ServerHandle::start(Arc::default(), "127.0.0.1", 0, limits, None).unwrap();
+        let mut kept = connect(&server);
+        kept.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert!(response(&mut kept).starts_with("HTTP/1.1 200"));
+        let mut slow = connect(&server);
+        slow.write_all(b"GET /").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let mut newcomer = connect(&server);
+        newcomer.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert!(response(&mut newcomer).starts_with("HTTP/1.1 200"));
+        // The slow head made room, though the idle keep-alive connection is older.
+        assert!(time_to_close(&mut slow) < Duration::from_secs(1));
+        kept.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert!(response(&mut kept).starts_with("HTTP/1.1 200"));
+        server.shutdown();
+    }
+
+    /// Metrics whose body is far larger than what the socket buffers hold.
+    fn big_node() -> Arc<Node> {
         let node = Arc::new(Node::default());
         let family = node
             .registry
@@ -343,7 +370,38 @@ mod tests {
         for i in 0..60_000 {
             family.child(&[format!("{long}{i}")]).unwrap();
         }
-        let server = ServerHandle::start(node, "127.0.0.1", 0, SHORT, None).unwrap();
+        node
+    }
+
+    #[test]
+    fn past_the_requests_in_flight_the_answer_is_503() {
+        let limits = Limits {
+            in_flight: 1,
+            head: Duration::from_secs(30),
+            idle: Duration::from_secs(30),
+            ..SHORT
+        };
+        let server = ServerHandle::start(big_node(), "127.0.0.1", 0, limits, None).unwrap();
+        let mut rendering = connect(&server);
+        rendering
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        // Sent while the first is still being rendered (for tens of milliseconds at least).
+        let mut other = connect(&server);
+        other.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert!(response(&mut other).starts_with("HTTP/1.1 503"));
+        assert!(response(&mut rendering).starts_with("HTTP/1.1 200"));
+        other.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert!(
+            response(&mut other).starts_with("HTTP/1.1 200"),
+            "its place is free again"
+        );
+        server.shutdown();
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_is_dropped() {
+        let server = ServerHandle::start(big_node(), "127.0.0.1", 0, SHORT, None).unwrap();
         let mut stalled = connect(&server);
         stalled.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         // The stall counts from the answer's start, which waits for the render (slow in a debug build on

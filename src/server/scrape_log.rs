@@ -32,14 +32,13 @@ impl ScrapeLog {
         }
     }
 
-    /// Notes a scrape starting now; hand the result to [`ScrapeLog::answered`] once it is answered.
-    pub fn start(&self) -> Instant {
-        let now = Instant::now();
+    /// Notes a scrape that started at `at`, once answered 200 (so not always in order of start); [`ScrapeLog::answered`]
+    /// follows once its body is handed over.
+    pub fn start(&self, at: Instant) {
         let mut s = self.state.lock();
-        s.first_start.get_or_insert(now);
-        s.last_start = Some(now);
+        s.first_start = Some(s.first_start.map_or(at, |t| t.min(at)));
+        s.last_start = Some(s.last_start.map_or(at, |t| t.max(at)));
         s.started += 1;
-        now
     }
 
     /// Notes that the scrape that started at `started` has been answered in full.
@@ -86,13 +85,14 @@ mod tests {
     fn counts_and_mean_interval() {
         let log = ScrapeLog::new();
         assert_eq!(log.seen(), (0, None));
-        let a = log.start();
+        let a = Instant::now();
+        log.start(a);
         std::thread::sleep(Duration::from_millis(20));
         let (n, since) = log.seen();
         assert_eq!(n, 1);
         assert!(since.is_some_and(|i| i >= Duration::from_millis(20)), "{since:?}");
         log.answered(a);
-        let _ = log.start();
+        log.start(Instant::now());
         let (n, interval) = log.seen();
         assert_eq!(n, 2);
         assert!(interval.is_some_and(|i| i >= Duration::from_millis(20)), "{interval:?}");
@@ -101,7 +101,8 @@ mod tests {
     #[test]
     fn waits_for_a_scrape_started_after_the_mark() {
         let log = Arc::new(ScrapeLog::new());
-        let before = log.start();
+        let before = Instant::now();
+        log.start(before);
         let mark = Instant::now();
         log.answered(before);
         // Answered, but started before the mark: does not count.
@@ -111,7 +112,8 @@ mod tests {
             std::thread::spawn(move || log.wait_answered_after(mark, Duration::from_secs(10)))
         };
         std::thread::sleep(Duration::from_millis(20));
-        let after = log.start();
+        let after = Instant::now();
+        log.start(after);
         log.answered(after);
         assert!(matches!(waiter.join(), Ok(true)));
         // An older scrape answered late does not move the mark back.

@@ -3,8 +3,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use super::conn::Limits;
-use super::live_config::LiveConfig;
+use super::live_config::{Live, LiveConfig};
 use super::scrape_log::ScrapeLog;
 use super::stats::Stats;
 use crate::distributed::Node;
@@ -23,6 +25,8 @@ pub struct Shared {
     pub web: Option<LiveConfig>,
     /// The kinds of error already logged.
     pub logged: LogOnce,
+    /// `limits.in_flight` permits: one per request being answered.
+    pub in_flight: Arc<Semaphore>,
 }
 
 impl Shared {
@@ -32,5 +36,21 @@ impl Shared {
         if self.logged.first(kind) {
             eprintln!("locust-prometheus-exporter: {}; this error is logged once.", message());
         }
+    }
+
+    /// The web config to serve by now (`None`: there is none), with the reload this made, if any, counted
+    /// and its error logged once.
+    pub fn live(&self) -> Option<Live> {
+        let (live, reloaded) = self.web.as_ref()?.current();
+        if let Some(reloaded) = reloaded {
+            self.stats.reload(reloaded.is_ok());
+            if let Err(e) = reloaded {
+                let error = e.to_string();
+                self.log_once(&error, || {
+                    format!("{error}: every request is refused until the file is valid again")
+                });
+            }
+        }
+        Some(live)
     }
 }

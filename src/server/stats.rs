@@ -1,15 +1,17 @@
-//! The server's own counters: responses by status code, connections it had to drop, and those it
-//! accepted on its descriptor reserve.
+//! The server's own counters: responses by status code, connections it had to drop, those it
+//! accepted on its descriptor reserve, web-config reloads.
 //! The series are made when the server starts, so counting is one atomic add and takes no lock.
 
 use std::sync::Arc;
 
 use crate::errors::Result;
-use crate::locust::builtin::{Builtin, CONNECTIONS_DROPPED, CONNECTIONS_RESERVED, HTTP_REQUESTS, RESERVE_MISSES};
+use crate::locust::builtin::{
+    Builtin, CONNECTIONS_DROPPED, CONNECTIONS_RESERVED, HTTP_REQUESTS, RESERVE_MISSES, WEB_CONFIG_RELOADS,
+};
 use crate::metrics::{Counter, Family, Kind, Registry, Series};
 
 /// Every status the server answers with: its own, and hyper's answers to unparsable requests.
-const CODES: [u16; 8] = [200, 400, 401, 404, 405, 429, 431, 500];
+const CODES: [u16; 9] = [200, 400, 401, 404, 405, 429, 431, 500, 503];
 
 /// Why a connection was closed before it was answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,17 +48,26 @@ pub struct Stats {
     dropped: Vec<(Dropped, Arc<Series<Counter>>)>,
     reserved: Arc<Series<Counter>>,
     reserve_missed: Arc<Series<Counter>>,
+    /// (success, failure), with a web config.
+    reloads: Option<[Arc<Series<Counter>>; 2]>,
 }
 
 impl Stats {
-    /// Finds or registers the families, with every series at zero.
-    pub fn register(registry: &Registry) -> Result<Self> {
+    /// Finds or registers the families, with every series at zero (the reloads' with a web config only).
+    pub fn register(registry: &Registry, web_config: bool) -> Result<Self> {
         let family = |builtin: &Builtin| -> Result<Arc<Family<Counter>>> {
             registry.get_or_register(builtin.desc(Kind::Counter)?)
         };
         let responses = family(&HTTP_REQUESTS)?;
         let dropped = family(&CONNECTIONS_DROPPED)?;
+        let reloads = if web_config {
+            let reloads = family(&WEB_CONFIG_RELOADS)?;
+            Some([reloads.child(&["success"])?, reloads.child(&["failure"])?])
+        } else {
+            None
+        };
         Ok(Stats {
+            reloads,
             responses: CODES
                 .iter()
                 .map(|c| Ok((*c, responses.child(&[c.to_string()])?)))
@@ -81,6 +92,12 @@ impl Stats {
     pub fn response(&self, code: u16) {
         if let Some((_, s)) = self.responses.iter().find(|(c, _)| *c == code) {
             s.inc(1.0);
+        }
+    }
+
+    pub fn reload(&self, succeeded: bool) {
+        if let Some([success, failure]) = &self.reloads {
+            if succeeded { success } else { failure }.inc(1.0);
         }
     }
 

@@ -8,12 +8,16 @@ use std::time::Duration;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{ring, CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::CertificateError;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
+use x509_parser::extensions::GeneralName;
 
 use super::web_config::{ClientAuth, TlsSettings};
 
@@ -123,18 +127,10 @@ fn client_verifier(
     } else {
         None
     };
-    let allowed_sans = settings
-        .allowed_sans
-        .iter()
-        .map(|s| {
-            ServerName::try_from(s.clone())
-                .map_err(|_| format!("client_allowed_sans: {s:?} is not a DNS name or IP address"))
-        })
-        .collect::<Result<_, _>>()?;
     Ok(Arc::new(ClientCerts {
         chain,
         mandatory: auth.requires(),
-        allowed_sans,
+        allowed_sans: settings.allowed_sans.clone(),
         algorithms,
     }))
 }
@@ -147,8 +143,9 @@ struct ClientCerts {
     /// signature of the handshake is checked all the same: it holds the certificate's key.
     chain: Option<Arc<dyn ClientCertVerifier>>,
     mandatory: bool,
-    /// `client_allowed_sans`: if any, a verified certificate must also name one (DNS names, IP addresses).
-    allowed_sans: Vec<ServerName<'static>>,
+    /// `client_allowed_sans`: if any, a verified certificate must also have one of them as a SAN, the same
+    /// string (see `sans`).
+    allowed_sans: Vec<String>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -170,17 +167,8 @@ impl ClientCertVerifier for ClientCerts {
         if let Some(chain) = &self.chain {
             chain.verify_client_cert(end_entity, intermediates, now)?;
         }
-        if !self.allowed_sans.is_empty() {
-            let cert = ParsedCertificate::try_from(end_entity)?;
-            if !self
-                .allowed_sans
-                .iter()
-                .any(|name| rustls::client::verify_server_name(&cert, name).is_ok())
-            {
-                return Err(rustls::Error::InvalidCertificate(
-                    rustls::CertificateError::NotValidForName,
-                ));
-            }
+        if !self.allowed_sans.is_empty() && !sans(end_entity)?.iter().any(|san| self.allowed_sans.contains(san)) {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName));
         }
         Ok(ClientCertVerified::assertion())
     }
@@ -206,6 +194,35 @@ impl ClientCertVerifier for ClientCerts {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
     }
+}
+
+/// The DNS, e-mail, IP and URI SANs of a certificate as strings, as Go's `crypto/x509` gives them to the
+/// toolkit, which compares each with `client_allowed_sans` as a string: `*.example.com` is only itself.
+fn sans(cert: &CertificateDer<'_>) -> Result<Vec<String>, rustls::Error> {
+    let bad = rustls::Error::InvalidCertificate(CertificateError::BadEncoding);
+    let (_, cert) = x509_parser::parse_x509_certificate(cert).map_err(|_| bad.clone())?;
+    let Some(names) = cert.subject_alternative_name().map_err(|_| bad)? else {
+        return Ok(Vec::new());
+    };
+    Ok(names
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(s) | GeneralName::RFC822Name(s) | GeneralName::URI(s) => Some(s.to_string()),
+            GeneralName::IPAddress(bytes) => ip(bytes).map(|ip| ip.to_string()),
+            _ => None,
+        })
+        .collect())
+}
+
+/// An IP address SAN; an IPv4-mapped IPv6 address reads as IPv4, as Go prints it.
+fn ip(bytes: &[u8]) -> Option<IpAddr> {
+    if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
+        return Some(IpAddr::V4(Ipv4Addr::from(v4)));
+    }
+    let v6 = Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?);
+    Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
 }
 
 /// Whether the client's first byte opens a TLS handshake record (false: plain HTTP); `None` if it
@@ -247,4 +264,21 @@ pub async fn refuse_plain_http(stream: &mut TcpStream) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_sans_read_as_go_prints_them() {
+        assert_eq!(ip(&[10, 1, 2, 3]).unwrap().to_string(), "10.1.2.3");
+        let mapped = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3];
+        assert_eq!(ip(&mapped).unwrap().to_string(), "10.1.2.3");
+        let mut v6 = [0u8; 16];
+        v6[..2].copy_from_slice(&[0x20, 0x01]);
+        v6[15] = 1;
+        assert_eq!(ip(&v6).unwrap().to_string(), "2001::1");
+        assert_eq!(ip(&[1, 2, 3]), None);
+    }
 }

@@ -116,8 +116,6 @@ pub struct WebConfig {
     pub users: BTreeMap<String, String>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub rate_limit: Option<RateLimit>,
-    /// The config file and the files it names: a change to any of them reloads the config.
-    pub files: Vec<PathBuf>,
 }
 
 /// Headers the toolkit lets a file add, with the values it accepts (`None`: any).
@@ -130,17 +128,21 @@ const HEADERS: [(&str, Option<&[&str]>); 5] = [
 ];
 
 /// Reads and checks the file at `path`. Relative file names inside resolve against its directory,
-/// as the toolkit does.
-pub fn load(path: &Path) -> Result<WebConfig> {
+/// as the toolkit does. `files` gets the file and those it names, as far as it was read (an error
+/// included): a change to any of them is a new config.
+pub fn load(path: &Path, files: &mut Vec<PathBuf>) -> Result<WebConfig> {
     let shown = path.display().to_string();
     let bad = |problem: String| ExporterError::WebConfig {
         path: shown.clone(),
         problem,
+        tls_material: false,
     };
+    files.push(path.to_path_buf());
     let text = std::fs::read_to_string(path).map_err(|source| ExporterError::WebConfigFile {
         path: shown.clone(),
         what: "cannot read the file".into(),
         source,
+        tls_material: false,
     })?;
     // An empty file is an empty configuration, as in the toolkit.
     let file: File = if text.trim().is_empty() {
@@ -149,9 +151,8 @@ pub fn load(path: &Path) -> Result<WebConfig> {
         serde_norway::from_str(&text).map_err(|e| bad(e.to_string()))?
     };
     let dir = path.parent().unwrap_or(Path::new(""));
-    let mut files = vec![path.to_path_buf()];
     let tls = match file.tls_server_config {
-        Some(t) => tls_settings(t, dir, &mut files, &shown)?,
+        Some(t) => tls_settings(t, dir, files, &shown)?,
         None => None,
     };
     let users = file.basic_auth_users.unwrap_or_default();
@@ -172,7 +173,6 @@ pub fn load(path: &Path) -> Result<WebConfig> {
         users,
         headers,
         rate_limit,
-        files,
     })
 }
 
@@ -181,6 +181,7 @@ fn tls_settings(t: TlsFile, dir: &Path, files: &mut Vec<PathBuf>, shown: &str) -
     let bad = |problem: String| ExporterError::WebConfig {
         path: shown.to_string(),
         problem: format!("tls_server_config: {problem}"),
+        tls_material: true,
     };
     let empty = t.cert_file.is_none()
         && t.key_file.is_none()
@@ -199,12 +200,13 @@ fn tls_settings(t: TlsFile, dir: &Path, files: &mut Vec<PathBuf>, shown: &str) -
             (None, Some(text)) => Ok(Some((text.into_bytes(), name.to_string()))),
             (Some(f), None) => {
                 let full = dir.join(&f);
+                files.push(full.clone());
                 let bytes = std::fs::read(&full).map_err(|source| ExporterError::WebConfigFile {
                     path: shown.to_string(),
                     what: format!("cannot read {name}_file {}", full.display()),
                     source,
+                    tls_material: true,
                 })?;
-                files.push(full.clone());
                 Ok(Some((bytes, format!("{name}_file {}", full.display()))))
             }
             (None, None) => Ok(None),
@@ -317,8 +319,12 @@ fn headers(given: BTreeMap<String, String>) -> std::result::Result<Vec<(HeaderNa
 fn rate_limit(r: RateFile) -> std::result::Result<Option<RateLimit>, String> {
     let interval = match r.interval.as_deref() {
         None => Duration::ZERO,
-        Some(text) => go_duration(text)
-            .ok_or_else(|| format!("rate_limit: interval {text:?} is not a duration like 1s or 500ms"))?,
+        Some(text) => {
+            let seconds = go_duration(text)
+                .ok_or_else(|| format!("rate_limit: interval {text:?} is not a duration like 1s or 500ms"))?;
+            Duration::try_from_secs_f64(seconds)
+                .map_err(|_| format!("rate_limit: interval {text:?} is out of range"))?
+        }
     };
     let burst = r.burst.unwrap_or(0);
     if interval.is_zero() {
@@ -330,10 +336,11 @@ fn rate_limit(r: RateFile) -> std::result::Result<Option<RateLimit>, String> {
     Ok(Some(RateLimit { interval, burst }))
 }
 
-/// A duration in Go's notation (`1m30s`, `500ms`, `0`), which the toolkit's files use.
-fn go_duration(text: &str) -> Option<Duration> {
+/// A duration in Go's notation (`1m30s`, `500ms`, `0`), which the toolkit's files use, in seconds (perhaps
+/// too many for a `Duration`).
+fn go_duration(text: &str) -> Option<f64> {
     if text == "0" {
-        return Some(Duration::ZERO);
+        return Some(0.0);
     }
     let mut rest = text;
     let mut total = 0.0;
@@ -358,7 +365,7 @@ fn go_duration(text: &str) -> Option<Duration> {
         total += number * seconds;
         rest = &rest[unit_len..];
     }
-    (!text.is_empty()).then(|| Duration::from_secs_f64(total))
+    (!text.is_empty()).then_some(total)
 }
 
 #[cfg(test)]
@@ -367,10 +374,10 @@ mod tests {
 
     #[test]
     fn go_durations() {
-        assert_eq!(go_duration("1s"), Some(Duration::from_secs(1)));
-        assert_eq!(go_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(go_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(go_duration("0"), Some(Duration::ZERO));
+        assert_eq!(go_duration("1s"), Some(1.0));
+        assert_eq!(go_duration("1m30s"), Some(90.0));
+        assert_eq!(go_duration("250ms"), Some(0.25));
+        assert_eq!(go_duration("0"), Some(0.0));
         for bad in ["", "1", "s", "1x", "1.2.3s", "-1s"] {
             assert_eq!(go_duration(bad), None, "{bad}");
         }
@@ -384,6 +391,10 @@ mod tests {
         };
         assert_eq!(rate_limit(r("0", None)), Ok(None));
         assert!(rate_limit(r("1s", None)).is_err());
+        for huge in ["99999999999999999999999h", &format!("1{}s", "0".repeat(400))] {
+            let error = rate_limit(r(huge, Some(1))).unwrap_err();
+            assert!(error.ends_with("is out of range"), "{error}");
+        }
         assert_eq!(
             rate_limit(r("2s", Some(3))),
             Ok(Some(RateLimit {

@@ -41,7 +41,8 @@ def test_workers_ignore_the_option(run_locust, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing-file", "bad-yaml", "unknown-key", "missing-cert", "cert-not-pem",
-                                  "key-mismatch", "unknown-client-auth", "not-bcrypt"])  # fmt: skip
+                                  "key-mismatch", "unknown-client-auth", "not-bcrypt",
+                                  "huge-interval"])  # fmt: skip
 def test_a_bad_file_stops_locust_at_init_with_one_line(pki, case, target):
     path, _, words = write_bad(pki, case)
     cmd = locust_cmd(EXAMPLE_PLAIN, "--headless", "-u", "1", "-t", "5s", "-H", target, "--prometheus-host", "127.0.0.1",

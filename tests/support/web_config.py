@@ -3,13 +3,20 @@ and one request over plain HTTP or TLS."""
 
 from __future__ import annotations
 
+import datetime
 import http.client
+import os
 import ssl
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
 import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 #: Cost 4, the lowest, where the test does not measure bcrypt itself: a check takes about 1 ms.
 FAST_COST = 4
@@ -82,6 +89,9 @@ USERS = "basic_auth_users:\n  alice: {alice}\n  bob: {bob}\n"
 TLS_FILES = "tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
 
 
+#: A duration far beyond what a computer's clock can count.
+HUGE_INTERVAL = "99999999999999999999999h"
+
 #: id -> (web.yml, or None for no file; the exception; words of its message). garbage.pem and other.key
 #: are made by `write_bad`.
 BAD = {
@@ -104,6 +114,7 @@ BAD = {
     "cipher": (TLS + "  cipher_suites: [TLS_RSA_WITH_RC4_128_SHA]\n", ValueError, "not supported by rustls"),
     "curve": (TLS + "  curve_preferences: [CurveP521]\n", ValueError, "not supported by rustls"),
     "header": ("http_server_config:\n  headers:\n    Server: x\n", ValueError, "cannot be set"),
+    "huge-interval": (f"rate_limit:\n  interval: {HUGE_INTERVAL}\n  burst: 1\n", ValueError, "out of range"),
 }
 
 
@@ -117,3 +128,45 @@ def write_bad(pki: Pki, case: str) -> tuple[Path, type[Exception], str]:
     elif text is not None:
         path.write_text(text)
     return path, error, words
+
+
+def replace(path: Path, text: str) -> None:
+    """Writes `path` whole at once (a new file renamed over it), as editors and config management do: a reload
+    never reads it half-written."""
+    new = path.with_name(path.name + ".new")
+    new.write_text(text)
+    os.replace(new, path)
+
+
+def within(seconds: float, predicate: Callable[[], bool], what: str) -> float:
+    """Polls `predicate` until it is true, failing after `seconds`; returns how long it took."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > seconds:
+            raise AssertionError(f"not within {seconds} s: {what}")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def issue_with_uri(ca: trustme.CA, uri: str) -> trustme.LeafCert:
+    """A client certificate from `ca` whose only SAN is the URI `uri` (trustme issues DNS, IP and e-mail SANs)."""
+    ca_key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "uri client")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return trustme.LeafCert(key_pem, cert.public_bytes(serialization.Encoding.PEM), [ca.cert_pem.bytes()])
