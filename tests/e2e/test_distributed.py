@@ -42,8 +42,7 @@ def test_master_and_two_workers_exact(run_locust):
     for per_worker in ("busy_users_per_worker", "locust_users_running"):
         series = {dict(labels)["worker"]: v for (n, labels), v in mid.items() if n == per_worker}
         assert sorted(series.values()) == [3, 3] and len(series) == 2, per_worker
-    run.wait_stopped()
-    final = run.scrape()
+    final = run.wait_stopped()
     assert run.finish() == [0, 0, 0], run.output()
     stats = run.csv_stats()
     assert_exact(final, stats)
@@ -56,8 +55,7 @@ def test_master_and_two_workers_exact(run_locust):
 def test_processes_mode_runs_the_example_unchanged_and_exact(run_locust):
     run = run_locust(EXAMPLES / "locustfile_custom_metrics.py", users=4, rate=4, run_time=8, processes=2)
     run.wait_until(lambda: total(run.scrape(), "my_custom_gauge") == 4, 40, "the example's gauge to show all users")
-    run.wait_stopped()
-    final = run.scrape()
+    final = run.wait_stopped()
     assert run.finish() == [0], run.output()
     stats = run.csv_stats()
     assert_exact(final, stats)
@@ -70,8 +68,7 @@ def test_worker_with_processes_runs_the_example_unchanged_and_exact(run_locust):
     """`--worker --processes 2`: the parent only forks; its two children are the workers."""
     custom = EXAMPLES / "locustfile_custom_metrics.py"
     run = run_locust(custom, users=4, rate=4, run_time=6, workers=1, worker_args=("--processes", "2"), expect_workers=2)
-    run.wait_stopped()
-    final = run.scrape()
+    final = run.wait_stopped()
     assert run.finish() == [0, 0], run.output()
     stats = run.csv_stats()
     assert_exact(final, stats)
@@ -108,8 +105,7 @@ def test_worker_killed_mid_run_loses_nothing_reported(run_locust):
     assert [total(samples, f"busy_index_{mode}") for mode in ("sum", "max", "min")] == [3, 2, 1]
     assert {dict(labels)["worker"]: v for (n, labels), v in samples.items() if n == "busy_index_all"} == indexes
     run.wait_until(lambda: total(run.scrape(), "busy_index_mostrecent") == survivor, 10, "the survivor's report")
-    run.wait_stopped()
-    history.append(run.scrape())
+    history.append(run.wait_stopped())
     for before, after in itertools.pairwise(history):
         assert_monotonic(before, after)
     run.finish()

@@ -41,8 +41,7 @@ def test_options_set_buckets_labels_and_test_info(run_locust, tmp_path, conf, en
     if conf:
         (tmp_path / "locust.conf").write_text(conf)
     run = run_locust(LOCUSTFILES / "busy.py", users=2, rate=2, run_time=3, env=env)
-    run.wait_stopped()
-    samples = run.scrape()
+    samples = run.wait_stopped()
     assert run.finish() == [0], run.output()
     assert bucket_bounds(samples) == buckets
     for _name, sample_labels in samples:
@@ -75,8 +74,7 @@ def test_plugin_enables_the_exporter_without_code(run_locust, tmp_path):
     plain = tmp_path / "plain.py"
     plain.write_text(PLAIN)
     run = run_locust(f"{plain},{plugin_path()}", users=2, rate=2, run_time=3)  # type: ignore[arg-type]
-    run.wait_stopped()
-    samples = run.scrape()
+    samples = run.wait_stopped()
     assert run.finish() == [0], run.output()
     assert total(samples, "locust_requests_total", name="/") == run.csv_stats()[("GET", "/")][0]
 
@@ -156,8 +154,8 @@ def test_workers_never_bind(run_locust):
         taken.listen()
         env = {"LOCUST_PROMETHEUS_HOST": "127.0.0.1", "LOCUST_PROMETHEUS_PORT": str(taken.getsockname()[1])}
         run = run_locust(EXAMPLE_PLAIN, users=2, rate=2, run_time=3, workers=2, env=env)
-        run.wait_stopped()
-        assert total(run.scrape(), "locust_users_total") == 2
+        samples = run.wait_stopped()
+        assert total(samples, "locust_users_total") == 2
         assert run.finish() == [0, 0, 0], run.output()
     assert "cannot listen" not in run.output()
 
@@ -166,8 +164,7 @@ def test_buckets_given_to_the_master_only_reach_the_workers(run_locust):
     """Workers started without `--prometheus-buckets` take the master's with the test, before any request."""
     run = run_locust(LOCUSTFILES / "busy.py", users=2, rate=2, run_time=4, workers=2,
                      extra=("--prometheus-buckets", "0.5,5"))  # fmt: skip
-    run.wait_stopped()
-    samples = run.scrape()
+    samples = run.wait_stopped()
     assert run.finish() == [0, 0, 0], run.output()
     assert bucket_bounds(samples) == {"0.5", "5.0", "+Inf"}
     assert_exact(samples, run.csv_stats())

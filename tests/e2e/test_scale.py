@@ -106,8 +106,7 @@ def assert_capped_and_exact(samples, stats, cap: int) -> None:
 
 def test_name_cap_in_a_single_process_keeps_totals_exact(run_locust):
     run = run_locust(MANY_NAMES, users=2, rate=2, run_time=3, env={"LOCUST_PROMETHEUS_MAX_NAMES": "30"})
-    run.wait_stopped(by_name=False)
-    samples = run.scrape()
+    samples = run.wait_stopped(by_name=False)
     assert run.finish() == [0], run.output()
     assert_capped_and_exact(samples, run.csv_stats(), 30)
     log = run.logs[0].read_text()
@@ -117,8 +116,7 @@ def test_name_cap_in_a_single_process_keeps_totals_exact(run_locust):
 def test_name_cap_on_a_master_applies_to_the_merged_view(run_locust):
     # Each worker has names of its own: within its own cap each may pass 20, the master's view may not.
     run = run_locust(MANY_NAMES, users=4, rate=4, run_time=3, workers=2, extra=("--prometheus-max-names", "20"))
-    run.wait_stopped(by_name=False)
-    samples = run.scrape()
+    samples = run.wait_stopped(by_name=False)
     assert run.finish() == [0, 0, 0], run.output()
     assert_capped_and_exact(samples, run.csv_stats(), 20)
 
@@ -214,8 +212,7 @@ def assert_process_metrics(samples, pid: int) -> None:
 
 def test_health_of_a_single_process(run_locust):
     run = run_locust(HEALTH, users=2, rate=2, run_time=4)
-    run.wait_stopped()
-    samples = run.scrape()
+    samples = run.wait_stopped()
     assert_process_metrics(samples, run.procs[0].pid)
     assert health(samples, "locust_cpu_usage_percent").keys() == {"local"}
     memory = health(samples, "locust_memory_usage_bytes")
@@ -225,8 +222,7 @@ def test_health_of_a_single_process(run_locust):
 
 def test_health_of_a_master_and_its_workers(run_locust):
     run = run_locust(HEALTH, users=2, rate=2, run_time=4, workers=2)
-    run.wait_stopped()
-    samples = run.scrape()
+    samples = run.wait_stopped()
     assert_process_metrics(samples, run.procs[0].pid)
     ids = {c["id"] for c in run.web_state()["workers"]}
     assert len(ids) == 2

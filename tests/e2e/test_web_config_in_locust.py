@@ -31,8 +31,8 @@ def test_workers_ignore_the_option(run_locust, tmp_path):
     missing = str(tmp_path / "nowhere.yml")
     run = run_locust(EXAMPLE_PLAIN, users=2, rate=2, run_time=3, workers=1,
                      worker_args=("--prometheus-web-config", missing))  # fmt: skip
-    run.wait_stopped()
-    assert total(run.scrape(), "locust_users_total") == 2
+    samples = run.wait_stopped()
+    assert total(samples, "locust_users_total") == 2
     assert run.finish() == [0, 0], run.output()
     assert "web config" not in run.output()
 

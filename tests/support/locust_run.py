@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import http.client
 import json
 import re
 import signal
@@ -12,7 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from support.scrape import Samples, http_get, requests_by_name, scrape, total
+from support.server import listening_ports
+from support.scrape import Samples, http_get, promtool_check, requests_by_name, samples_of, scrape, scrape_text, total
 
 #: The exporter's log line once it serves, with the port it bound (the runs ask for port 0).
 SERVING = re.compile(r"Prometheus metrics on http://[^ ]+:(\d+)/metrics")
@@ -23,12 +25,17 @@ class LocustRun:
     """A locust test (one process, a master with workers, or --processes) run to its end."""
 
     _metrics_port: int | None
-    web_port: int
     csv_prefix: Path
     target: str
     distributed: bool = False
+    #: Whether `finish()` ends the run with SIGTERM (a run kept up by --autoquit once its test stopped), or waits
+    #: for it to quit by itself (a headless run).
+    terminate: bool = False
     procs: list[subprocess.Popen] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
+    #: The master's ports other than the exporter's and the web UI's (its port for workers).
+    _master_port: int | None = None
+    _web_port: int | None = None
 
     @property
     def metrics_port(self) -> int:
@@ -48,8 +55,42 @@ class LocustRun:
     def metrics_port(self, port: int) -> None:
         self._metrics_port = port
 
-    def scrape(self, openmetrics: bool = False) -> Samples:
-        return scrape(self.metrics_port, openmetrics)
+    def _other_ports(self) -> set[int]:
+        """The ports the master listens on besides the exporter's: the web UI's and, distributed, the workers'."""
+        return listening_ports(self.procs[0].pid) - {self.metrics_port}
+
+    @property
+    def master_port(self) -> int:
+        """The port a master (given `--master-bind-port 0`) bound for its workers. It binds it before Locust's
+        `init`, where the exporter starts serving, and starts its web UI after: the one port besides the
+        exporter's then, or else the one of the two that is not the web UI's."""
+        if self._master_port is None:
+            ports = self._other_ports()
+            self._master_port = ports.pop() if len(ports) == 1 else next(iter(ports - {self.web_port}))
+        return self._master_port
+
+    @property
+    def web_port(self) -> int:
+        """The port of the web UI (Locust is given `--web-port 0`): the master's port that answers HTTP."""
+        if self._web_port is None:
+
+            def answers_http() -> bool:
+                for port in self._other_ports() - {self._master_port}:
+                    try:
+                        if http_get(f"http://127.0.0.1:{port}/", timeout=2)[0] == 200:
+                            self._web_port = port
+                            return True
+                    except (OSError, http.client.HTTPException):
+                        pass  # the workers' port
+                return False
+
+            self.wait_until(answers_http, 60, "the web UI to serve")
+        assert self._web_port is not None
+        return self._web_port
+
+    def scrape(self, openmetrics: bool = False, lint: bool = False) -> Samples:
+        """The master's /metrics, parsed; checked by promtool too with `lint` (`wait_stopped` lints its final one)."""
+        return scrape(self.metrics_port, openmetrics, lint)
 
     def web_state(self) -> dict:
         _, _, body = http_get(f"http://127.0.0.1:{self.web_port}/stats/requests", timeout=5)
@@ -68,14 +109,17 @@ class LocustRun:
             time.sleep(0.2)
         raise AssertionError(f"timed out waiting for {what}\n{self.output()}")
 
-    def wait_stopped(self, timeout: float = 60, since: Samples | None = None, by_name: bool = True) -> None:
+    def wait_stopped(
+        self, timeout: float = 60, since: Samples | None = None, by_name: bool = True, lint: tuple[str, ...] = ()
+    ) -> Samples:
         """Until Locust's own state says the test stopped and every process's last requests are counted.
 
         A worker's stop does not report; its next periodic report (every 3 s) carries its last requests to
         the master, for Locust's statistics and the exporter alike, and with them its users gauge at 0. So:
         until no user runs by the scrape, and the scrape's requests and failures equal Locust's own (those
         since the scrape `since`, when Locust's statistics were reset after it): name by name, or in all
-        (`by_name=False`) where the exporter caps the names.
+        (`by_name=False`) where the exporter caps the names. Returns a scrape made then, which promtool checked
+        (`lint`: the findings expected of the locustfile's own metrics, see `promtool_check`).
         """
         before = requests_by_name(since or {})
 
@@ -102,9 +146,16 @@ class LocustRun:
             )
 
         self.wait_until(counted, timeout, "the test to stop and its requests to be counted")
+        text = scrape_text(self.metrics_port)
+        promtool_check(text, lint)
+        return samples_of(text)
 
     def finish(self, timeout: float = 60) -> list[int]:
-        """Waits for every process to exit by itself; returns their exit codes."""
+        """Ends the run once its checks are done: SIGTERM to the master of a run kept up by --autoquit (Locust
+        quits as at the end of --autoquit, with the exit code it would have had; a master tells its workers to
+        quit), or waits for a headless run to quit by itself. Returns every process's exit code."""
+        if self.terminate and self.procs[0].poll() is None:
+            self.procs[0].send_signal(signal.SIGTERM)
         codes = []
         for p in self.procs:
             try:
