@@ -30,7 +30,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if _skipped:
-        terminalreporter.write_line(f"FAILED: {len(_skipped)} skipped or xfailed, which this suite counts as failures", red=True)
+        terminalreporter.write_line(
+            f"FAILED: {len(_skipped)} skipped or xfailed, which this suite counts as failures", red=True
+        )
 
 
 @pytest.fixture

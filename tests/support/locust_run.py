@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from support.server import listening_ports
 from support.scrape import Samples, http_get, promtool_check, requests_by_name, samples_of, scrape, scrape_text, total
+from support.server import listening_ports
 
 #: The exporter's log line once it serves, with the port it bound (the runs ask for port 0).
 SERVING = re.compile(r"Prometheus metrics on http://[^ ]+:(\d+)/metrics")
