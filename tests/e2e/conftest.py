@@ -17,7 +17,7 @@ from support.paths import EXAMPLES
 from support.process import require, started
 from support.prometheus import PrometheusServer
 from support.receivers import Pushgateway, Recorder, ScrapingPrometheus
-from support.scrape import free_port
+from support.scrape import LINT, free_port
 
 sys.path.insert(0, str(EXAMPLES))  # for examples/target.py, the local target
 
@@ -39,6 +39,7 @@ def run_locust(tmp_path, target):
     """Starts locust (headless-like: --autostart, then --autoquit keeps the endpoint up after the test;
     with `autostart=False` the caller drives tests through the web UI and the processes are killed at the end).
 
+    `lint`: promtool's findings expected of the locustfile's metrics (default: `support.scrape.LINT`'s).
     `workers=N` starts a master and N `--worker` processes (each with `worker_args`; the master expects
     `expect_workers`, default N); `processes=N` uses `--processes N`.
     The exporter listens on 127.0.0.1 port 0: `metrics_port` reads the port it bound from the master's log,
@@ -61,8 +62,12 @@ def run_locust(tmp_path, target):
         expect_workers: int | None = None,
         extra: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        lint: tuple[str, ...] | None = None,
     ) -> LocustRun:
-        run = LocustRun(None, tmp_path / f"run{len(runs)}", target, bool(workers or processes), terminate=autostart)
+        if lint is None:
+            lint = LINT.get(Path(locustfile).name, ())
+        distributed = bool(workers or processes)
+        run = LocustRun(None, tmp_path / f"run{len(runs)}", target, distributed, terminate=autostart, lint=lint)
         runs.append(run)
         common = ("--loglevel", "INFO")
         master_args = [

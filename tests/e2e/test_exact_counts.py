@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from support.locust_run import assert_exact
 from support.paths import EXAMPLES, LOCUSTFILES
-from support.scrape import CUSTOM_EXAMPLE_LINT, http_get, samples_of, total
+from support.scrape import http_get, samples_of, total
 
 EXAMPLE_PLAIN = EXAMPLES / "locustfile.py"
 EXAMPLE_CUSTOM = EXAMPLES / "locustfile_custom_metrics.py"
@@ -21,7 +21,7 @@ def test_example_locustfiles_run_unchanged_and_exact(run_locust, locustfile):
     # between(1, 5): most of the time most users sleep.
     run.wait_until(lambda: total(run.scrape(), "locust_users_waiting") >= 3, 10, "users sleeping in wait_time")
     mid = run.scrape()
-    final = run.wait_stopped(lint=CUSTOM_EXAMPLE_LINT if locustfile == EXAMPLE_CUSTOM else ())
+    final = run.wait_stopped()
     openmetrics = run.scrape(openmetrics=True)
     assert run.finish() == [0], run.output()
     stats = run.csv_stats()

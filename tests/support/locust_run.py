@@ -7,6 +7,7 @@ import http.client
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +32,8 @@ class LocustRun:
     #: Whether `finish()` ends the run with SIGTERM (a run kept up by --autoquit once its test stopped), or waits
     #: for it to quit by itself (a headless run).
     terminate: bool = False
+    #: promtool's findings expected of the locustfile's own metrics (see `promtool_check`).
+    lint: tuple[str, ...] = ()
     procs: list[subprocess.Popen] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
     #: The master's ports other than the exporter's and the web UI's (its port for workers).
@@ -61,12 +64,23 @@ class LocustRun:
 
     @property
     def master_port(self) -> int:
-        """The port a master (given `--master-bind-port 0`) bound for its workers. It binds it before Locust's
-        `init`, where the exporter starts serving, and starts its web UI after: the one port besides the
-        exporter's then, or else the one of the two that is not the web UI's."""
+        """The port a master (given `--master-bind-port 0`) bound for its workers: the one that greets a new
+        connection as ZeroMQ does, with byte 0xFF, before the client says anything."""
         if self._master_port is None:
-            ports = self._other_ports()
-            self._master_port = ports.pop() if len(ports) == 1 else next(iter(ports - {self.web_port}))
+
+            def greets() -> bool:
+                for port in self._other_ports() - {self._web_port}:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                        try:
+                            if s.recv(1) == b"\xff":
+                                self._master_port = port
+                                return True
+                        except TimeoutError:
+                            pass  # the web UI's port (or a slow greeting: the next poll)
+                return False
+
+            self.wait_until(greets, 60, "the master to bind its port for workers")
+        assert self._master_port is not None
         return self._master_port
 
     @property
@@ -109,17 +123,14 @@ class LocustRun:
             time.sleep(0.2)
         raise AssertionError(f"timed out waiting for {what}\n{self.output()}")
 
-    def wait_stopped(
-        self, timeout: float = 60, since: Samples | None = None, by_name: bool = True, lint: tuple[str, ...] = ()
-    ) -> Samples:
+    def wait_stopped(self, timeout: float = 60, since: Samples | None = None, by_name: bool = True) -> Samples:
         """Until Locust's own state says the test stopped and every process's last requests are counted.
 
         A worker's stop does not report; its next periodic report (every 3 s) carries its last requests to
         the master, for Locust's statistics and the exporter alike, and with them its users gauge at 0. So:
         until no user runs by the scrape, and the scrape's requests and failures equal Locust's own (those
         since the scrape `since`, when Locust's statistics were reset after it): name by name, or in all
-        (`by_name=False`) where the exporter caps the names. Returns a scrape made then, which promtool checked
-        (`lint`: the findings expected of the locustfile's own metrics, see `promtool_check`).
+        (`by_name=False`) where the exporter caps the names. Returns a scrape made then, which promtool checked.
         """
         before = requests_by_name(since or {})
 
@@ -147,7 +158,7 @@ class LocustRun:
 
         self.wait_until(counted, timeout, "the test to stop and its requests to be counted")
         text = scrape_text(self.metrics_port)
-        promtool_check(text, lint)
+        promtool_check(text, self.lint)
         return samples_of(text)
 
     def finish(self, timeout: float = 60) -> list[int]:

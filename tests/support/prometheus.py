@@ -202,3 +202,52 @@ def final_scrape(scraped: ScrapedRun, timeout: float = 15) -> float:
 
     scraped.prom.wait_until(scraped_since, timeout, "a scrape after the test stopped")
     return time.time()
+
+
+# --- histogram_quantile, as Prometheus 2.42 computes it (promql/quantile.go), from the buckets it answers with
+
+
+def native_buckets(prom: PrometheusServer, promql: str, at: float, **labels: str) -> list[tuple[float, float, float]]:
+    """(lower, upper, count) of the one native histogram `promql` gives (of those, the one with `labels`), as
+    Prometheus' API gives them."""
+    [result] = [r for r in prom.query(promql, at) if labels.items() <= r["metric"].items()]
+    assert "histogram" in result, f"{promql} is not a native histogram: {result}"
+    return [(float(lo), float(hi), float(n)) for _, lo, hi, n in result["histogram"][1]["buckets"]]
+
+
+def native_quantile(q: float, buckets: list[tuple[float, float, float]]) -> float:
+    """`histogram_quantile(q, h)` of a native histogram of positive values with these buckets: the first bucket
+    whose cumulative count reaches q x count, interpolated linearly inside it."""
+    total = sum(n for _, _, n in buckets)
+    rank, count = q * total, 0.0
+    for lower, upper, n in buckets:  # noqa: B007 (the bucket the loop stops at)
+        count += n
+        if count >= rank:
+            break
+    return lower + (upper - lower) * ((rank - (count - n)) / n)
+
+
+def classic_buckets(prom: PrometheusServer, promql: str, at: float, **labels: str) -> list[tuple[float, float]]:
+    """(upper bound, cumulative count) of the classic buckets `promql` gives with `labels` (one histogram)."""
+    results = [r for r in prom.query(promql, at) if labels.items() <= r["metric"].items()]
+    return sorted((float(r["metric"]["le"]), float(r["value"][1])) for r in results)
+
+
+def classic_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """`histogram_quantile(q, buckets)` of classic cumulative buckets sorted by upper bound (the last +Inf): counts
+    made monotonic, then the first bucket whose count reaches q x the +Inf count, interpolated linearly inside
+    it (from 0 for the first), or the highest finite bound when that bucket is +Inf's."""
+    counts = [max(n for _, n in buckets[: i + 1]) for i in range(len(buckets))]
+    rank = q * counts[-1]
+    b = next(i for i in range(len(buckets) - 1) if counts[i] >= rank) if counts[-2] >= rank else len(buckets) - 1
+    if b == len(buckets) - 1:
+        return buckets[-2][0]
+    start, below = (buckets[b - 1][0], counts[b - 1]) if b else (0.0, 0.0)
+    return start + (buckets[b][0] - start) * ((rank - below) / (counts[b] - below))
+
+
+def split_quantile_query(promql: str) -> tuple[float, str]:
+    """(q, the inner expression) of ``histogram_quantile(q, inner)``."""
+    found = re.fullmatch(r"\s*histogram_quantile\(([0-9.]+),\s*(.*)\)\s*", promql, re.DOTALL)
+    assert found, promql
+    return float(found.group(1)), found.group(2)
