@@ -105,10 +105,12 @@ def test_worker_killed_mid_run_loses_nothing_reported(run_locust):
     assert [total(samples, f"busy_index_{mode}") for mode in ("sum", "max", "min")] == [3, 2, 1]
     assert {dict(labels)["worker"]: v for (n, labels), v in samples.items() if n == "busy_index_all"} == indexes
     run.wait_until(lambda: total(run.scrape(), "busy_index_mostrecent") == survivor, 10, "the survivor's report")
+    # Checked: the test need not run its course.
+    assert http_get(f"http://127.0.0.1:{run.web_port}/stop", method="POST")[0] == 200
     history.append(run.wait_stopped())
     for before, after in itertools.pairwise(history):
         assert_monotonic(before, after)
-    run.finish()
+    assert run.finish() == [0, -signal.SIGKILL, 0], run.output()
     stats = run.csv_stats()
     # Locust's statistics keep what the killed worker reported; so do the exporter's counters.
     assert_exact(history[-1], stats)
