@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import os
@@ -16,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.locust_run import locust_cmd
 from support.paths import EXAMPLES, LOCUSTFILES
 from support.prometheus import final_scrape, scrape_runs
-from support.scrape import total
+from support.scrape import requests_by_name, total
 
 
 def run_script(body: str) -> dict:
@@ -92,10 +93,16 @@ MANY_NAMES = LOCUSTFILES / "many_names.py"
 
 
 def assert_capped_and_exact(samples, stats, cap: int) -> None:
-    """At most `cap` names plus the overflow one; every request counted; overflows counted alike."""
+    """`cap` names plus the overflow one, each admitted name one of Locust's with Locust's count; every request
+    counted; overflows counted alike."""
     requests = {labels: v for (metric, labels), v in samples.items() if metric == "locust_requests_total"}
     names = {dict(labels)["name"] for labels in requests}
-    assert OVERFLOW_NAME in names and len(names) <= cap + 1, sorted(names)[:5]
+    assert OVERFLOW_NAME in names and len(names) == cap + 1, sorted(names)[:5]
+    admitted = {
+        ("GET", name): (r, f) for (method, name), (r, f) in requests_by_name(samples).items() if name != OVERFLOW_NAME
+    }
+    assert admitted == {k: (float(r), float(f)) for k, (r, f) in stats.items() if k in admitted}
+    assert admitted.keys() <= stats.keys(), "admitted names are Locust's own"
     assert sum(requests.values()) == sum(r for r, _ in stats.values()), "totals are exact"
     assert total(samples, "locust_exporter_names_overflowed_total") == total(
         samples, "locust_requests_total", name=OVERFLOW_NAME
@@ -113,12 +120,19 @@ def test_name_cap_in_a_single_process_keeps_totals_exact(run_locust):
     assert log.count("--prometheus-max-names") == 1, "the warning names the option, once"
 
 
-def test_name_cap_on_a_master_applies_to_the_merged_view(run_locust):
+def test_name_cap_on_a_master_applies_to_the_merged_view_and_reaches_the_workers(run_locust):
     # Each worker has names of its own: within its own cap each may pass 20, the master's view may not.
-    run = run_locust(MANY_NAMES, users=4, rate=4, run_time=3, workers=2, extra=("--prometheus-max-names", "20"))
+    # One user per worker makes fewer names than the default cap (1,000) in 3 s: a worker that warns of the cap
+    # was given the master's.
+    run = run_locust(MANY_NAMES, users=2, rate=2, run_time=3, workers=2, extra=("--prometheus-max-names", "20"))
     samples = run.wait_stopped(by_name=False)
     assert run.finish() == [0, 0, 0], run.output()
-    assert_capped_and_exact(samples, run.csv_stats(), 20)
+    stats = run.csv_stats()
+    assert_capped_and_exact(samples, stats, 20)
+    by_process = collections.Counter(name.split("/")[2] for _, name in stats)  # /items/<pid>/<n>
+    assert len(by_process) == 2 and max(by_process.values()) < 1000, "a worker might have passed the default cap"
+    for log in run.logs:
+        assert log.read_text().count("--prometheus-max-names") == 1, log.name
 
 
 @pytest.mark.parametrize("value", ["-1", "many"])
