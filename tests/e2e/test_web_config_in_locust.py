@@ -8,12 +8,13 @@ import os
 import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from support.locust_run import locust_cmd
 from support.paths import EXAMPLES
-from support.prometheus import PrometheusServer
+from support.prometheus import PrometheusServer, scraped_since
 from support.scrape import free_port, total
 from support.web_config import MTLS, TLS, USERS, bcrypt_hash, get, write_bad
 
@@ -105,7 +106,7 @@ def test_prometheus_scrapes_a_locust_run_over_https_with_basic_auth(run_locust, 
                             basic_auth={"username": "alice", "password_file": str(tmp_path / "password")})  # fmt: skip
     https = f"https://127.0.0.1:{port}/metrics"
     options = ("--prometheus-port", str(port), "--prometheus-web-config", str(pki.dir / "web.yml"))
-    run = run_locust(EXAMPLE_PLAIN, users=2, rate=2, run_time=10, autoquit=20, extra=options)
+    run = run_locust(EXAMPLE_PLAIN, users=2, rate=2, run_time=10, extra=options)
     run.wait_until(lambda: https in run.output(), 60, "the exporter to serve HTTPS")
     get_ok = 'locust_requests_total{method="GET", status="200"}'
     prom.wait_until(lambda: prom.query(f"sum({get_ok})"), 60, "requests scraped over HTTPS")
@@ -121,4 +122,9 @@ def test_prometheus_scrapes_a_locust_run_over_https_with_basic_auth(run_locust, 
     prom.wait_until(lambda: prom.query(p95), 30, "the p95 query to answer")
     # Without the password, the same endpoint refuses.
     assert get(port, pki.context())[0] == 401
-    run.kill()
+    # Once the test stopped (all its requests counted: one process), what Prometheus scraped over HTTPS is Locust's.
+    run.wait_until(lambda: run.web_state()["state"] == "stopped", 60, "the test to stop")
+    at = scraped_since(prom, time.time())
+    [aggregated] = [row for row in run.web_state()["stats"] if row["name"] == "Aggregated"]
+    assert prom.value("sum(locust_requests_total)", at) == aggregated["num_requests"] > 0
+    assert run.finish() == [0], run.output()

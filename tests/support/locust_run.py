@@ -18,7 +18,7 @@ from support.scrape import Samples, http_get, promtool_check, requests_by_name, 
 from support.server import listening_ports
 
 #: The exporter's log line once it serves, with the port it bound (the runs ask for port 0).
-SERVING = re.compile(r"Prometheus metrics on http://[^ ]+:(\d+)/metrics")
+SERVING = re.compile(r"Prometheus metrics on https?://[^ ]+:(\d+)/metrics")
 
 
 @dataclass

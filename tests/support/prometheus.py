@@ -185,6 +185,20 @@ def scrape_runs(run_locust: Callable[..., LocustRun], start: Callable[[int], Pro
     return scraped
 
 
+def scraped_since(prom: PrometheusServer, since: float, timeout: float = 15) -> float:
+    """Waits for a successful scrape of the target that started after the Unix time `since`; returns a Unix time at
+    which instant queries see what it scraped."""
+
+    def scraped() -> bool:
+        # The start of the last scrape, if it succeeded. timestamp() gives a sample's time only when applied to a
+        # selector directly (of `up == 1` it gives the evaluation time), hence the `and`.
+        result = prom.query('timestamp(up{job="locust"}) and up{job="locust"} == 1')
+        return bool(result) and float(result[0]["value"][1]) > since
+
+    prom.wait_until(scraped, timeout, "a scrape after the test stopped")
+    return time.time()
+
+
 def final_scrape(scraped: ScrapedRun, timeout: float = 15) -> float:
     """Waits for the test to stop, then for a successful scrape that started afterwards.
 
@@ -192,16 +206,7 @@ def final_scrape(scraped: ScrapedRun, timeout: float = 15) -> float:
     the exporter serves only for the run's --autoquit seconds.
     """
     scraped.run.wait_stopped()
-    stopped = time.time()
-
-    def scraped_since() -> bool:
-        # The start of the last scrape, if it succeeded. timestamp() gives a sample's time only when applied to a
-        # selector directly (of `up == 1` it gives the evaluation time), hence the `and`.
-        result = scraped.prom.query('timestamp(up{job="locust"}) and up{job="locust"} == 1')
-        return bool(result) and float(result[0]["value"][1]) > stopped
-
-    scraped.prom.wait_until(scraped_since, timeout, "a scrape after the test stopped")
-    return time.time()
+    return scraped_since(scraped.prom, time.time(), timeout)
 
 
 # --- histogram_quantile, as Prometheus 2.42 computes it (promql/quantile.go), from the buckets it answers with
