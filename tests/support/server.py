@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from support.scrape import http_get, samples_of
@@ -74,3 +76,11 @@ def listening_ports(pid: int) -> set[int]:
                 if fields[3] == "0A" and fields[9] in inodes:  # TCP_LISTEN
                     ports.add(int(fields[1].rsplit(":", 1)[1], 16))
     return ports
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.01) -> None:
+    """Polls `predicate` until it is true; fails after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"not within {timeout} s"
+        time.sleep(interval)

@@ -3,6 +3,7 @@ and one request over plain HTTP or TLS."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import ssl
 from dataclasses import dataclass
@@ -117,3 +118,17 @@ def write_bad(pki: Pki, case: str) -> tuple[Path, type[Exception], str]:
     elif text is not None:
         path.write_text(text)
     return path, error, words
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    """The Authorization header of basic auth."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def refused(port: int, context: ssl.SSLContext) -> bool:
+    """The TLS handshake (or the request right after it, where TLS 1.3 reports a refused client) fails."""
+    try:
+        get(port, context)
+    except (ssl.SSLError, ConnectionError):
+        return True
+    return False
