@@ -98,7 +98,7 @@ def test_linger_bounds_the_wait_and_a_second_ctrl_c_skips_it(run_locust):
     interrupted = time.monotonic()
     master.send_signal(signal.SIGINT)
     assert run.finish(timeout=30) == [0], run.output()
-    assert time.monotonic() - interrupted < 10
+    assert time.monotonic() - interrupted < 30, "the 60 s wait was not skipped"
     assert "Final scrape and pushes skipped (Ctrl-C)" in run.output()
 
 
