@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
-from support.locust_run import assert_exact
+from support.locust_run import assert_durations_exact, assert_exact
 from support.paths import EXAMPLES, LOCUSTFILES
 from support.scrape import http_get, samples_of, total
 
 EXAMPLE_PLAIN = EXAMPLES / "locustfile.py"
 EXAMPLE_CUSTOM = EXAMPLES / "locustfile_custom_metrics.py"
+
+#: The README's default buckets of locust_request_duration_seconds, +Inf aside.
+DEFAULT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 30, 60]
 
 # Body sizes served by examples/target.py, by request name suffix.
 RESPONSE_BYTES = {"/": 14, "/about/": 60, "/missing": 10, "/error": 6, "/echo": 123, "refused": 0, "caught": 60}
@@ -27,6 +32,10 @@ def test_example_locustfiles_run_unchanged_and_exact(run_locust, locustfile):
     stats = run.csv_stats()
     assert_exact(final, stats)
     assert_exact(openmetrics, stats)
+    assert_durations_exact(final, run.csv_seconds())
+    # The default buckets, as the README lists them.
+    bounds = {float(dict(labels)["le"]) for name, labels in final if name == "locust_request_duration_seconds_bucket"}
+    assert sorted(bounds) == [*DEFAULT_BUCKETS, math.inf]
     assert total(final, "locust_users_total") == 6
     assert total(final, "locust_users_running") == 0
     assert total(final, "locust_users_waiting") == 0
@@ -48,6 +57,7 @@ def test_every_outcome_is_labelled_and_counted_exactly(run_locust):
     assert run.finish() == [0], run.output()
     stats = run.csv_stats()
     assert_exact(samples, stats)
+    assert_durations_exact(samples, run.csv_seconds())
 
     def requests(**labels: str) -> float:
         return total(samples, "locust_requests_total", **labels)

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from support.scrape import Samples, http_get, promtool_check, requests_by_name, samples_of, scrape, scrape_text, total
 from support.server import listening_ports
 
@@ -190,6 +192,15 @@ class LocustRun:
             if r["Name"] != "Aggregated"
         }
 
+    def csv_seconds(self) -> dict[tuple[str, str], float]:
+        """Locust's total response time by (method, name), in seconds: its average times its count."""
+        rows = csv.DictReader(open(f"{self.csv_prefix}_stats.csv", newline=""))
+        return {
+            (r["Type"], r["Name"]): float(r["Average Response Time"]) * int(r["Request Count"]) / 1000
+            for r in rows
+            if r["Name"] != "Aggregated"
+        }
+
     def kill(self) -> None:
         for p in self.procs:
             if p.poll() is None:
@@ -200,6 +211,14 @@ class LocustRun:
 def locust_cmd(locustfile: Path, *args: str) -> list[str]:
     """Locust from this interpreter's environment, where the package under test is installed."""
     return [sys.executable, "-m", "locust", "-f", str(locustfile), *args]
+
+
+def assert_durations_exact(samples: Samples, locust_seconds: dict[tuple[str, str], float]) -> None:
+    """The duration histogram's `_sum` per method and name is Locust's total response time (to float rounding)."""
+    assert locust_seconds, "Locust recorded no requests"
+    for (method, name), seconds in locust_seconds.items():
+        got = total(samples, "locust_request_duration_seconds_sum", method=method, name=name)
+        assert got == pytest.approx(seconds, rel=1e-9, abs=1e-12), (method, name)
 
 
 def assert_exact(samples: Samples, locust_stats: dict[tuple[str, str], tuple[int, int]]) -> None:

@@ -84,10 +84,9 @@ def test_a_closed_end_of_run_leaves_its_events_and_stops_pushing(registry, runne
         gevent.sleep(0.05)
     assert len(receiver.requests) >= 2, "pushes every 0.05 s"
     end.close()
-    gevent.sleep(0.2)  # a push under way ends
     pushed = len(receiver.requests)
-    gevent.sleep(0.5)
-    assert len(receiver.requests) == pushed
+    gevent.sleep(0.5)  # 10 push intervals: only the push under way at close() may still land
+    assert len(receiver.requests) <= pushed + 1, (pushed, len(receiver.requests))
     assert handlers(events) == before
     receiver.shutdown()
     receiver.server_close()
@@ -102,11 +101,13 @@ def test_a_released_recorder_stops_counting_and_polling_the_runner(registry, run
     recorder = _recording.recorder_for(registry, None, False, 0)
     recorder._on_init(runner.environment, runner)  # as Locust's init does
     runner.spawn_users({"Idle": 1})
-    gevent.sleep(0.05)
+    deadline = time.monotonic() + 10
+    while users("locust_users_running") != 1 and time.monotonic() < deadline:
+        gevent.sleep(0.01)  # the poller's next round
     assert (users("locust_users_total"), users("locust_users_running")) == (1, 1)
     recorder.release()
     runner.spawn_users({"Idle": 2})
-    gevent.sleep(0.05)
+    gevent.sleep(0.05)  # 5 poll intervals: a recorder still polling would have seen the new users
     assert (users("locust_users_total"), users("locust_users_running")) == (1, 1), "released: not updated"
     again = _recording.recorder_for(registry, None, False, 0)
     again._on_init(runner.environment, runner)
