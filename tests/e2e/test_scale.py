@@ -186,14 +186,22 @@ def test_custom_metric_past_max_series_drops_new_series_without_raising():
         for user in ("a", "b", "c", "d", "a"):
             c.labels(user).inc()
             h.labels(user).observe(0.5)
+        by_default = Counter("per_id", "h", ["id"])
+        for i in range(10_001):
+            by_default.labels(str(i)).inc()
         print(json.dumps({"log": log.getvalue(), "text": REGISTRY.render().decode()}))
         """
     )
     text = got["text"]
     assert series(text, "per_user_total") == {(("user", "a"),): 2, (("user", "b"),): 1}
-    assert len(series(text, "per_user_seconds_count")) == 4, "the default, 10,000, is far"
-    assert series(text, "locust_exporter_series_dropped_total") == {(("metric", "per_user"),): 2}
-    assert got["log"].count("max_series") == 1, got["log"]
+    assert len(series(text, "per_user_seconds_count")) == 4, "the default is far"
+    # The default: 10,000 series.
+    assert set(series(text, "per_id_total")) == {(("id", str(i)),) for i in range(10_000)}
+    assert series(text, "locust_exporter_series_dropped_total") == {
+        (("metric", "per_user"),): 2,
+        (("metric", "per_id"),): 1,
+    }
+    assert got["log"].count("max_series") == 2, got["log"]  # once per metric
 
 
 HEALTH = LOCUSTFILES / "health.py"
