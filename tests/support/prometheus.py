@@ -43,7 +43,6 @@ class PrometheusServer(ServerProcess):
         binary: str = "prometheus",
         flags: tuple[str, ...] = (),
     ) -> None:
-        self.url = ""  # known once it listens (wait_ready)
         self.target = f"127.0.0.1:{scrape_port}"
         workdir.mkdir(parents=True, exist_ok=True)
         config = {
@@ -66,19 +65,6 @@ class PrometheusServer(ServerProcess):
         super().__init__(cmd, workdir / "prometheus.log")
 
     # --- lifecycle
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        """Until it listens, on the port its log names, and /-/ready answers 200 (the TSDB is open and the
-        config loaded)."""
-
-        def listening() -> bool:
-            found = re.search(r'msg="Listening on" address=(127\.0\.0\.1:\d+)', self.log.read_text(errors="replace"))
-            if found:
-                self.url = f"http://{found.group(1)}"
-            return found is not None
-
-        self.wait_until(listening, timeout, "Prometheus to listen")
-        super().wait_ready(timeout)
 
     # --- HTTP API
 
