@@ -147,3 +147,39 @@ def test_two_tests_in_one_master_process_stay_monotonic(run_locust):
         assert value == 1 and labels["target_users"] == "4", labels
         run_ids.append(labels["run_id"])
     assert run_ids[0] != run_ids[1] and all(run_ids), run_ids
+
+
+#: A histogram with other buckets on the worker than on the master, beside a counter alike on both.
+DIFFERENT = """
+import sys
+
+from locust import HttpUser, constant, task
+from locust_prometheus_exporter import Counter, Histogram, PrometheusExporter
+
+exporter = PrometheusExporter("127.0.0.1", 0)
+shape = Histogram("shape_seconds", "Buckets differ", buckets=[2.0] if "--worker" in sys.argv else [1.0])
+alike = Counter("alike", "The same everywhere")
+
+
+class U(HttpUser):
+    wait_time = constant(0.1)
+
+    @task
+    def t(self):
+        self.client.get("/")
+        shape.observe(0.5)
+        alike.inc()
+"""
+
+
+def test_a_family_defined_differently_on_a_worker_is_left_out_and_logged_once(run_locust, tmp_path):
+    locustfile = tmp_path / "different.py"
+    locustfile.write_text(DIFFERENT)
+    run = run_locust(locustfile, users=2, rate=2, run_time=7, workers=1)  # three reports at least
+    final = run.wait_stopped()
+    assert run.finish() == [0, 0], run.output()
+    requests = run.csv_stats()[("GET", "/")][0]
+    assert total(final, "alike_total") == requests > 0, "the rest of the report is taken"
+    assert total(final, "shape_seconds_count") == 0 and total(final, "shape_seconds_bucket", le="+Inf") == 0
+    master = run.logs[0].read_text()
+    assert master.count("defined differently") == 1 and "shape_seconds" in master, master
