@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import http.client
 import random
+import re
 import resource
 import selectors
 import socket
@@ -15,7 +16,7 @@ from collections.abc import Callable
 import bcrypt
 import pytest
 import trustme
-from locust_prometheus_exporter import CollectorRegistry, PrometheusExporter, _native
+from locust_prometheus_exporter import CollectorRegistry, Histogram, PrometheusExporter, _native
 from support.scrape import http_get, samples_of, total
 from support.server import delta, os_threads, read_to_close, server_counts, wait_for
 from support.web_config import MTLS, TLS, USERS, basic, bcrypt_hash, get, refused
@@ -195,6 +196,25 @@ def own_counts(registry: CollectorRegistry) -> dict[str, float]:
     names = ["locust_exporter_http_requests_total", "locust_exporter_connections_dropped_total"]
     samples = samples_of(registry.render(names=names).decode())
     return {"=".join(labels[0]): value for (_, labels), value in samples.items() if value}
+
+
+def test_a_20_mb_scrape_read_slowly_delays_no_other(registry, port):
+    """A scrape of 20 MB whose client reads nothing past the head (more than the sockets' buffers hold, so its answer
+    waits for the client): other scrapes are accepted and answered meanwhile (within their timeout: its speed is `make bench`'s), and it gets its whole answer in the end."""
+    big = Histogram("big_seconds", "h", ["id"], registry=registry, max_series=20_000)
+    for i in range(20_000):  # 500 bytes each
+        big.labels(f"id-{i:08d}").observe(0.5)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+        slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        head = slow.recv(4096)
+        assert head.startswith(b"HTTP/1.1 200"), head[:100]
+        length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+        assert length > 20e6
+        for _ in range(3):
+            status, _, body = http_get(f"http://127.0.0.1:{port}/metrics?name[]=locust_exporter_http_requests_total")
+            assert status == 200 and b"locust_exporter_http_requests_total" in body
+        rest = read_to_close(slow, timeout=30)
+    assert len(head) + len(rest) > length
 
 
 def test_two_hundred_scrapes_over_one_keep_alive_connection(port):
