@@ -44,7 +44,8 @@ def run_locust(tmp_path, target):
     `expect_workers`, default N); `processes=N` uses `--processes N`.
     The exporter listens on 127.0.0.1 port 0: `metrics_port` reads the port it bound from the master's log,
     so no other process can take it between a port being chosen and bound.
-    The caller waits with `wait_stopped()`, scrapes, then `finish()`es.
+    The caller waits with `wait_stopped()`, which returns the final scrape, then `finish()`es (which ends a run
+    kept up by --autoquit with SIGTERM: its checks are done).
     """
     runs: list[LocustRun] = []
 
