@@ -11,7 +11,6 @@ from support.paths import EXAMPLES, LOCUSTFILES
 from support.scrape import Samples, http_get, total
 
 BUSY = LOCUSTFILES / "busy.py"
-FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 def counters(samples: Samples) -> Samples:
@@ -123,8 +122,7 @@ def test_two_tests_in_one_master_process_stay_monotonic(run_locust):
     run.wait_until(lambda: total(run.scrape(), "locust_workers", state="ready") == 2, 40, "2 ready workers")
     results: list[tuple[Samples, dict]] = []
     for _ in range(2):
-        form = f"user_count=4&spawn_rate=4&host={run.target}".encode()
-        assert http_get(f"{web}/swarm", FORM, method="POST", data=form)[0] == 200
+        run.swarm(4, 4)
         run.wait_until(lambda: total(run.scrape(), "locust_users_running") == 4, 30, "4 users")
         time.sleep(2)
         assert http_get(f"{web}/stop", method="POST")[0] == 200

@@ -108,7 +108,7 @@ def test_every_panel_query_returns_data(run_locust, prometheus, tmp_path):
     pythonpath = os.pathsep.join(filter(None, [str(EXAMPLES), os.environ.get("PYTHONPATH")]))
     # A master with 2 workers, so that locust_workers (served by a master only) has data.
     [scraped] = scrape_runs(run_locust, prometheus, (locustfile, dict(
-        users=10, rate=10, run_time=15, workers=2, autoquit=15, env={"PYTHONPATH": pythonpath},
+        users=10, rate=10, run_time=15, workers=2, env={"PYTHONPATH": pythonpath},
         extra=("--exit-code-on-error", "0"),  # the failures are wanted
         lint=LINT["locustfile_custom_metrics.py"],
     )))  # fmt: skip

@@ -109,8 +109,8 @@ def test_readme_queries_through_prometheus_match_locust(run_locust, prometheus):
     # sample, which rate() cannot count, holds few requests.
     custom, plain = scrape_runs(
         run_locust, prometheus,
-        (EXAMPLE_CUSTOM, dict(users=10, rate=2, run_time=30, autoquit=20)),
-        (EXAMPLE_PLAIN, dict(users=20, rate=2, run_time=30, autoquit=20)),
+        (EXAMPLE_CUSTOM, dict(users=10, rate=2, run_time=30)),
+        (EXAMPLE_PLAIN, dict(users=20, rate=2, run_time=30)),
     )  # fmt: skip
     at = {}
     for name, scraped in (("custom", custom), ("plain", plain)):

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import pytest
 
 from support.scrape import Samples, http_get, promtool_check, requests_by_name, samples_of, scrape, scrape_text, total
 from support.server import listening_ports
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 #: The exporter's log line once it serves, with the port it bound (the runs ask for port 0).
 SERVING = re.compile(r"Prometheus metrics on https?://[^ ]+:(\d+)/metrics")
@@ -107,6 +110,22 @@ class LocustRun:
     def scrape(self, openmetrics: bool = False, lint: bool = False) -> Samples:
         """The master's /metrics, parsed; checked by promtool too with `lint` (`wait_stopped` lints its final one)."""
         return scrape(self.metrics_port, openmetrics, lint)
+
+    def swarm(self, users: int, rate: float, run_time: int | None = None, workers: int = 0) -> None:
+        """Starts a test through the web UI (as its form does), once `workers` workers are ready."""
+        if workers:
+            ready = lambda: sum(w["state"] == "ready" for w in self.web_state()["workers"]) == workers  # noqa: E731
+            self.wait_until(ready, 60, f"{workers} ready workers")
+        form = {
+            "user_count": users,
+            "spawn_rate": rate,
+            "host": self.target,
+            **({"run_time": run_time} if run_time else {}),
+        }
+        status, _, body = http_get(
+            f"http://127.0.0.1:{self.web_port}/swarm", FORM, method="POST", data=urllib.parse.urlencode(form).encode()
+        )
+        assert status == 200 and json.loads(body)["success"], body
 
     def web_state(self) -> dict:
         _, _, body = http_get(f"http://127.0.0.1:{self.web_port}/stats/requests", timeout=5)

@@ -20,7 +20,6 @@ from typing import Any
 
 from support.locust_run import LocustRun
 from support.process import ServerProcess
-from support.scrape import free_port
 
 #: Scrape (and rule evaluation) interval of the generated config, in seconds. A scrape's timeout is at most
 #: the interval: 2 s leaves a busy machine a margin that 1 s did not.
@@ -147,27 +146,29 @@ class ScrapedRun:
 
 def scrape_runs(run_locust: Callable[..., LocustRun], start: Callable[[int], PrometheusServer],
                 *runs: tuple[Path, dict[str, Any]]) -> list[ScrapedRun]:  # fmt: skip
-    """Per (locustfile, run_locust kwargs): a Prometheus, then, once it scrapes, the locust run it scrapes.
+    """Per (locustfile, run_locust kwargs, with `users`, `rate` and `run_time`): a locust run, idle, its exporter
+    on the port it bound; then a Prometheus scraping it; once each scrapes, the tests, started through the web UI.
 
-    Prometheus scrapes only some seconds after it is ready (it batches target discovery). Started first, it
-    scrapes a request series within a scrape interval of its first request, so rate() misses few requests.
-    The runs start side by side.
+    Prometheus scrapes only some seconds after it is ready (it batches target discovery). Scraping before the
+    test starts, it scrapes a request series within a scrape interval of its first request, so rate() misses
+    few requests. The runs start side by side; `finish()` ends them with SIGTERM.
     """
-    ports = [free_port() for _ in runs]
-    proms = [start(port) for port in ports]
-    for prom in proms:
+    scraped, tests = [], []
+    for locustfile, kwargs in runs:
+        test = {k: kwargs[k] for k in ("users", "rate", "run_time") if k in kwargs}
+        options = {k: v for k, v in kwargs.items() if k not in test}
+        run = run_locust(locustfile, autostart=False, **options)
+        run.terminate = True
+        scraped.append(ScrapedRun(run, start(run.metrics_port)))
+        tests.append({**test, "workers": options.get("expect_workers") or options.get("workers", 0)})
+    for s in scraped:
 
-        def scraping(prom: PrometheusServer = prom) -> bool:
-            # Go's zero time until the first scrape, which fails (connection refused): fine here.
-            return any(not t["lastScrape"].startswith("0001-") for t in prom.targets())
+        def scraping(prom: PrometheusServer = s.prom) -> bool:
+            return any(t["health"] == "up" for t in prom.targets())
 
-        prom.wait_until(scraping, 30, "the first scrape")
-    scraped = []
-    for (locustfile, kwargs), port, prom in zip(runs, ports, proms, strict=True):
-        extra = (*kwargs.get("extra", ()), "--prometheus-port", str(port))  # the last --prometheus-port wins
-        run = run_locust(locustfile, **{**kwargs, "extra": extra})
-        run.metrics_port = port
-        scraped.append(ScrapedRun(run, prom))
+        s.prom.wait_until(scraping, 30, "the first scrape")
+    for s, test in zip(scraped, tests, strict=True):
+        s.run.swarm(test.get("users", 4), test.get("rate", 4), test.get("run_time", 6), test["workers"])
     return scraped
 
 

@@ -199,8 +199,9 @@ def own_counts(registry: CollectorRegistry) -> dict[str, float]:
 
 
 def test_a_20_mb_scrape_read_slowly_delays_no_other(registry, port):
-    """A scrape of 20 MB whose client reads nothing past the head (more than the sockets' buffers hold, so its answer
-    waits for the client): other scrapes are accepted and answered meanwhile (within their timeout: its speed is `make bench`'s), and it gets its whole answer in the end."""
+    """A scrape of 20 MB whose client reads nothing past the head (more than the sockets' buffers hold, so its
+    answer waits for the client): other scrapes are accepted and answered meanwhile (within their timeout: its
+    speed is `make bench`'s), and it gets its whole answer in the end."""
     big = Histogram("big_seconds", "h", ["id"], registry=registry, max_series=20_000)
     for i in range(20_000):  # 500 bytes each
         big.labels(f"id-{i:08d}").observe(0.5)
