@@ -20,8 +20,8 @@ from support.prometheus import (
     native_buckets,
     native_quantile,
     split_quantile_query,
+    wait_scraping,
 )
-from support.scrape import free_port
 
 SPREAD = Path(__file__).parent / "locustfiles" / "spread.py"
 SLEEP = 'name="/sleep"'
@@ -51,19 +51,13 @@ def assert_buckets_exact(buckets: list[tuple[float, float, float]], values: list
 def test_native_buckets_exact_and_quantiles_as_prometheus_computes_them(run_locust, prometheus, tmp_path, workers):
     """Also through the master's merge of two workers' reports: exact, bucket by bucket. The quantiles Prometheus
     answers are those its buckets give (their accuracy against the raw times is a Rust test's, on 100,000)."""
-    port = free_port()
-    native = prometheus(port, flags=("--enable-feature=native-histograms",))
-    plain = prometheus(port)
+    run = run_locust(SPREAD, autostart=False, workers=workers, env={"SPREAD_TIMES": str(tmp_path / "times")})
+    run.terminate = True
+    native = prometheus(run.metrics_port, flags=("--enable-feature=native-histograms",))
+    plain = prometheus(run.metrics_port)
     for prom in (native, plain):
-        prom.wait_until(
-            lambda prom=prom: any(not t["lastScrape"].startswith("0001-") for t in prom.targets()), 30, "a scrape"
-        )
-    times_prefix = tmp_path / "times"
-    run = run_locust(
-        SPREAD, users=30, rate=30, run_time=8, workers=workers,
-        extra=("--prometheus-port", str(port)), env={"SPREAD_TIMES": str(times_prefix)},
-    )  # fmt: skip
-    run.metrics_port = port
+        wait_scraping(prom)
+    run.swarm(30, 30, run_time=8, workers=workers)
     at = final_scrape(ScrapedRun(run, native))
     plain_at = final_scrape(ScrapedRun(run, plain))
     # One file per process that ran the test: the local one, or the master and each worker.

@@ -144,6 +144,11 @@ class ScrapedRun:
     prom: PrometheusServer
 
 
+def wait_scraping(prom: PrometheusServer) -> None:
+    """Until `prom` scraped its target successfully."""
+    prom.wait_until(lambda: any(t["health"] == "up" for t in prom.targets()), 30, "a successful scrape")
+
+
 def scrape_runs(run_locust: Callable[..., LocustRun], start: Callable[[int], PrometheusServer],
                 *runs: tuple[Path, dict[str, Any]]) -> list[ScrapedRun]:  # fmt: skip
     """Per (locustfile, run_locust kwargs, with `users`, `rate` and `run_time`): a locust run, idle, its exporter
@@ -162,11 +167,7 @@ def scrape_runs(run_locust: Callable[..., LocustRun], start: Callable[[int], Pro
         scraped.append(ScrapedRun(run, start(run.metrics_port)))
         tests.append({**test, "workers": options.get("expect_workers") or options.get("workers", 0)})
     for s in scraped:
-
-        def scraping(prom: PrometheusServer = s.prom) -> bool:
-            return any(t["health"] == "up" for t in prom.targets())
-
-        s.prom.wait_until(scraping, 30, "the first scrape")
+        wait_scraping(s.prom)
     for s, test in zip(scraped, tests, strict=True):
         s.run.swarm(test.get("users", 4), test.get("rate", 4), test.get("run_time", 6), test["workers"])
     return scraped
