@@ -193,7 +193,7 @@ def test_remote_write_sends_the_native_histograms(run_locust, scraping_prometheu
 def test_unreachable_and_refused_pushes_never_stop_the_test(run_locust, scraping_prometheus):
     """A closed port (retried, then dropped) and a 404 (dropped at once): one log line per kind, a summary."""
     prom = scraping_prometheus(None)
-    closed = free_port()
+    closed = 1  # nothing listens on port 1 of the loopback
     extra = ("--prometheus-push-interval", "1", "--prometheus-linger", "2",
              "--prometheus-pushgateway", f"http://127.0.0.1:{closed}",
              "--prometheus-remote-write", f"{prom.url}/api/v1/nowhere")  # fmt: skip
