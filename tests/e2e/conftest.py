@@ -74,7 +74,7 @@ def run_locust(tmp_path, target):
         master_args = [
             "-H", target, "--web-host", "127.0.0.1", "--web-port", "0",
             "--prometheus-host", "127.0.0.1", "--prometheus-port", "0",
-            "--csv", str(run.csv_prefix), *common, *extra,
+            "--csv", str(run.csv_prefix), "--json-file", str(run.csv_prefix), *common, *extra,
         ]  # fmt: skip
         if autostart:
             master_args += ["--autostart", "--autoquit", str(autoquit), "-t", f"{run_time}s",

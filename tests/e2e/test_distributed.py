@@ -43,7 +43,7 @@ def test_master_and_two_workers_exact(run_locust):
         assert sorted(series.values()) == [3, 3] and len(series) == 2, per_worker
     final = run.wait_stopped()
     assert run.finish() == [0, 0, 0], run.output()
-    stats = run.csv_stats()
+    stats = run.final_stats()
     assert_exact(final, stats)
     assert_custom_metrics_summed(final, stats)
     assert total(final, "locust_users_total") == 6
@@ -56,7 +56,7 @@ def test_processes_mode_runs_the_example_unchanged_and_exact(run_locust):
     run.wait_until(lambda: total(run.scrape(), "my_custom_gauge") == 4, 40, "the example's gauge to show all users")
     final = run.wait_stopped()
     assert run.finish() == [0], run.output()
-    stats = run.csv_stats()
+    stats = run.final_stats()
     assert_exact(final, stats)
     assert total(final, "my_custom_counter_total") == stats[("GET", "/")][0]
     assert total(final, "locust_users_total") == 4
@@ -69,7 +69,7 @@ def test_worker_with_processes_runs_the_example_unchanged_and_exact(run_locust):
     run = run_locust(custom, users=4, rate=4, run_time=6, workers=1, worker_args=("--processes", "2"), expect_workers=2)
     final = run.wait_stopped()
     assert run.finish() == [0, 0], run.output()
-    stats = run.csv_stats()
+    stats = run.final_stats()
     assert_exact(final, stats)
     assert total(final, "my_custom_counter_total") == stats[("GET", "/")][0]
     assert total(final, "locust_users_total") == 4
@@ -110,7 +110,7 @@ def test_worker_killed_mid_run_loses_nothing_reported(run_locust):
     for before, after in itertools.pairwise(history):
         assert_monotonic(before, after)
     assert run.finish() == [0, -signal.SIGKILL, 0], run.output()
-    stats = run.csv_stats()
+    stats = run.final_stats()
     # Locust's statistics keep what the killed worker reported; so do the exporter's counters.
     assert_exact(history[-1], stats)
     assert_custom_metrics_summed(history[-1], stats)
@@ -176,7 +176,7 @@ def test_a_family_defined_differently_on_a_worker_is_left_out_and_logged_once(ru
     run = run_locust(locustfile, users=2, rate=2, run_time=7, workers=1)  # three reports at least
     final = run.wait_stopped()
     assert run.finish() == [0, 0], run.output()
-    requests = run.csv_stats()[("GET", "/")][0]
+    requests = run.final_stats()[("GET", "/")][0]
     assert total(final, "alike_total") == requests > 0, "the rest of the report is taken"
     assert total(final, "shape_seconds_count") == 0 and total(final, "shape_seconds_bucket", le="+Inf") == 0
     master = run.logs[0].read_text()

@@ -9,12 +9,10 @@ up to a second behind.)
 from __future__ import annotations
 
 import base64
-import json
 import re
 import signal
 import socket
 import time
-import uuid
 
 import pytest
 from support.paths import LOCUSTFILES
@@ -29,12 +27,10 @@ FINAL = "Final scrape of /metrics answered"
 
 def headless(run_locust, seconds: int, *, port: int | None = None, workers: int = 0, extra=(), env=None):
     """A `--headless -t` run of busy.py (4 users), serving on `port` (a free one by default)."""
-    final = f"final-{uuid.uuid4().hex[:8]}"
-    args = ["--headless", "-t", f"{seconds}s", "-u", "4", "-r", "4", "--json-file", final, *extra]
+    args = ["--headless", "-t", f"{seconds}s", "-u", "4", "-r", "4", *extra]
     if port is not None:
         args += ["--prometheus-port", str(port)]  # the last --prometheus-port wins
     run = run_locust(BUSY, autostart=False, workers=workers, extra=tuple(args), env=env)
-    run.final_json = run.csv_prefix.parent / f"{final}.json"  # relative to the run's cwd
     if port is not None:
         run.metrics_port = port
     return run
@@ -46,7 +42,7 @@ def stored_requests(prom) -> dict[tuple[str, str], float]:
 
 def final_requests(run) -> dict[tuple[str, str], float]:
     """Locust's final request counts by (method, name), from `--json-file`."""
-    stats = {(e["method"], e["name"]): float(e["num_requests"]) for e in json.loads(run.final_json.read_text())}
+    stats = {key: float(requests) for key, (requests, _) in run.final_stats().items()}
     assert stats, "Locust recorded no requests"
     return stats
 

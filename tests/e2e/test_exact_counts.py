@@ -29,10 +29,10 @@ def test_example_locustfiles_run_unchanged_and_exact(run_locust, locustfile):
     final = run.wait_stopped()
     openmetrics = run.scrape(openmetrics=True)
     assert run.finish() == [0], run.output()
-    stats = run.csv_stats()
+    stats = run.final_stats()
     assert_exact(final, stats)
     assert_exact(openmetrics, stats)
-    assert_durations_exact(final, run.csv_seconds())
+    assert_durations_exact(final, run.final_seconds())
     # The default buckets, as the README lists them.
     bounds = {float(dict(labels)["le"]) for name, labels in final if name == "locust_request_duration_seconds_bucket"}
     assert sorted(bounds) == [*DEFAULT_BUCKETS, math.inf]
@@ -55,9 +55,9 @@ def test_every_outcome_is_labelled_and_counted_exactly(run_locust):
         status, _, body = http_get(f"http://127.0.0.1:{run.metrics_port}/metrics?name[]={sample_name}")
         assert status == 200 and samples_of(body.decode()) == histogram, sample_name
     assert run.finish() == [0], run.output()
-    stats = run.csv_stats()
+    stats = run.final_stats()
     assert_exact(samples, stats)
-    assert_durations_exact(samples, run.csv_seconds())
+    assert_durations_exact(samples, run.final_seconds())
 
     def requests(**labels: str) -> float:
         return total(samples, "locust_requests_total", **labels)

@@ -146,7 +146,7 @@ def test_every_panel_query_returns_data(run_locust, prometheus, tmp_path):
     assert checked >= 19
 
     # Some panels against Locust's own statistics.
-    stats = scraped.run.csv_stats()
+    stats = scraped.run.final_stats()
     requests = sum(r for r, _ in stats.values())
     failures = sum(f for _, f in stats.values())
     assert all(stats[("GET", name)][1] == stats[("GET", name)][0] > 0 for name in FAILING), stats

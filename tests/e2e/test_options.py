@@ -76,7 +76,7 @@ def test_plugin_enables_the_exporter_without_code(run_locust, tmp_path):
     run = run_locust(f"{plain},{plugin_path()}", users=2, rate=2, run_time=3)  # type: ignore[arg-type]
     samples = run.wait_stopped()
     assert run.finish() == [0], run.output()
-    assert total(samples, "locust_requests_total", name="/") == run.csv_stats()[("GET", "/")][0]
+    assert total(samples, "locust_requests_total", name="/") == run.final_stats()[("GET", "/")][0]
 
 
 def test_plugin_adds_no_second_exporter(run_locust):
@@ -112,7 +112,7 @@ def test_several_exporters_in_one_process_take_the_options_on_the_first(run_locu
     assert (
         requests_by_name(first)
         == requests_by_name(second)
-        == {k: (float(r), float(f)) for k, (r, f) in run.csv_stats().items()}
+        == {k: (float(r), float(f)) for k, (r, f) in run.final_stats().items()}
     )
     assert total(first, "plain_tasks_total") == total(second, "plain_tasks_total") > 0
 
@@ -134,7 +134,7 @@ def test_locust_stats_resets_leave_the_counters_alone(run_locust):
     # Locust's statistics hold only those after the last reset.
     counted = total(final, "locust_requests_total")
     assert counted == total(final, "busy_tasks_total")
-    locust = sum(r for r, _ in run.csv_stats().values())
+    locust = sum(r for r, _ in run.final_stats().values())
     assert total(before, "locust_requests_total") <= counted - locust, (before, counted, locust)
 
 
@@ -171,5 +171,5 @@ def test_buckets_given_to_the_master_only_reach_the_workers(run_locust):
     samples = run.wait_stopped()
     assert run.finish() == [0, 0, 0], run.output()
     assert bucket_bounds(samples) == {"0.5", "5.0", "+Inf"}
-    assert_exact(samples, run.csv_stats())
+    assert_exact(samples, run.final_stats())
     assert "left out" not in run.output()

@@ -59,7 +59,7 @@ def test_workers_reports_reach_each_registry_on_the_master(run_locust):
     assert status == 200
     default = samples_of(body.decode())
     assert run.finish() == [0, 0, 0], run.output()
-    stats = run.csv_stats()
+    stats = run.final_stats()
     for samples, per_request in ((own, 1), (default, 2)):
         assert_exact(samples, stats)
         assert total(samples, "tasks_total", task="index") == per_request * stats[("GET", "/")][0]

@@ -115,7 +115,7 @@ def test_name_cap_in_a_single_process_keeps_totals_exact(run_locust):
     run = run_locust(MANY_NAMES, users=2, rate=2, run_time=3, env={"LOCUST_PROMETHEUS_MAX_NAMES": "30"})
     samples = run.wait_stopped(by_name=False)
     assert run.finish() == [0], run.output()
-    assert_capped_and_exact(samples, run.csv_stats(), 30)
+    assert_capped_and_exact(samples, run.final_stats(), 30)
     log = run.logs[0].read_text()
     assert log.count("--prometheus-max-names") == 1, "the warning names the option, once"
 
@@ -127,7 +127,7 @@ def test_name_cap_on_a_master_applies_to_the_merged_view_and_reaches_the_workers
     run = run_locust(MANY_NAMES, users=2, rate=2, run_time=3, workers=2, extra=("--prometheus-max-names", "20"))
     samples = run.wait_stopped(by_name=False)
     assert run.finish() == [0, 0, 0], run.output()
-    stats = run.csv_stats()
+    stats = run.final_stats()
     assert_capped_and_exact(samples, stats, 20)
     by_process = collections.Counter(int(name.split("/")[2]) for _, name in stats)  # /items/<pid>/<n>
     assert max(by_process.values()) < 1000, "a worker might have passed the default cap"

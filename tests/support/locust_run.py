@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import http.client
 import json
 import re
@@ -90,17 +89,19 @@ class LocustRun:
 
     @property
     def web_port(self) -> int:
-        """The port of the web UI (Locust is given `--web-port 0`): the master's port that answers HTTP."""
+        """The port of the web UI (Locust is given `--web-port 0`): the master's port that serves Locust's
+        statistics (another exporter's answers HTTP too)."""
         if self._web_port is None:
 
             def answers_http() -> bool:
                 for port in self._other_ports() - {self._master_port}:
                     try:
-                        if http_get(f"http://127.0.0.1:{port}/", timeout=2)[0] == 200:
+                        status, _, body = http_get(f"http://127.0.0.1:{port}/stats/requests", timeout=2)
+                        if status == 200 and "stats" in json.loads(body):
                             self._web_port = port
                             return True
-                    except (OSError, http.client.HTTPException):
-                        pass  # the workers' port
+                    except (OSError, http.client.HTTPException, ValueError):
+                        pass  # the workers' port, another exporter's
                 return False
 
             self.wait_until(answers_http, 60, "the web UI to serve")
@@ -202,23 +203,24 @@ class LocustRun:
             f"--- {log.name}\n{log.read_text(errors='replace')[-6000:]}" for log in self.logs if log.exists()
         )
 
-    def csv_stats(self) -> dict[tuple[str, str], tuple[int, int]]:
-        """Locust's own final statistics: (method, name) -> (requests, failures)."""
-        rows = csv.DictReader(open(f"{self.csv_prefix}_stats.csv", newline=""))
-        return {
-            (r["Type"], r["Name"]): (int(r["Request Count"]), int(r["Failure Count"]))
-            for r in rows
-            if r["Name"] != "Aggregated"
-        }
+    @property
+    def json_file(self) -> Path:
+        """Locust's final statistics, which it writes when it quits (the runs are given `--json-file`)."""
+        return self.csv_prefix.parent / f"{self.csv_prefix.name}.json"
 
-    def csv_seconds(self) -> dict[tuple[str, str], float]:
-        """Locust's total response time by (method, name), in seconds: its average times its count."""
-        rows = csv.DictReader(open(f"{self.csv_prefix}_stats.csv", newline=""))
-        return {
-            (r["Type"], r["Name"]): float(r["Average Response Time"]) * int(r["Request Count"]) / 1000
-            for r in rows
-            if r["Name"] != "Aggregated"
-        }
+    def final_stats(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """Locust's own final statistics, from `--json-file` (its `--csv` files are rewritten every second while
+        it runs, so a run that quits at once can leave them a second behind): (method, name) -> (requests,
+        failures)."""
+        return {(e["method"], e["name"]): (e["num_requests"], e["num_failures"]) for e in self._final_entries()}
+
+    def final_seconds(self) -> dict[tuple[str, str], float]:
+        """Locust's total response time by (method, name), in seconds, from `--json-file`."""
+        return {(e["method"], e["name"]): e["total_response_time"] / 1000 for e in self._final_entries()}
+
+    def _final_entries(self) -> list[dict]:
+        assert self.procs[0].poll() is not None, "Locust writes --json-file when it quits: finish() first"
+        return json.loads(self.json_file.read_text())
 
     def kill(self) -> None:
         for p in self.procs:
