@@ -17,7 +17,7 @@ from support.paths import EXAMPLES
 from support.process import require, started
 from support.prometheus import PrometheusServer
 from support.receivers import Pushgateway, Recorder, ScrapingPrometheus
-from support.scrape import free_port
+from support.scrape import LINT, free_port
 
 sys.path.insert(0, str(EXAMPLES))  # for examples/target.py, the local target
 
@@ -39,11 +39,13 @@ def run_locust(tmp_path, target):
     """Starts locust (headless-like: --autostart, then --autoquit keeps the endpoint up after the test;
     with `autostart=False` the caller drives tests through the web UI and the processes are killed at the end).
 
+    `lint`: promtool's findings expected of the locustfile's metrics (default: `support.scrape.LINT`'s).
     `workers=N` starts a master and N `--worker` processes (each with `worker_args`; the master expects
     `expect_workers`, default N); `processes=N` uses `--processes N`.
     The exporter listens on 127.0.0.1 port 0: `metrics_port` reads the port it bound from the master's log,
     so no other process can take it between a port being chosen and bound.
-    The caller waits with `wait_stopped()`, scrapes, then `finish()`es.
+    The caller waits with `wait_stopped()`, which returns the final scrape, then `finish()`es (which ends a run
+    kept up by --autoquit with SIGTERM: its checks are done).
     """
     runs: list[LocustRun] = []
 
@@ -61,38 +63,45 @@ def run_locust(tmp_path, target):
         expect_workers: int | None = None,
         extra: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        lint: tuple[str, ...] | None = None,
     ) -> LocustRun:
-        run = LocustRun(None, free_port(), tmp_path / f"run{len(runs)}", target, bool(workers or processes))
+        if lint is None:
+            lint = LINT.get(Path(locustfile).name, ())
+        distributed = bool(workers or processes)
+        run = LocustRun(None, tmp_path / f"run{len(runs)}", target, distributed, terminate=autostart, lint=lint)
         runs.append(run)
         common = ("--loglevel", "INFO")
         master_args = [
-            "-H", target, "--web-host", "127.0.0.1", "--web-port", str(run.web_port),
+            "-H", target, "--web-host", "127.0.0.1", "--web-port", "0",
             "--prometheus-host", "127.0.0.1", "--prometheus-port", "0",
-            "--csv", str(run.csv_prefix), *common, *extra,
+            "--csv", str(run.csv_prefix), "--json-file", str(run.csv_prefix), *common, *extra,
         ]  # fmt: skip
         if autostart:
             master_args += ["--autostart", "--autoquit", str(autoquit), "-t", f"{run_time}s",
                             "-u", str(users), "-r", str(rate)]  # fmt: skip
-        master_port = free_port()
         if workers:
             expected = str(expect_workers or workers)
             master_args += ["--master", "--expect-workers", expected, "--master-bind-host", "127.0.0.1",
-                            "--master-bind-port", str(master_port)]  # fmt: skip
+                            "--master-bind-port", "0"]  # fmt: skip
         if processes:
-            master_args += ["--processes", str(processes)]
+            # Its children connect to --master-port, which they cannot learn from a port 0 the parent bound: a
+            # free port, not Locust's default 5557, which two runs at once would share.
+            port = str(free_port())
+            master_args += ["--processes", str(processes), "--master-bind-port", port, "--master-port", port]
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        cmds = [locust_cmd(locustfile, *master_args)]
-        cmds += [
-            locust_cmd(locustfile, "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port),
-                       *common, *worker_args)
-            for _ in range(workers)
-        ]  # fmt: skip
-        for i, cmd in enumerate(cmds):
-            log = tmp_path / f"run{len(runs) - 1}-{'master' if i == 0 else f'worker{i}'}.log"
+
+        def spawn(role: str, *args: str) -> None:
+            log = tmp_path / f"run{len(runs) - 1}-{role}.log"
             run.logs.append(log)
+            cmd = locust_cmd(locustfile, *args)
             run.procs.append(
                 subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=full_env, cwd=tmp_path)
             )
+
+        spawn("master", *master_args)
+        for i in range(workers):  # once the master has bound the port it tells
+            spawn(f"worker{i + 1}", "--worker", "--master-host", "127.0.0.1", "--master-port", str(run.master_port),
+                  *common, *worker_args)  # fmt: skip
         return run
 
     yield start

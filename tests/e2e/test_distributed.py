@@ -11,7 +11,6 @@ from support.paths import EXAMPLES, LOCUSTFILES
 from support.scrape import Samples, http_get, total
 
 BUSY = LOCUSTFILES / "busy.py"
-FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 def counters(samples: Samples) -> Samples:
@@ -42,10 +41,9 @@ def test_master_and_two_workers_exact(run_locust):
     for per_worker in ("busy_users_per_worker", "locust_users_running"):
         series = {dict(labels)["worker"]: v for (n, labels), v in mid.items() if n == per_worker}
         assert sorted(series.values()) == [3, 3] and len(series) == 2, per_worker
-    run.wait_stopped()
-    final = run.scrape()
+    final = run.wait_stopped()
     assert run.finish() == [0, 0, 0], run.output()
-    stats = run.csv_stats()
+    stats = run.final_stats()
     assert_exact(final, stats)
     assert_custom_metrics_summed(final, stats)
     assert total(final, "locust_users_total") == 6
@@ -56,10 +54,9 @@ def test_master_and_two_workers_exact(run_locust):
 def test_processes_mode_runs_the_example_unchanged_and_exact(run_locust):
     run = run_locust(EXAMPLES / "locustfile_custom_metrics.py", users=4, rate=4, run_time=8, processes=2)
     run.wait_until(lambda: total(run.scrape(), "my_custom_gauge") == 4, 40, "the example's gauge to show all users")
-    run.wait_stopped()
-    final = run.scrape()
+    final = run.wait_stopped()
     assert run.finish() == [0], run.output()
-    stats = run.csv_stats()
+    stats = run.final_stats()
     assert_exact(final, stats)
     assert total(final, "my_custom_counter_total") == stats[("GET", "/")][0]
     assert total(final, "locust_users_total") == 4
@@ -70,10 +67,9 @@ def test_worker_with_processes_runs_the_example_unchanged_and_exact(run_locust):
     """`--worker --processes 2`: the parent only forks; its two children are the workers."""
     custom = EXAMPLES / "locustfile_custom_metrics.py"
     run = run_locust(custom, users=4, rate=4, run_time=6, workers=1, worker_args=("--processes", "2"), expect_workers=2)
-    run.wait_stopped()
-    final = run.scrape()
+    final = run.wait_stopped()
     assert run.finish() == [0, 0], run.output()
-    stats = run.csv_stats()
+    stats = run.final_stats()
     assert_exact(final, stats)
     assert total(final, "my_custom_counter_total") == stats[("GET", "/")][0]
     assert total(final, "locust_users_total") == 4
@@ -108,12 +104,13 @@ def test_worker_killed_mid_run_loses_nothing_reported(run_locust):
     assert [total(samples, f"busy_index_{mode}") for mode in ("sum", "max", "min")] == [3, 2, 1]
     assert {dict(labels)["worker"]: v for (n, labels), v in samples.items() if n == "busy_index_all"} == indexes
     run.wait_until(lambda: total(run.scrape(), "busy_index_mostrecent") == survivor, 10, "the survivor's report")
-    run.wait_stopped()
-    history.append(run.scrape())
+    # Checked: the test need not run its course.
+    assert http_get(f"http://127.0.0.1:{run.web_port}/stop", method="POST")[0] == 200
+    history.append(run.wait_stopped())
     for before, after in itertools.pairwise(history):
         assert_monotonic(before, after)
-    run.finish()
-    stats = run.csv_stats()
+    assert run.finish() == [0, -signal.SIGKILL, 0], run.output()
+    stats = run.final_stats()
     # Locust's statistics keep what the killed worker reported; so do the exporter's counters.
     assert_exact(history[-1], stats)
     assert_custom_metrics_summed(history[-1], stats)
@@ -125,8 +122,7 @@ def test_two_tests_in_one_master_process_stay_monotonic(run_locust):
     run.wait_until(lambda: total(run.scrape(), "locust_workers", state="ready") == 2, 40, "2 ready workers")
     results: list[tuple[Samples, dict]] = []
     for _ in range(2):
-        form = f"user_count=4&spawn_rate=4&host={run.target}".encode()
-        assert http_get(f"{web}/swarm", FORM, method="POST", data=form)[0] == 200
+        run.swarm(4, 4)
         run.wait_until(lambda: total(run.scrape(), "locust_users_running") == 4, 30, "4 users")
         time.sleep(2)
         assert http_get(f"{web}/stop", method="POST")[0] == 200
@@ -149,3 +145,39 @@ def test_two_tests_in_one_master_process_stay_monotonic(run_locust):
         assert value == 1 and labels["target_users"] == "4", labels
         run_ids.append(labels["run_id"])
     assert run_ids[0] != run_ids[1] and all(run_ids), run_ids
+
+
+#: A histogram with other buckets on the worker than on the master, beside a counter alike on both.
+DIFFERENT = """
+import sys
+
+from locust import HttpUser, constant, task
+from locust_prometheus_exporter import Counter, Histogram, PrometheusExporter
+
+exporter = PrometheusExporter("127.0.0.1", 0)
+shape = Histogram("shape_seconds", "Buckets differ", buckets=[2.0] if "--worker" in sys.argv else [1.0])
+alike = Counter("alike", "The same everywhere")
+
+
+class U(HttpUser):
+    wait_time = constant(0.1)
+
+    @task
+    def t(self):
+        self.client.get("/")
+        shape.observe(0.5)
+        alike.inc()
+"""
+
+
+def test_a_family_defined_differently_on_a_worker_is_left_out_and_logged_once(run_locust, tmp_path):
+    locustfile = tmp_path / "different.py"
+    locustfile.write_text(DIFFERENT)
+    run = run_locust(locustfile, users=2, rate=2, run_time=7, workers=1)  # three reports at least
+    final = run.wait_stopped()
+    assert run.finish() == [0, 0], run.output()
+    requests = run.final_stats()[("GET", "/")][0]
+    assert total(final, "alike_total") == requests > 0, "the rest of the report is taken"
+    assert total(final, "shape_seconds_count") == 0 and total(final, "shape_seconds_bucket", le="+Inf") == 0
+    master = run.logs[0].read_text()
+    assert master.count("defined differently") == 1 and "shape_seconds" in master, master

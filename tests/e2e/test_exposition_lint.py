@@ -26,7 +26,7 @@ def test_custom_metrics_of_every_shape_pass_promtool(registry, port):
     Histogram("native_seconds", "h", registry=registry, buckets=[1.0], native=True).observe(0.5)
 
     promtool_check(registry.render().decode())
-    scraped = scrape(port)  # promtool-checked too
+    scraped = scrape(port, lint=True)
     assert total(scraped, "app_net_sent_bytes_total") == 1
     assert total(scraped, "escaped", v=ESCAPED) == 3
     assert total(scraped, "route_seconds_bucket", route="/x", le="1.0") == 1

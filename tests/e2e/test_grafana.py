@@ -12,6 +12,7 @@ import pytest
 from support.dashboard import all_panels, load
 from support.paths import EXAMPLES
 from support.prometheus import PrometheusServer, final_scrape, increase_bounds, scrape_runs
+from support.scrape import LINT
 
 # Grafana's built-in variables, as the test sets them. At the evaluation time, just after the test stopped,
 # a 1 m window holds the whole run (Grafana would use max($__interval + scrape interval, 4 x scrape interval)).
@@ -42,7 +43,15 @@ class FailingUser(HttpUser):
         with missing_seconds.time():
             self.client.get("/missing")  # 404: an HTTPError failure
         self.client.post("/echo", data=b"x" * 10)  # request bytes for the bytes panel
+        # A failure on a 200 (CatchResponseError), and one with no HTTP answer (status 0): nothing listens on
+        # port 1 of the loopback.
+        with self.client.get("/", catch_response=True, name="caught") as r:
+            r.failure("rejected by the test")
+        self.client.get("http://127.0.0.1:1/nothing", name="refused")
 """
+
+#: The failing requests of the locustfile: name -> the exception type of each.
+FAILING = {"/missing": "HTTPError", "caught": "CatchResponseError", "refused": "ConnectionRefusedError"}
 
 
 def substitute(text: str, values: dict[str, str]) -> str:
@@ -99,8 +108,9 @@ def test_every_panel_query_returns_data(run_locust, prometheus, tmp_path):
     pythonpath = os.pathsep.join(filter(None, [str(EXAMPLES), os.environ.get("PYTHONPATH")]))
     # A master with 2 workers, so that locust_workers (served by a master only) has data.
     [scraped] = scrape_runs(run_locust, prometheus, (locustfile, dict(
-        users=10, rate=10, run_time=15, workers=2, autoquit=15, env={"PYTHONPATH": pythonpath},
+        users=10, rate=10, run_time=15, workers=2, env={"PYTHONPATH": pythonpath},
         extra=("--exit-code-on-error", "0"),  # the failures are wanted
+        lint=LINT["locustfile_custom_metrics.py"],
     )))  # fmt: skip
     at = final_scrape(scraped)
     assert scraped.run.finish() == [0, 0, 0], scraped.run.output()
@@ -136,10 +146,11 @@ def test_every_panel_query_returns_data(run_locust, prometheus, tmp_path):
     assert checked >= 19
 
     # Some panels against Locust's own statistics.
-    stats = scraped.run.csv_stats()
+    stats = scraped.run.final_stats()
     requests = sum(r for r, _ in stats.values())
-    failures = stats[("GET", "/missing")][1]
-    assert failures == stats[("GET", "/missing")][0] > 0 and failures == sum(f for _, f in stats.values())
+    failures = sum(f for _, f in stats.values())
+    assert all(stats[("GET", name)][1] == stats[("GET", name)][0] > 0 for name in FAILING), stats
+    assert failures == sum(stats[("GET", name)][1] for name in FAILING)
     # Requests/s and failures/s, times the window: Prometheus's estimate of the run's requests and failures.
     every, failed = 'locust_requests_total{job="locust"}', 'locust_requests_total{job="locust", exception!=""}'
     for title, selector, count in (("Requests/s by name and status", every, requests),
@@ -148,8 +159,7 @@ def test_every_panel_query_returns_data(run_locust, prometheus, tmp_path):
         assert last == count, (title, last, count)
         estimate = sum(evaluate(prom, panel(d, title)["targets"][0], bound, at).values()) * 300
         assert low <= estimate <= high, (title, low, estimate, high)
-    [http_error] = evaluate(prom, panel(d, "Failures/s by exception")["targets"][0], bound, at)
-    assert http_error == "HTTPError"
+    assert evaluate(prom, panel(d, "Failures/s by exception")["targets"][0], bound, at).keys() == set(FAILING.values())
     # The failure ratio: 100 % for the failing user's requests, 0 % for the others, overall between the bounds.
     ratio = panel(d, "Failure ratio by method and name")["targets"]
     assert evaluate(prom, ratio[0], bound, at) == pytest.approx(

@@ -41,8 +41,7 @@ def test_options_set_buckets_labels_and_test_info(run_locust, tmp_path, conf, en
     if conf:
         (tmp_path / "locust.conf").write_text(conf)
     run = run_locust(LOCUSTFILES / "busy.py", users=2, rate=2, run_time=3, env=env)
-    run.wait_stopped()
-    samples = run.scrape()
+    samples = run.wait_stopped()
     assert run.finish() == [0], run.output()
     assert bucket_bounds(samples) == buckets
     for _name, sample_labels in samples:
@@ -75,23 +74,26 @@ def test_plugin_enables_the_exporter_without_code(run_locust, tmp_path):
     plain = tmp_path / "plain.py"
     plain.write_text(PLAIN)
     run = run_locust(f"{plain},{plugin_path()}", users=2, rate=2, run_time=3)  # type: ignore[arg-type]
-    run.wait_stopped()
-    samples = run.scrape()
+    samples = run.wait_stopped()
     assert run.finish() == [0], run.output()
-    assert total(samples, "locust_requests_total", name="/") == run.csv_stats()[("GET", "/")][0]
+    assert total(samples, "locust_requests_total", name="/") == run.final_stats()[("GET", "/")][0]
 
 
 def test_plugin_adds_no_second_exporter(run_locust):
-    """The plain example makes an exporter; the plugin, loaded after it, would make one on its default port 9091."""
-    busy_before = listening(9091)
-    run = run_locust(f"{EXAMPLE_PLAIN},{plugin_path()}", users=1, rate=1, run_time=3)  # type: ignore[arg-type]
-    run.scrape()  # the exporter serves: every exporter of the process was started by now
-    during = listening(9091)
-    run.wait_stopped()
-    assert run.finish() == [0], run.output()
+    """The plain example makes an exporter; the plugin, loaded after it, would make one on its default port 9091.
+    The test holds 9091 (or another process does): a second exporter would fail to bind it, which stops Locust."""
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            taken.bind(("0.0.0.0", 9091))
+            taken.listen()
+        except OSError:
+            assert listening(9091), "9091 neither free nor listening"  # held by someone else: as good
+        run = run_locust(f"{EXAMPLE_PLAIN},{plugin_path()}", users=1, rate=1, run_time=3)  # type: ignore[arg-type]
+        run.wait_stopped()
+        assert run.finish() == [0], run.output()
     assert len(SERVING.findall(run.output())) == 1, run.output()
-    # Only meaningful when nothing else held 9091 before (another exporter there would have failed to bind).
-    assert busy_before or not during
+    assert "cannot listen" not in run.output()
 
 
 def test_several_exporters_in_one_process_take_the_options_on_the_first(run_locust, tmp_path):
@@ -110,7 +112,7 @@ def test_several_exporters_in_one_process_take_the_options_on_the_first(run_locu
     assert (
         requests_by_name(first)
         == requests_by_name(second)
-        == {k: (float(r), float(f)) for k, (r, f) in run.csv_stats().items()}
+        == {k: (float(r), float(f)) for k, (r, f) in run.final_stats().items()}
     )
     assert total(first, "plain_tasks_total") == total(second, "plain_tasks_total") > 0
 
@@ -132,7 +134,7 @@ def test_locust_stats_resets_leave_the_counters_alone(run_locust):
     # Locust's statistics hold only those after the last reset.
     counted = total(final, "locust_requests_total")
     assert counted == total(final, "busy_tasks_total")
-    locust = sum(r for r, _ in run.csv_stats().values())
+    locust = sum(r for r, _ in run.final_stats().values())
     assert total(before, "locust_requests_total") <= counted - locust, (before, counted, locust)
 
 
@@ -156,8 +158,8 @@ def test_workers_never_bind(run_locust):
         taken.listen()
         env = {"LOCUST_PROMETHEUS_HOST": "127.0.0.1", "LOCUST_PROMETHEUS_PORT": str(taken.getsockname()[1])}
         run = run_locust(EXAMPLE_PLAIN, users=2, rate=2, run_time=3, workers=2, env=env)
-        run.wait_stopped()
-        assert total(run.scrape(), "locust_users_total") == 2
+        samples = run.wait_stopped()
+        assert total(samples, "locust_users_total") == 2
         assert run.finish() == [0, 0, 0], run.output()
     assert "cannot listen" not in run.output()
 
@@ -166,9 +168,8 @@ def test_buckets_given_to_the_master_only_reach_the_workers(run_locust):
     """Workers started without `--prometheus-buckets` take the master's with the test, before any request."""
     run = run_locust(LOCUSTFILES / "busy.py", users=2, rate=2, run_time=4, workers=2,
                      extra=("--prometheus-buckets", "0.5,5"))  # fmt: skip
-    run.wait_stopped()
-    samples = run.scrape()
+    samples = run.wait_stopped()
     assert run.finish() == [0, 0, 0], run.output()
     assert bucket_bounds(samples) == {"0.5", "5.0", "+Inf"}
-    assert_exact(samples, run.csv_stats())
+    assert_exact(samples, run.final_stats())
     assert "left out" not in run.output()

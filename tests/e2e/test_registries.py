@@ -52,15 +52,14 @@ def test_workers_reports_reach_each_registry_on_the_master(run_locust):
     """Two exporters of two registries on the master each serve Locust's exact statistics, and the custom
     counter of their own registry, summed over the workers."""
     run = run_locust(TWO_REGISTRIES, users=4, rate=4, run_time=4, workers=2)
-    run.wait_stopped()
-    own = run.scrape()
+    own = run.wait_stopped()
     ports = re.findall(r"Prometheus metrics on http://127\.0\.0\.1:(\d+)/metrics", run.logs[0].read_text())
     assert len(ports) == 2 and int(ports[0]) == run.metrics_port, ports
     status, _, body = http_get(f"http://127.0.0.1:{ports[1]}/metrics")
     assert status == 200
     default = samples_of(body.decode())
     assert run.finish() == [0, 0, 0], run.output()
-    stats = run.csv_stats()
+    stats = run.final_stats()
     for samples, per_request in ((own, 1), (default, 2)):
         assert_exact(samples, stats)
         assert total(samples, "tasks_total", task="index") == per_request * stats[("GET", "/")][0]

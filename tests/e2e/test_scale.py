@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import os
@@ -16,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.locust_run import locust_cmd
 from support.paths import EXAMPLES, LOCUSTFILES
 from support.prometheus import final_scrape, scrape_runs
-from support.scrape import total
+from support.scrape import requests_by_name, total
 
 
 def run_script(body: str) -> dict:
@@ -92,10 +93,16 @@ MANY_NAMES = LOCUSTFILES / "many_names.py"
 
 
 def assert_capped_and_exact(samples, stats, cap: int) -> None:
-    """At most `cap` names plus the overflow one; every request counted; overflows counted alike."""
+    """`cap` names plus the overflow one, each admitted name one of Locust's with Locust's count; every request
+    counted; overflows counted alike."""
     requests = {labels: v for (metric, labels), v in samples.items() if metric == "locust_requests_total"}
     names = {dict(labels)["name"] for labels in requests}
-    assert OVERFLOW_NAME in names and len(names) <= cap + 1, sorted(names)[:5]
+    assert OVERFLOW_NAME in names and len(names) == cap + 1, sorted(names)[:5]
+    admitted = {
+        ("GET", name): (r, f) for (method, name), (r, f) in requests_by_name(samples).items() if name != OVERFLOW_NAME
+    }
+    assert admitted == {k: (float(r), float(f)) for k, (r, f) in stats.items() if k in admitted}
+    assert admitted.keys() <= stats.keys(), "admitted names are Locust's own"
     assert sum(requests.values()) == sum(r for r, _ in stats.values()), "totals are exact"
     assert total(samples, "locust_exporter_names_overflowed_total") == total(
         samples, "locust_requests_total", name=OVERFLOW_NAME
@@ -106,21 +113,30 @@ def assert_capped_and_exact(samples, stats, cap: int) -> None:
 
 def test_name_cap_in_a_single_process_keeps_totals_exact(run_locust):
     run = run_locust(MANY_NAMES, users=2, rate=2, run_time=3, env={"LOCUST_PROMETHEUS_MAX_NAMES": "30"})
-    run.wait_stopped(by_name=False)
-    samples = run.scrape()
+    samples = run.wait_stopped(by_name=False)
     assert run.finish() == [0], run.output()
-    assert_capped_and_exact(samples, run.csv_stats(), 30)
+    assert_capped_and_exact(samples, run.final_stats(), 30)
     log = run.logs[0].read_text()
     assert log.count("--prometheus-max-names") == 1, "the warning names the option, once"
 
 
-def test_name_cap_on_a_master_applies_to_the_merged_view(run_locust):
+def test_name_cap_on_a_master_applies_to_the_merged_view_and_reaches_the_workers(run_locust):
     # Each worker has names of its own: within its own cap each may pass 20, the master's view may not.
-    run = run_locust(MANY_NAMES, users=4, rate=4, run_time=3, workers=2, extra=("--prometheus-max-names", "20"))
-    run.wait_stopped(by_name=False)
-    samples = run.scrape()
+    # One user per worker makes fewer names than the default cap (1,000) in 3 s: a worker that warns of the cap
+    # was given the master's.
+    run = run_locust(MANY_NAMES, users=2, rate=2, run_time=3, workers=2, extra=("--prometheus-max-names", "20"))
+    samples = run.wait_stopped(by_name=False)
     assert run.finish() == [0, 0, 0], run.output()
-    assert_capped_and_exact(samples, run.csv_stats(), 20)
+    stats = run.final_stats()
+    assert_capped_and_exact(samples, stats, 20)
+    by_process = collections.Counter(int(name.split("/")[2]) for _, name in stats)  # /items/<pid>/<n>
+    assert max(by_process.values()) < 1000, "a worker might have passed the default cap"
+    assert run.logs[0].read_text().count("--prometheus-max-names") == 1, "the master's own cap"
+    # A worker past 20 names of its own warns of the cap, once; one at least is.
+    past = [log for proc, log in zip(run.procs[1:], run.logs[1:], strict=True) if by_process[proc.pid] > 20]
+    assert past, by_process
+    for log in past:
+        assert log.read_text().count("--prometheus-max-names") == 1, log.name
 
 
 @pytest.mark.parametrize("value", ["-1", "many"])
@@ -170,14 +186,22 @@ def test_custom_metric_past_max_series_drops_new_series_without_raising():
         for user in ("a", "b", "c", "d", "a"):
             c.labels(user).inc()
             h.labels(user).observe(0.5)
+        by_default = Counter("per_id", "h", ["id"])
+        for i in range(10_001):
+            by_default.labels(str(i)).inc()
         print(json.dumps({"log": log.getvalue(), "text": REGISTRY.render().decode()}))
         """
     )
     text = got["text"]
     assert series(text, "per_user_total") == {(("user", "a"),): 2, (("user", "b"),): 1}
-    assert len(series(text, "per_user_seconds_count")) == 4, "the default, 10,000, is far"
-    assert series(text, "locust_exporter_series_dropped_total") == {(("metric", "per_user"),): 2}
-    assert got["log"].count("max_series") == 1, got["log"]
+    assert len(series(text, "per_user_seconds_count")) == 4, "the default is far"
+    # The default: 10,000 series.
+    assert set(series(text, "per_id_total")) == {(("id", str(i)),) for i in range(10_000)}
+    assert series(text, "locust_exporter_series_dropped_total") == {
+        (("metric", "per_user"),): 2,
+        (("metric", "per_id"),): 1,
+    }
+    assert got["log"].count("max_series") == 2, got["log"]  # once per metric
 
 
 HEALTH = LOCUSTFILES / "health.py"
@@ -214,8 +238,7 @@ def assert_process_metrics(samples, pid: int) -> None:
 
 def test_health_of_a_single_process(run_locust):
     run = run_locust(HEALTH, users=2, rate=2, run_time=4)
-    run.wait_stopped()
-    samples = run.scrape()
+    samples = run.wait_stopped()
     assert_process_metrics(samples, run.procs[0].pid)
     assert health(samples, "locust_cpu_usage_percent").keys() == {"local"}
     memory = health(samples, "locust_memory_usage_bytes")
@@ -225,8 +248,7 @@ def test_health_of_a_single_process(run_locust):
 
 def test_health_of_a_master_and_its_workers(run_locust):
     run = run_locust(HEALTH, users=2, rate=2, run_time=4, workers=2)
-    run.wait_stopped()
-    samples = run.scrape()
+    samples = run.wait_stopped()
     assert_process_metrics(samples, run.procs[0].pid)
     ids = {c["id"] for c in run.web_state()["workers"]}
     assert len(ids) == 2

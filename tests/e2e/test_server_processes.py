@@ -7,8 +7,8 @@ import ctypes
 import os
 import warnings
 
-from locust_prometheus_exporter import REGISTRY, Counter, PrometheusExporter
-from support.scrape import free_port, http_get
+from locust_prometheus_exporter import Counter, PrometheusExporter
+from support.scrape import http_get
 from support.server import url
 
 
@@ -20,7 +20,7 @@ def test_scrape_needs_no_gil(tmp_path):
     libc = ctypes.PyDLL(None)
     libc.waitpid.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_int]
     out = tmp_path / "code"
-    with PrometheusExporter("127.0.0.1", free_port()) as e:
+    with PrometheusExporter("127.0.0.1", 0) as e:
         pid = os.posix_spawnp(
             "curl",
             ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", url(e)],
@@ -33,27 +33,25 @@ def test_scrape_needs_no_gil(tmp_path):
     assert out.read_text() == "200"
 
 
-def test_forked_child_starts_from_zero_and_can_serve():
-    c = Counter("fork_counter", "h")
+def test_a_forked_child_of_a_serving_parent_starts_from_zero_and_can_serve(registry):
+    c = Counter("fork_counter", "h", registry=registry)
     c.inc(5)
-    port = free_port()
-    PrometheusExporter("127.0.0.1", port)  # as a locustfile does: this installs the fork hooks
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            # The parent's value is not this child's: reporting it again would count it twice.
-            ok = b"fork_counter_total 0.0" in REGISTRY.render()
-            c.inc()
-            e = PrometheusExporter("127.0.0.1", port)
-            e.serve()
-            ok = ok and b"fork_counter_total 1.0" in http_get(url(e))[2]
-            e.close()
-            code = 0 if ok else 1
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
+    # As a locustfile does: this installs the fork hooks.
+    with PrometheusExporter("127.0.0.1", 0, registry=registry):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the parent serves: it has threads
+            pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                # The parent's value is not this child's: reporting it again would count it twice.
+                ok = b"fork_counter_total 0.0" in registry.render()
+                c.inc()
+                with PrometheusExporter("127.0.0.1", 0, registry=registry) as e:
+                    ok = ok and b"fork_counter_total 1.0" in http_get(url(e))[2]
+                code = 0 if ok else 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert b"fork_counter_total 5.0" in REGISTRY.render()
+    assert b"fork_counter_total 5.0" in registry.render()

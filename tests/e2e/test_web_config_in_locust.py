@@ -8,13 +8,14 @@ import os
 import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from support.locust_run import locust_cmd
 from support.paths import EXAMPLES
-from support.prometheus import PrometheusServer
-from support.scrape import free_port, total
+from support.prometheus import PrometheusServer, scraped_since, wait_scraping
+from support.scrape import total
 from support.web_config import MTLS, TLS, USERS, bcrypt_hash, get, write_bad
 
 EXAMPLE_PLAIN = EXAMPLES / "locustfile.py"
@@ -31,8 +32,8 @@ def test_workers_ignore_the_option(run_locust, tmp_path):
     missing = str(tmp_path / "nowhere.yml")
     run = run_locust(EXAMPLE_PLAIN, users=2, rate=2, run_time=3, workers=1,
                      worker_args=("--prometheus-web-config", missing))  # fmt: skip
-    run.wait_stopped()
-    assert total(run.scrape(), "locust_users_total") == 2
+    samples = run.wait_stopped()
+    assert total(samples, "locust_users_total") == 2
     assert run.finish() == [0, 0], run.output()
     assert "web config" not in run.output()
 
@@ -101,13 +102,15 @@ def test_prometheus_scrapes_over_mutual_tls(serve, prometheus, pki):
 def test_prometheus_scrapes_a_locust_run_over_https_with_basic_auth(run_locust, prometheus, pki, tmp_path):
     (pki.dir / "web.yml").write_text(TLS + USERS.format(alice=bcrypt_hash("wonderland", 10), bob=bcrypt_hash("x")))
     (tmp_path / "password").write_text("wonderland\n")
-    port = free_port()
+    # Idle, on the port it bound, until Prometheus scrapes it; then the test, through the web UI.
+    run = run_locust(EXAMPLE_PLAIN, autostart=False, extra=("--prometheus-web-config", str(pki.dir / "web.yml")))
+    run.terminate = True
+    port = run.metrics_port
+    assert f"https://127.0.0.1:{port}/metrics" in run.output()
     prom = https_prometheus(prometheus(port), tls_config={"ca_file": str(pki.dir / "ca.pem")},
                             basic_auth={"username": "alice", "password_file": str(tmp_path / "password")})  # fmt: skip
-    https = f"https://127.0.0.1:{port}/metrics"
-    options = ("--prometheus-port", str(port), "--prometheus-web-config", str(pki.dir / "web.yml"))
-    run = run_locust(EXAMPLE_PLAIN, users=2, rate=2, run_time=10, autoquit=20, extra=options)
-    run.wait_until(lambda: https in run.output(), 60, "the exporter to serve HTTPS")
+    wait_scraping(prom)
+    run.swarm(2, 2, run_time=10)
     get_ok = 'locust_requests_total{method="GET", status="200"}'
     prom.wait_until(lambda: prom.query(f"sum({get_ok})"), 60, "requests scraped over HTTPS")
     [target] = prom.targets()
@@ -122,4 +125,9 @@ def test_prometheus_scrapes_a_locust_run_over_https_with_basic_auth(run_locust, 
     prom.wait_until(lambda: prom.query(p95), 30, "the p95 query to answer")
     # Without the password, the same endpoint refuses.
     assert get(port, pki.context())[0] == 401
-    run.kill()
+    # Once the test stopped (all its requests counted: one process), what Prometheus scraped over HTTPS is Locust's.
+    run.wait_until(lambda: run.web_state()["state"] == "stopped", 60, "the test to stop")
+    at = scraped_since(prom, time.time())
+    [aggregated] = [row for row in run.web_state()["stats"] if row["name"] == "Aggregated"]
+    assert prom.value("sum(locust_requests_total)", at) == aggregated["num_requests"] > 0
+    assert run.finish() == [0], run.output()

@@ -3,6 +3,7 @@ its log shown when it fails."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -22,11 +23,13 @@ def require(binary: str, package: str) -> None:
 
 
 class ServerProcess:
-    """One process listening on 127.0.0.1 at `url`, its output in `log`."""
+    """One process listening on 127.0.0.1 at `url`, its output in `log`. Started with
+    ``--web.listen-address=127.0.0.1:0``, a Prometheus server binary logs the port it bound: `url` is known once
+    `wait_ready` returns."""
 
     #: What a poll may raise while the server starts: it counts as "not yet".
     not_yet: tuple[type[Exception], ...] = (OSError,)
-    url: str
+    url: str = ""
 
     def __init__(self, cmd: list[str], log: Path) -> None:
         self.log = log
@@ -34,7 +37,15 @@ class ServerProcess:
         self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 30) -> None:
-        """Until /-/ready answers 200."""
+        """Until it listens, on the port its log names, and /-/ready answers 200."""
+
+        def listening() -> bool:
+            found = re.search(r'msg="Listening on" address=(127\.0\.0\.1:\d+)', self.log.read_text(errors="replace"))
+            if found:
+                self.url = f"http://{found.group(1)}"
+            return found is not None
+
+        self.wait_until(listening, timeout, f"{self.name} to listen")
 
         def ready() -> bool:
             with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:

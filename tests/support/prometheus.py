@@ -20,7 +20,6 @@ from typing import Any
 
 from support.locust_run import LocustRun
 from support.process import ServerProcess
-from support.scrape import free_port
 
 #: Scrape (and rule evaluation) interval of the generated config, in seconds. A scrape's timeout is at most
 #: the interval: 2 s leaves a busy machine a margin that 1 s did not.
@@ -43,7 +42,6 @@ class PrometheusServer(ServerProcess):
         binary: str = "prometheus",
         flags: tuple[str, ...] = (),
     ) -> None:
-        self.url = ""  # known once it listens (wait_ready)
         self.target = f"127.0.0.1:{scrape_port}"
         workdir.mkdir(parents=True, exist_ok=True)
         config = {
@@ -66,19 +64,6 @@ class PrometheusServer(ServerProcess):
         super().__init__(cmd, workdir / "prometheus.log")
 
     # --- lifecycle
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        """Until it listens, on the port its log names, and /-/ready answers 200 (the TSDB is open and the
-        config loaded)."""
-
-        def listening() -> bool:
-            found = re.search(r'msg="Listening on" address=(127\.0\.0\.1:\d+)', self.log.read_text(errors="replace"))
-            if found:
-                self.url = f"http://{found.group(1)}"
-            return found is not None
-
-        self.wait_until(listening, timeout, "Prometheus to listen")
-        super().wait_ready(timeout)
 
     # --- HTTP API
 
@@ -159,30 +144,47 @@ class ScrapedRun:
     prom: PrometheusServer
 
 
+def wait_scraping(prom: PrometheusServer) -> None:
+    """Until `prom` scraped its target successfully."""
+    prom.wait_until(lambda: any(t["health"] == "up" for t in prom.targets()), 30, "a successful scrape")
+
+
 def scrape_runs(run_locust: Callable[..., LocustRun], start: Callable[[int], PrometheusServer],
                 *runs: tuple[Path, dict[str, Any]]) -> list[ScrapedRun]:  # fmt: skip
-    """Per (locustfile, run_locust kwargs): a Prometheus, then, once it scrapes, the locust run it scrapes.
+    """Per (locustfile, run_locust kwargs, with `users`, `rate` and `run_time`): a locust run, idle, its exporter
+    on the port it bound; then a Prometheus scraping it; once each scrapes, the tests, started through the web UI.
 
-    Prometheus scrapes only some seconds after it is ready (it batches target discovery). Started first, it
-    scrapes a request series within a scrape interval of its first request, so rate() misses few requests.
-    The runs start side by side.
+    Prometheus scrapes only some seconds after it is ready (it batches target discovery). Scraping before the
+    test starts, it scrapes a request series within a scrape interval of its first request, so rate() misses
+    few requests. The runs start side by side; `finish()` ends them with SIGTERM.
     """
-    ports = [free_port() for _ in runs]
-    proms = [start(port) for port in ports]
-    for prom in proms:
-
-        def scraping(prom: PrometheusServer = prom) -> bool:
-            # Go's zero time until the first scrape, which fails (connection refused): fine here.
-            return any(not t["lastScrape"].startswith("0001-") for t in prom.targets())
-
-        prom.wait_until(scraping, 30, "the first scrape")
-    scraped = []
-    for (locustfile, kwargs), port, prom in zip(runs, ports, proms, strict=True):
-        extra = (*kwargs.get("extra", ()), "--prometheus-port", str(port))  # the last --prometheus-port wins
-        run = run_locust(locustfile, **{**kwargs, "extra": extra})
-        run.metrics_port = port
-        scraped.append(ScrapedRun(run, prom))
+    scraped, tests = [], []
+    for locustfile, kwargs in runs:
+        test = {k: kwargs[k] for k in ("users", "rate", "run_time") if k in kwargs}
+        options = {k: v for k, v in kwargs.items() if k not in test}
+        run = run_locust(locustfile, autostart=False, **options)
+        run.terminate = True
+        scraped.append(ScrapedRun(run, start(run.metrics_port)))
+        tests.append({**test, "workers": options.get("expect_workers") or options.get("workers", 0)})
+    for s in scraped:
+        wait_scraping(s.prom)
+    for s, test in zip(scraped, tests, strict=True):
+        s.run.swarm(test.get("users", 4), test.get("rate", 4), test.get("run_time", 6), test["workers"])
     return scraped
+
+
+def scraped_since(prom: PrometheusServer, since: float, timeout: float = 15) -> float:
+    """Waits for a successful scrape of the target that started after the Unix time `since`; returns a Unix time at
+    which instant queries see what it scraped."""
+
+    def scraped() -> bool:
+        # The start of the last scrape, if it succeeded. timestamp() gives a sample's time only when applied to a
+        # selector directly (of `up == 1` it gives the evaluation time), hence the `and`.
+        result = prom.query('timestamp(up{job="locust"}) and up{job="locust"} == 1')
+        return bool(result) and float(result[0]["value"][1]) > since
+
+    prom.wait_until(scraped, timeout, "a scrape after the test stopped")
+    return time.time()
 
 
 def final_scrape(scraped: ScrapedRun, timeout: float = 15) -> float:
@@ -192,13 +194,53 @@ def final_scrape(scraped: ScrapedRun, timeout: float = 15) -> float:
     the exporter serves only for the run's --autoquit seconds.
     """
     scraped.run.wait_stopped()
-    stopped = time.time()
+    return scraped_since(scraped.prom, time.time(), timeout)
 
-    def scraped_since() -> bool:
-        # The start of the last scrape, if it succeeded. timestamp() gives a sample's time only when applied to a
-        # selector directly (of `up == 1` it gives the evaluation time), hence the `and`.
-        result = scraped.prom.query('timestamp(up{job="locust"}) and up{job="locust"} == 1')
-        return bool(result) and float(result[0]["value"][1]) > stopped
 
-    scraped.prom.wait_until(scraped_since, timeout, "a scrape after the test stopped")
-    return time.time()
+# --- histogram_quantile, as Prometheus 2.42 computes it (promql/quantile.go), from the buckets it answers with
+
+
+def native_buckets(prom: PrometheusServer, promql: str, at: float, **labels: str) -> list[tuple[float, float, float]]:
+    """(lower, upper, count) of the one native histogram `promql` gives (of those, the one with `labels`), as
+    Prometheus' API gives them."""
+    [result] = [r for r in prom.query(promql, at) if labels.items() <= r["metric"].items()]
+    assert "histogram" in result, f"{promql} is not a native histogram: {result}"
+    return [(float(lo), float(hi), float(n)) for _, lo, hi, n in result["histogram"][1]["buckets"]]
+
+
+def native_quantile(q: float, buckets: list[tuple[float, float, float]]) -> float:
+    """`histogram_quantile(q, h)` of a native histogram of positive values with these buckets: the first bucket
+    whose cumulative count reaches q x count, interpolated linearly inside it."""
+    total = sum(n for _, _, n in buckets)
+    rank, count = q * total, 0.0
+    for lower, upper, n in buckets:  # noqa: B007 (the bucket the loop stops at)
+        count += n
+        if count >= rank:
+            break
+    return lower + (upper - lower) * ((rank - (count - n)) / n)
+
+
+def classic_buckets(prom: PrometheusServer, promql: str, at: float, **labels: str) -> list[tuple[float, float]]:
+    """(upper bound, cumulative count) of the classic buckets `promql` gives with `labels` (one histogram)."""
+    results = [r for r in prom.query(promql, at) if labels.items() <= r["metric"].items()]
+    return sorted((float(r["metric"]["le"]), float(r["value"][1])) for r in results)
+
+
+def classic_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """`histogram_quantile(q, buckets)` of classic cumulative buckets sorted by upper bound (the last +Inf): counts
+    made monotonic, then the first bucket whose count reaches q x the +Inf count, interpolated linearly inside
+    it (from 0 for the first), or the highest finite bound when that bucket is +Inf's."""
+    counts = [max(n for _, n in buckets[: i + 1]) for i in range(len(buckets))]
+    rank = q * counts[-1]
+    b = next(i for i in range(len(buckets) - 1) if counts[i] >= rank) if counts[-2] >= rank else len(buckets) - 1
+    if b == len(buckets) - 1:
+        return buckets[-2][0]
+    start, below = (buckets[b - 1][0], counts[b - 1]) if b else (0.0, 0.0)
+    return start + (buckets[b][0] - start) * ((rank - below) / (counts[b] - below))
+
+
+def split_quantile_query(promql: str) -> tuple[float, str]:
+    """(q, the inner expression) of ``histogram_quantile(q, inner)``."""
+    found = re.fullmatch(r"\s*histogram_quantile\(([0-9.]+),\s*(.*)\)\s*", promql, re.DOTALL)
+    assert found, promql
+    return float(found.group(1)), found.group(2)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from support.process import ServerProcess
 from support.prometheus import PrometheusServer
-from support.scrape import free_port, samples_of
+from support.scrape import samples_of
 
 
 class ScrapingPrometheus(PrometheusServer):
@@ -22,8 +22,6 @@ class ScrapingPrometheus(PrometheusServer):
     with the remote-write receiver on, and `flags` added to its command line."""
 
     def __init__(self, workdir: Path, scrape_port: int | None, interval: float, flags: tuple[str, ...] = ()) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.target = f"127.0.0.1:{scrape_port}"
         workdir.mkdir(parents=True, exist_ok=True)
         jobs = [{"job_name": "locust", "static_configs": [{"targets": [self.target]}]}] if scrape_port else []
@@ -33,7 +31,7 @@ class ScrapingPrometheus(PrometheusServer):
             shutil.which("prometheus") or "prometheus",
             f"--config.file={workdir / 'prometheus.yml'}",
             f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--web.listen-address=127.0.0.1:0",  # the port it picks is in its log
             "--web.enable-remote-write-receiver",
             *flags,
         ]
@@ -55,14 +53,12 @@ class Pushgateway(ServerProcess):
     """`prometheus-pushgateway` on 127.0.0.1 (its default, :9091, is the exporter's default port)."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         workdir.mkdir(parents=True, exist_ok=True)
         binary = shutil.which("prometheus-pushgateway") or "prometheus-pushgateway"
         # Debian's default persistence file is shared by every Pushgateway of the machine.
         cmd = [
             binary,
-            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--web.listen-address=127.0.0.1:0",  # the port it picks is in its log
             f"--persistence.file={workdir / 'pushgateway.data'}",
         ]
         super().__init__(cmd, workdir / "pushgateway.log")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from support.scrape import http_get, samples_of
@@ -51,3 +54,33 @@ def listening(port: int, host: str = "127.0.0.1") -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family) as s:
         return s.connect_ex((host, port)) == 0
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports process `pid` listens on (IPv4 and IPv6), from /proc: its socket descriptors' inodes
+    in the kernel's socket tables. For a server told to bind port 0, the port it bound."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/{pid}/net/{table}") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # TCP_LISTEN
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.01) -> None:
+    """Polls `predicate` until it is true; fails after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"not within {timeout} s"
+        time.sleep(interval)

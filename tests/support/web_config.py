@@ -3,6 +3,7 @@ and one request over plain HTTP or TLS."""
 
 from __future__ import annotations
 
+import base64
 import datetime
 import http.client
 import os
@@ -170,3 +171,17 @@ def issue_with_uri(ca: trustme.CA, uri: str) -> trustme.LeafCert:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     return trustme.LeafCert(key_pem, cert.public_bytes(serialization.Encoding.PEM), [ca.cert_pem.bytes()])
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    """The Authorization header of basic auth."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def refused(port: int, context: ssl.SSLContext) -> bool:
+    """The TLS handshake (or the request right after it, where TLS 1.3 reports a refused client) fails."""
+    try:
+        get(port, context)
+    except (ssl.SSLError, ConnectionError):
+        return True
+    return False

@@ -17,7 +17,7 @@ from locust.event import EventHook, Events
 from locust_prometheus_exporter import PrometheusExporter, _exporter, _native, _recording, _runner_gauges
 from locust_prometheus_exporter._end_of_run import EndOfRun
 from support.receivers import Recorder
-from support.scrape import free_port, http_get, samples_of, total
+from support.scrape import http_get, samples_of, total
 
 #: --prometheus-linger of the tests of the final scrape (seconds).
 LINGER = 1.0
@@ -84,10 +84,9 @@ def test_a_closed_end_of_run_leaves_its_events_and_stops_pushing(registry, runne
         gevent.sleep(0.05)
     assert len(receiver.requests) >= 2, "pushes every 0.05 s"
     end.close()
-    gevent.sleep(0.2)  # a push under way ends
     pushed = len(receiver.requests)
-    gevent.sleep(0.5)
-    assert len(receiver.requests) == pushed
+    gevent.sleep(0.5)  # 10 push intervals: only the push under way at close() may still land
+    assert len(receiver.requests) <= pushed + 1, (pushed, len(receiver.requests))
     assert handlers(events) == before
     receiver.shutdown()
     receiver.server_close()
@@ -102,11 +101,13 @@ def test_a_released_recorder_stops_counting_and_polling_the_runner(registry, run
     recorder = _recording.recorder_for(registry, None, False, 0)
     recorder._on_init(runner.environment, runner)  # as Locust's init does
     runner.spawn_users({"Idle": 1})
-    gevent.sleep(0.05)
+    deadline = time.monotonic() + 10
+    while users("locust_users_running") != 1 and time.monotonic() < deadline:
+        gevent.sleep(0.01)  # the poller's next round
     assert (users("locust_users_total"), users("locust_users_running")) == (1, 1)
     recorder.release()
     runner.spawn_users({"Idle": 2})
-    gevent.sleep(0.05)
+    gevent.sleep(0.05)  # 5 poll intervals: a recorder still polling would have seen the new users
     assert (users("locust_users_total"), users("locust_users_running")) == (1, 1), "released: not updated"
     again = _recording.recorder_for(registry, None, False, 0)
     again._on_init(runner.environment, runner)
@@ -140,12 +141,13 @@ def quit_with_two_exporters(registry, runner, scrape_after: float | None, caplog
 
 def test_the_waits_for_the_final_scrapes_of_several_exporters_do_not_add_up(registry, runner, caplog):
     took, answered = quit_with_two_exporters(registry, runner, None, caplog)
-    assert (answered, LINGER <= took < 1.5 * LINGER) == (0, True), (took, caplog.text)
+    # Each waits its linger, at the same time: less than the two waits one after the other.
+    assert (answered, LINGER <= took < 2 * LINGER) == (0, True), (took, caplog.text)
 
 
 def test_a_scrape_while_one_exporter_waits_is_final_for_the_others(registry, caplog):
     """On a master, whose counts are final only at quit: the final scrape is one that started after the quit began.
     (The master's own quitting listener, which runs last, quits it.)"""
-    runner = Environment(events=Events()).create_master_runner("127.0.0.1", free_port())
+    runner = Environment(events=Events()).create_master_runner("127.0.0.1", 0)  # a port ZeroMQ picks
     _, answered = quit_with_two_exporters(registry, runner, 0.3 * LINGER, caplog)
     assert answered == 2, caplog.text

@@ -4,6 +4,7 @@ registry serves and records."""
 from __future__ import annotations
 
 import re
+import uuid
 
 import pytest
 from locust_prometheus_exporter import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, PrometheusExporter
@@ -42,9 +43,10 @@ def test_the_same_name_in_two_registries_keeps_a_value_in_each(registry):
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"registry": None}], ids=["omitted", "none"])
-def test_a_metric_made_without_a_registry_is_in_the_default_one(registry, kwargs, request):
-    # REGISTRY lives as long as the process: each case takes a name of its own.
-    name = f"in_default_{request.node.callspec.id}"
+def test_a_metric_made_without_a_registry_is_in_the_default_one(registry, kwargs):
+    # REGISTRY lives as long as the process, which has no way to unregister: each call takes a name of its own,
+    # so that the test passes again in the same process.
+    name = f"in_default_{uuid.uuid4().hex}"
     Counter(name, "h", **kwargs).inc(3)
     assert samples(REGISTRY, f"{name}_total") == {(f"{name}_total", ()): 3}
     assert registry.render() == b""
@@ -53,12 +55,13 @@ def test_a_metric_made_without_a_registry_is_in_the_default_one(registry, kwargs
 
 
 def test_an_exporter_serves_its_registry_and_not_the_default_one(registry):
-    Counter("served_by_the_default_registry_only", "h").inc()
+    default_only = f"default_only_{uuid.uuid4().hex}"  # REGISTRY outlives the test: a name of its own each time
+    Counter(default_only, "h").inc()
     Counter("served", "h", registry=registry).inc(4)
     scraped = served(registry)
     assert total(scraped, "served_total") == 4
     assert ("locust_users_total", ()) in scraped, "Locust's metrics are in the exporter's registry"
-    assert not [key for key in scraped if key[0].startswith("served_by_the_default_registry_only")]
+    assert not [key for key in scraped if key[0].startswith(default_only)]
 
 
 def test_two_exporters_of_two_registries_serve_each_its_own_value(registry):

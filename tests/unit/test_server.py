@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import gzip
+import os
+import re
 import socket
 
 import locust
 import pytest
 from locust.event import EventHook
 from locust_prometheus_exporter import Counter, PrometheusExporter, _native
-from support.scrape import OPENMETRICS, TEXT, delimited_messages, free_port, http_get, samples_of, total
-from support.server import listening, os_threads, url
+from support.scrape import OPENMETRICS, TEXT, delimited_messages, http_get, samples_of, total
+from support.server import listening, listening_ports, os_threads, url
 
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
@@ -20,40 +22,41 @@ PROMETHEUS_ACCEPT = (
 
 @pytest.fixture
 def exporter(registry):
-    """An exporter of `registry` serving on a free loopback port, as plain-Python use starts it."""
-    e = PrometheusExporter("127.0.0.1", free_port(), registry=registry)
+    """An exporter of `registry` serving on loopback (on the port the system picks), as plain-Python use starts it."""
+    e = PrometheusExporter("127.0.0.1", 0, registry=registry)
     e.start()
     yield e
     e.close()
 
 
 def test_constructing_binds_nothing_and_starts_no_thread(registry):
-    port = free_port()
     threads = os_threads()
-    e = PrometheusExporter("127.0.0.1", port, registry=registry)
+    ports = listening_ports(os.getpid())
+    e = PrometheusExporter("127.0.0.1", 0, registry=registry)
     assert os_threads() == threads
-    assert not listening(port)
+    assert listening_ports(os.getpid()) == ports
     assert e.address is None
     e.start()
-    assert listening(port)
-    assert e.address == ("127.0.0.1", port)
+    assert e.address is not None and e.address[0] == "127.0.0.1"
+    port = e.address[1]
+    assert listening_ports(os.getpid()) == ports | {port}
     e.start(object())
     e.stop()
     assert listening(port), "stop() is per user and leaves the server up"
     e.close()
     e.close()
-    assert not listening(port)
+    assert listening_ports(os.getpid()) == ports
     # The port is free again for anyone.
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
 
 
 def test_context_manager_serves_and_closes(registry):
-    port = free_port()
-    with PrometheusExporter("127.0.0.1", port, registry=registry) as e:
-        assert e.address == ("127.0.0.1", port)
+    with PrometheusExporter("127.0.0.1", 0, registry=registry) as e:
+        assert e.address is not None
+        port = e.address[1]
         assert http_get(url(e))[0] == 200
-    assert not listening(port)
+    assert port not in listening_ports(os.getpid())
 
 
 def test_bind_failure_is_a_clear_oserror(registry):
@@ -130,7 +133,9 @@ def test_protobuf_when_the_scraper_prefers_it(registry, exporter):
     _, headers, zipped = http_get(only, {"Accept": accept, "Accept-Encoding": "gzip"})
     assert headers["Content-Encoding"] == "gzip" and gzip.decompress(zipped) == body
     everything = delimited_messages(http_get(url(exporter), {"Accept": accept})[2])
-    assert len(everything) > 1
+    # One message per family with samples, named as in the text exposition (a field 1 shorter than 128 bytes).
+    families = re.findall(rb"# TYPE (\S+) \S+\n(?=[^#])", http_get(url(exporter))[2])
+    assert [m[2 : 2 + m[1]] for m in everything] == families and len(families) > 1
     # Preferred by a lower q-value, or not delimited: text.
     protobuf = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily"
     for other in (f"{protobuf};encoding=delimited;q=0.2,text/plain;q=0.5", protobuf):

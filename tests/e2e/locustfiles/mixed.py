@@ -47,6 +47,13 @@ class Outcomes(TaskSet):
             r.failure("rejected by the test")
 
     @task
+    def timeout(self):
+        # /slow answers after 50 ms: past a 10 ms timeout, no HTTP answer (status 0). FastHttpUser has no
+        # per-request timeout.
+        if self.prefix == "http":
+            self.client.get("/slow", timeout=0.01, name="httptimeout")
+
+    @task
     def manual(self):
         events.request.fire(
             request_type="CUSTOM", name="manual", response_time=1.5, response_length=7, exception=None, context={}
