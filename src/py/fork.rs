@@ -18,11 +18,12 @@ pub fn after_fork_in_parent() {
     fork::resume();
 }
 
-/// In a forked child: zero every value and forget the parent's servers and their spare descriptors.
+/// In a forked child: zero every value, forget the parent's servers, and close their listening sockets and
+/// spare descriptors.
 #[pyfunction]
 pub fn after_fork_in_child() {
     fork::resume();
     forget_parent_servers();
-    crate::server::forget_reserve_after_fork();
+    crate::server::forget_parent_sockets_after_fork();
     reset_all_after_fork();
 }

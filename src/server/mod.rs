@@ -5,6 +5,7 @@ mod accept;
 mod auth;
 mod conn;
 mod http;
+mod listening;
 mod live_config;
 mod reserve;
 mod scrape_log;
@@ -36,6 +37,8 @@ use crate::log_once::LogOnce;
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
 pub struct ServerHandle {
+    /// First: dropped (no longer listed for a forked child to close) before the listener closes.
+    listening: listening::Listed,
     stop: oneshot::Sender<()>,
     thread: JoinHandle<()>,
     addr: SocketAddr,
@@ -72,6 +75,7 @@ impl ServerHandle {
     pub fn start(node: Arc<Node>, host: &str, port: u16, limits: Limits, web: Option<LiveConfig>) -> Result<Self> {
         let listener = bind(host, port)?;
         listener.set_nonblocking(true).map_err(internal)?;
+        let listed = listening::Listed::new(&listener);
         // Held from now on, so that a scrape opens no descriptor.
         reserve::hold();
         {
@@ -111,6 +115,7 @@ impl ServerHandle {
             })
             .map_err(internal)?;
         Ok(ServerHandle {
+            listening: listed,
             stop,
             thread,
             addr,
@@ -128,13 +133,22 @@ impl ServerHandle {
 
     /// Stops serving; returns once the server thread is gone, and with it the listening socket.
     pub fn shutdown(self) {
-        let _ = self.stop.send(());
-        let _ = self.thread.join();
+        let ServerHandle {
+            listening,
+            stop,
+            thread,
+            ..
+        } = self;
+        drop(listening);
+        let _ = stop.send(());
+        let _ = thread.join();
     }
 }
 
-/// In a forked child: the spare descriptors of the parent's servers are not the child's to hold.
-pub fn forget_reserve_after_fork() {
+/// In a forked child: the parent's listening sockets and spare descriptors are not the child's to hold
+/// (a listening socket left open in a child would keep the parent's port bound after it closed).
+pub fn forget_parent_sockets_after_fork() {
+    listening::close_after_fork();
     reserve::forget_after_fork();
 }
 

@@ -9,7 +9,7 @@ import warnings
 
 from locust_prometheus_exporter import Counter, PrometheusExporter
 from support.scrape import http_get
-from support.server import url
+from support.server import listening, listening_ports, url
 
 
 def test_scrape_needs_no_gil(tmp_path):
@@ -55,3 +55,29 @@ def test_a_forked_child_of_a_serving_parent_starts_from_zero_and_can_serve(regis
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert b"fork_counter_total 5.0" in registry.render()
+
+
+def test_a_forked_child_does_not_hold_the_parents_listening_socket(registry):
+    """The child closes its copy of the parent's listening socket at the fork: while the child lives, the
+    parent's `close()` frees the port, and the child listens on nothing of the parent's."""
+    exporter = PrometheusExporter("127.0.0.1", 0, registry=registry)  # installs the fork hooks
+    exporter.start()
+    assert exporter.address is not None
+    port = exporter.address[1]
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the parent serves: it has threads
+        pid = os.fork()
+    if pid == 0:
+        os.close(write)
+        os.read(read, 1)  # lives until the parent has checked
+        os._exit(0)
+    os.close(read)
+    try:
+        assert port not in listening_ports(pid)
+        exporter.close()
+        assert not listening(port), "the port is still bound after close()"
+    finally:
+        os.close(write)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
