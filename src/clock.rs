@@ -1,7 +1,21 @@
-//! The process's monotonic clock as plain numbers: for Python (the final scrape's mark) and for atomics.
+//! The process's clocks as plain numbers: the monotonic one (for Python's final-scrape mark and for
+//! atomics), and wall-clock Unix time (gauges' update stamps, `set_to_current_time`, pushed samples).
 
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Unix time in seconds.
+pub fn unix_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Unix time in milliseconds, as remote write stamps samples.
+pub fn unix_millis() -> i64 {
+    (unix_seconds() * 1000.0) as i64
+}
 
 /// Nanoseconds from the clock's start (its first use in the process) to `t`.
 pub fn to_nanos(t: Instant) -> u64 {

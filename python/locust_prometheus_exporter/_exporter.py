@@ -64,7 +64,7 @@ class PrometheusExporter:
         registry: _native.CollectorRegistry = _native.REGISTRY,
         buckets: Iterable[float] | None = None,
         per_worker_metrics: bool = False,
-        max_names: int = 1000,
+        max_names: int = _native.DEFAULT_MAX_NAMES,
         web_config: str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(host, str) or not host:

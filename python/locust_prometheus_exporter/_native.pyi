@@ -8,6 +8,7 @@ from typing import Any, TypeVar, final
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 __all__ = [
+    "DEFAULT_MAX_NAMES",
     "OVERFLOW_NAME",
     "REGISTRY",
     "CollectorRegistry",
@@ -23,11 +24,18 @@ __all__ = [
     "after_fork_in_child",
     "after_fork_in_parent",
     "before_fork",
+    "bucket_bounds",
 ]
 
 __version__: str
 #: The `name` label value of requests past the cap on distinct request names.
 OVERFLOW_NAME: str
+#: Distinct request names recorded before new ones go under ``OVERFLOW_NAME`` (``max_names``'s default).
+DEFAULT_MAX_NAMES: int
+
+def bucket_bounds(buckets: Sequence[float] | None = None) -> list[float]:
+    """Histogram bounds as every histogram takes them: checked (``ValueError``), the default ones for ``None``,
+    a trailing ``+Inf`` dropped."""
 
 @final
 class CollectorRegistry:

@@ -41,22 +41,20 @@ def recorder_for(
     per registry."""
     global _made
     _options.check_max_names(max_names, "max_names")
-    if buckets and buckets[-1] == float("inf"):
-        buckets = buckets[:-1]  # implied, as the native side takes it
-    settings = {"buckets": buckets, "per_worker_metrics": per_worker, "max_names": max_names}
+    # The bounds as the native side takes them (checked, the default filled in, a trailing +Inf dropped).
+    bounds = _native.bucket_bounds(buckets)
+    settings = {"buckets": bounds, "per_worker_metrics": per_worker, "max_names": max_names}
     recorder = _recorders.get(id(registry))
     if recorder is None:
-        listener = _native.RequestListener(registry, buckets, per_worker)
+        listener = _native.RequestListener(registry, bounds, per_worker)
         listener.set_max_names(max_names)
-        if buckets is not None:
-            settings["buckets"] = [float(bound) for bound in buckets]  # numbers, as the listener took them
         key = f"{REPORT_KEY}.{_made}" if _made else REPORT_KEY
         recorder = _recorders[id(registry)] = Recorder(registry, listener, key, settings)
         _made += 1
     else:
         for name, first in recorder.settings.items():
             if settings[name] != first:
-                given = "the default" if first is None else repr(first)
+                given = repr(first)
                 what = "buckets differ from those" if name == "buckets" else f"{name} differs from that"
                 raise ValueError(
                     f"{what} of this registry's first exporter ({given}): give the same, or a registry of its own"

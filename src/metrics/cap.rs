@@ -94,7 +94,8 @@ impl LabelCap {
 
 #[cfg(test)]
 mod tests {
-    use super::super::family::{Desc, Family, Kind};
+    use super::super::desc::{Desc, Kind};
+    use super::super::family::Family;
     use super::*;
 
     #[test]

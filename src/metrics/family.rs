@@ -1,230 +1,36 @@
-//! A metric family: its descriptor and its series of one value type, found by the exact label values.
+//! A metric family: its descriptor and its series of one value type, found by the exact label values;
+//! and `AnyFamily`, a family of any type, as the registry holds it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::names::{check_label_names, check_metric_name};
-use super::native_histogram::NativeConfig;
-use super::series::{Counter, Gauge, Grow, Histogram, MetricType, Series, SeriesData};
+use super::data::SeriesData;
+use super::desc::{Desc, Kind};
+use super::key::series_key;
+use super::series::{Counter, Gauge, Grow, Histogram, ValueType, Series};
 use crate::errors::{ExporterError, Result};
-
-/// How a gauge's values from several processes (Locust workers) combine on the master.
-/// Named as prometheus_client's `multiprocess_mode`; the `live` variants drop missing workers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GaugeMode {
-    All,
-    LiveAll,
-    Min,
-    LiveMin,
-    Max,
-    LiveMax,
-    Sum,
-    LiveSum,
-    MostRecent,
-    LiveMostRecent,
-}
-
-const GAUGE_MODES: [(GaugeMode, &str); 10] = [
-    (GaugeMode::All, "all"),
-    (GaugeMode::LiveAll, "liveall"),
-    (GaugeMode::Min, "min"),
-    (GaugeMode::LiveMin, "livemin"),
-    (GaugeMode::Max, "max"),
-    (GaugeMode::LiveMax, "livemax"),
-    (GaugeMode::Sum, "sum"),
-    (GaugeMode::LiveSum, "livesum"),
-    (GaugeMode::MostRecent, "mostrecent"),
-    (GaugeMode::LiveMostRecent, "livemostrecent"),
-];
-
-impl GaugeMode {
-    pub fn parse(s: &str) -> Result<Self> {
-        GAUGE_MODES
-            .iter()
-            .find(|(_, n)| *n == s)
-            .map(|(m, _)| *m)
-            .ok_or_else(|| {
-                let names: Vec<_> = GAUGE_MODES.iter().map(|(_, n)| *n).collect();
-                ExporterError::InvalidValue(format!("invalid multiprocess_mode {s:?}: expected one of {names:?}"))
-            })
-    }
-    pub fn code(self) -> u8 {
-        GAUGE_MODES.iter().position(|(m, _)| *m == self).unwrap_or(0) as u8
-    }
-    pub fn from_code(c: u8) -> Option<Self> {
-        GAUGE_MODES.get(c as usize).map(|(m, _)| *m)
-    }
-    /// Whether values of workers that Locust marked missing are left out.
-    pub fn live_only(self) -> bool {
-        matches!(
-            self,
-            Self::LiveAll | Self::LiveMin | Self::LiveMax | Self::LiveSum | Self::LiveMostRecent
-        )
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum Kind {
-    Counter,
-    Gauge(GaugeMode),
-    /// Upper bounds, increasing, without the implicit `+Inf`.
-    Histogram(Arc<[f64]>),
-}
-
-#[derive(Clone, Debug)]
-pub struct Desc {
-    /// Base name: a counter's samples add `_total`, a histogram's `_bucket`, `_sum`, `_count`.
-    pub name: String,
-    pub help: String,
-    pub kind: Kind,
-    pub label_names: Vec<String>,
-    /// A histogram's native buckets, kept beside the classic ones.
-    pub native: Option<NativeConfig>,
-}
-
-/// The native layout is left out: it is this process's own resolution, and a family reported
-/// by a worker with another one (or none) still merges by its classic buckets.
-impl PartialEq for Desc {
-    fn eq(&self, other: &Self) -> bool {
-        (&self.name, &self.help, &self.kind, &self.label_names)
-            == (&other.name, &other.help, &other.kind, &other.label_names)
-    }
-}
-
-impl Desc {
-    /// Validates a descriptor; `name` is the base name (a counter's without `_total`).
-    pub fn new(name: &str, help: &str, kind: Kind, label_names: Vec<String>) -> Result<Self> {
-        check_metric_name(name)?;
-        // `le` is the histogram's own label; `worker` is added by the gauge modes with one series per process.
-        let reserved: &[&str] = match kind {
-            Kind::Histogram(_) => &["le"],
-            Kind::Gauge(GaugeMode::All | GaugeMode::LiveAll) => &["worker"],
-            _ => &[],
-        };
-        check_label_names(&label_names, reserved)?;
-        if let Kind::Histogram(bounds) = &kind {
-            check_buckets(bounds)?;
-        }
-        Ok(Desc {
-            name: name.to_string(),
-            help: help.to_string(),
-            kind,
-            label_names,
-            native: None,
-        })
-    }
-
-    /// The same histogram with native buckets too.
-    pub fn with_native(self, config: NativeConfig) -> Self {
-        Desc {
-            native: Some(config),
-            ..self
-        }
-    }
-
-    /// Every sample name the family may expose; two families clash when these meet.
-    pub fn exposed_names(&self) -> Vec<String> {
-        let suffixes: &[&str] = match self.kind {
-            Kind::Counter => &["", "_total", "_created"],
-            Kind::Gauge(_) => &[""],
-            Kind::Histogram(_) => &["", "_bucket", "_sum", "_count", "_created"],
-        };
-        suffixes.iter().map(|s| format!("{}{s}", self.name)).collect()
-    }
-}
-
-/// Histogram buckets in seconds, from 1 ms to 60 s: load-test latencies, not RPC ones. The default of
-/// every histogram, Locust's request durations and custom ones alike.
-pub const DEFAULT_BUCKETS: [f64; 18] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0,
-];
-
-/// Bucket bounds as given (`DEFAULT_BUCKETS` if none): a trailing `+Inf` is accepted and dropped,
-/// since it is always there, and the rest checked.
-pub fn parse_buckets(buckets: Option<Vec<f64>>) -> Result<Vec<f64>> {
-    let mut bounds = buckets.unwrap_or_else(|| DEFAULT_BUCKETS.to_vec());
-    if bounds.last() == Some(&f64::INFINITY) {
-        bounds.pop();
-    }
-    check_buckets(&bounds)?;
-    Ok(bounds)
-}
-
-/// Finite, strictly increasing bounds; `+Inf` is implied.
-pub fn check_buckets(bounds: &[f64]) -> Result<()> {
-    if bounds.is_empty() {
-        return Err(ExporterError::InvalidBuckets(
-            "at least one finite bucket is needed besides +Inf".into(),
-        ));
-    }
-    if bounds.iter().any(|b| !b.is_finite()) {
-        return Err(ExporterError::InvalidBuckets(format!(
-            "bounds must be finite numbers, got {bounds:?}"
-        )));
-    }
-    if bounds.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(ExporterError::InvalidBuckets(format!(
-            "buckets not in strictly increasing order: {bounds:?}"
-        )));
-    }
-    Ok(())
-}
-
-/// Exact, unambiguous key of a label-value list: `("ab","c")` and `("a","bc")` differ.
-pub fn series_key<S: AsRef<str>>(values: &[S]) -> String {
-    let mut key = String::new();
-    push_series_key(&mut key, values);
-    key
-}
-
-/// Appends `n` in decimal, digits by hand: the formatting machinery costs more than the rest of a
-/// series key, and than the rest of a count in an exposition.
-pub fn write_uint(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend(digits[i..].iter().map(|&d| d as char));
-}
-
-/// Appends the key of `values` (each as its byte length in decimal, `:`, the value) to `key`, for
-/// callers that reuse one buffer: the request path and the master's report handling, per series.
-pub fn push_series_key<S: AsRef<str>>(key: &mut String, values: &[S]) {
-    key.reserve(values.iter().map(|v| v.as_ref().len() + 4).sum());
-    for v in values {
-        let v = v.as_ref();
-        write_uint(key, v.len() as u64);
-        key.push(':');
-        key.push_str(v);
-    }
-}
+use crate::log_once::LogOnce;
 
 pub struct Family<M> {
     pub desc: Desc,
     series: RwLock<HashMap<String, Arc<Series<M>>>>,
     /// Most series `child` makes (0: no limit).
     max_series: AtomicUsize,
-    /// Whether the refusal of a series past the limit was logged (once per family).
-    pub limit_logged: AtomicBool,
+    /// The refusal of a series past the limit, logged once per family.
+    pub logged: LogOnce,
 }
 
-impl<M: MetricType> Family<M> {
+impl<M: ValueType> Family<M> {
     /// A family of `desc`, whose kind is `M`'s (the registry's callers make sure of it).
     pub fn new(desc: Desc) -> Self {
         let family = Family {
             desc,
             series: RwLock::new(HashMap::new()),
             max_series: AtomicUsize::new(0),
-            limit_logged: AtomicBool::new(false),
+            logged: LogOnce::default(),
         };
         if family.desc.label_names.is_empty() {
             // An unlabelled metric exists from the start, at zero, as with prometheus_client.
@@ -350,18 +156,40 @@ impl AnyFamily {
     }
 }
 
+/// A value type whose families the registry holds type-erased, and finds again as their own type.
+pub trait Typed: ValueType {
+    fn erase(family: Arc<Family<Self>>) -> AnyFamily;
+    /// The family as a family of this type, if it is one.
+    fn typed(family: &AnyFamily) -> Option<&Arc<Family<Self>>>;
+}
+
+/// `Typed` for a value type and its variant of `AnyFamily`.
+macro_rules! typed {
+    ($type:ident) => {
+        impl Typed for $type {
+            fn erase(family: Arc<Family<Self>>) -> AnyFamily {
+                AnyFamily::$type(family)
+            }
+            fn typed(family: &AnyFamily) -> Option<&Arc<Family<Self>>> {
+                match family {
+                    AnyFamily::$type(f) => Some(f),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+typed!(Counter);
+typed!(Gauge);
+typed!(Histogram);
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn keys_are_exact() {
-        assert_ne!(series_key(&["ab", "c"]), series_key(&["a", "bc"]));
-        assert_ne!(series_key(&["1:a"]), series_key(&["1", "a"]));
-        assert_eq!(
-            series_key(&["", "x".repeat(1234).as_str()]),
-            format!("0:1234:{}", "x".repeat(1234))
-        );
+    fn series_are_found_by_exact_labels() {
         let f = Family::<Counter>::new(Desc::new("f", "h", Kind::Counter, vec!["a".into(), "b".into()]).unwrap());
         let x = f.child(&["ab", "c"]).unwrap();
         let y = f.child(&["a", "bc"]).unwrap();
@@ -392,17 +220,5 @@ mod tests {
             Err(ExporterError::LabelCount { expected: 1, got: 2 })
         ));
         assert!(f.series().is_empty());
-    }
-
-    #[test]
-    fn counter_names_and_buckets() {
-        let d = Desc::new("x", "h", Kind::Counter, vec![]).unwrap();
-        assert!(d.exposed_names().contains(&"x_total".to_string()));
-        assert!(Desc::new("g", "h", Kind::Gauge(GaugeMode::All), vec!["worker".into()]).is_err());
-        assert!(Desc::new("g", "h", Kind::Gauge(GaugeMode::Sum), vec!["worker".into()]).is_ok());
-        for bad in [&[][..], &[1.0, 0.5], &[1.0, 1.0], &[f64::NAN]] {
-            assert!(Desc::new("h", "h", Kind::Histogram(bad.into()), vec![]).is_err());
-        }
-        assert!(Desc::new("h", "h", Kind::Histogram([1.0].into()), vec!["le".into()]).is_err());
     }
 }

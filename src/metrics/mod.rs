@@ -1,19 +1,26 @@
-//! Metric storage: typed families of series updated with atomics, the registry, and the master's merge.
+//! Metric storage: descriptors, typed families of series updated with atomics, the registry that holds
+//! them, and the plain copies of their values that everything downstream reads.
 
+mod atomic_f64;
 mod cap;
+mod data;
+mod desc;
 mod family;
+mod key;
 mod names;
 mod native_histogram;
+mod process;
 mod registry;
 mod series;
-mod workers;
 
 pub use cap::{LabelCap, OVERFLOW};
+pub use data::{Collected, SeriesData, ValueData};
 #[cfg(test)]
-pub use family::DEFAULT_BUCKETS;
-pub use family::{parse_buckets, push_series_key, series_key, write_uint, Desc, Family, GaugeMode, Kind};
+pub use desc::DEFAULT_BUCKETS;
+pub use desc::{parse_buckets, Desc, GaugeMode, Kind};
+pub use family::{AnyFamily, Family, Typed};
+pub use key::{push_series_key, series_key, write_uint};
 pub use native_histogram::{NativeConfig, NativeSnapshot};
-#[cfg(test)]
-pub use registry::as_report;
-pub use registry::{Collected, Registry, Report};
-pub use series::{now, Counter, Gauge, Histogram, MetricType, ReportedSeries, Series, SeriesData, ValueData};
+pub use process::collect as collect_process;
+pub use registry::Registry;
+pub use series::{Counter, Gauge, Grow, Histogram, Series};

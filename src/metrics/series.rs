@@ -1,91 +1,14 @@
-//! The value types of series (`Counter`, `Gauge`, `Histogram`), updated with atomics only, and
-//! the plain copies of their values that rendering and workers' reports use.
+//! The value types of series (`Counter`, `Gauge`, `Histogram`), updated with atomics only.
 
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use prometheus::core::{Atomic, AtomicF64};
-
-use super::family::{AnyFamily, Desc, Family, Kind};
-use super::native_histogram::{NativeHistogram, NativeSnapshot};
-
-/// A plain copy of a series' value: what a scrape renders and what a worker reports.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ValueData {
-    /// Counter or gauge; `updated` is the wall-clock time of the last write (for `mostrecent`).
-    Scalar { value: f64, updated: f64 },
-    /// Histogram: per-bucket (not cumulative) counts, the last one being `+Inf`, and the sum;
-    /// with the native buckets too when the family has them.
-    Histogram {
-        counts: Vec<u64>,
-        sum: f64,
-        native: Option<Box<NativeSnapshot>>,
-    },
-}
-
-impl ValueData {
-    /// What a worker ships for a value it last shipped as `previous`: the native buckets as increments
-    /// (the buckets that changed only), unless there is nothing to add them to or the series went back
-    /// (it was removed and made again), when they go whole.
-    pub fn for_report(&self, previous: Option<&ValueData>) -> ValueData {
-        match (self, previous) {
-            (
-                ValueData::Histogram {
-                    counts,
-                    sum,
-                    native: Some(now),
-                },
-                Some(ValueData::Histogram { native: Some(then), .. }),
-            ) if now.count >= then.count => ValueData::Histogram {
-                counts: counts.clone(),
-                sum: *sum,
-                native: Some(Box::new(NativeSnapshot {
-                    increments: true,
-                    ..now.minus(then)
-                })),
-            },
-            _ => self.clone(),
-        }
-    }
-
-    /// On the master: a reported value with cumulative native buckets again, from the `last` value
-    /// reported for the series; without native buckets if there is nothing to add the increments to
-    /// (the master started after the worker's first report: the next full report brings them).
-    pub fn cumulative_after(mut self, last: Option<&ValueData>) -> ValueData {
-        if let ValueData::Histogram { native, .. } = &mut self {
-            if native.as_ref().is_some_and(|n| n.increments) {
-                *native = match (native.take(), last) {
-                    (Some(added), Some(ValueData::Histogram { native: Some(base), .. })) => {
-                        let mut total = base.clone();
-                        total.merge(&NativeSnapshot {
-                            increments: false,
-                            ..*added
-                        });
-                        Some(total)
-                    }
-                    _ => None,
-                };
-            }
-        }
-        self
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SeriesData {
-    pub labels: Vec<String>,
-    pub value: ValueData,
-}
-
-/// A series as a worker's report carries it, its label values borrowed from the report: the master
-/// allocates them only for a series it has not seen from that worker.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReportedSeries<'a> {
-    pub labels: Vec<&'a str>,
-    pub value: ValueData,
-}
+use super::atomic_f64::AtomicF64;
+use super::data::{SeriesData, ValueData};
+use super::desc::{Desc, Kind};
+use super::native_histogram::NativeHistogram;
+use crate::clock::unix_seconds;
 
 /// A counter's value; counters need no update stamp (`mostrecent` is a gauge mode).
 pub struct Counter {
@@ -106,7 +29,7 @@ pub struct Histogram {
 }
 
 /// The value type of a family's series: `Counter`, `Gauge` or `Histogram`.
-pub trait MetricType: Send + Sync + Sized + 'static {
+pub trait ValueType: Send + Sync + Sized + 'static {
     /// A value at zero for a series of a family of this descriptor.
     fn new(desc: &Desc) -> Self;
     /// Whether a family of this kind holds values of this type.
@@ -114,10 +37,6 @@ pub trait MetricType: Send + Sync + Sized + 'static {
     fn value(&self) -> ValueData;
     /// Back to zero in a forked child, so that what the parent recorded is not reported twice.
     fn reset(&self);
-    /// The family, type-erased, as the registry holds it.
-    fn erase(family: Arc<Family<Self>>) -> AnyFamily;
-    /// The family as a family of this type, if it is one.
-    fn typed(family: &AnyFamily) -> Option<&Arc<Family<Self>>>;
 }
 
 /// What the master adds workers' growth to: counters and histograms (gauges are not summed).
@@ -134,21 +53,13 @@ pub struct Series<M> {
     metric: M,
 }
 
-/// Unix time in seconds: gauges' update stamps and `set_to_current_time`.
-pub fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 impl Counter {
     pub fn inc(&self, v: f64) {
         self.value.inc_by(v);
     }
 }
 
-impl MetricType for Counter {
+impl ValueType for Counter {
     fn new(_: &Desc) -> Self {
         Counter {
             value: AtomicF64::new(0.0),
@@ -165,15 +76,6 @@ impl MetricType for Counter {
     }
     fn reset(&self) {
         self.value.set(0.0);
-    }
-    fn erase(family: Arc<Family<Self>>) -> AnyFamily {
-        AnyFamily::Counter(family)
-    }
-    fn typed(family: &AnyFamily) -> Option<&Arc<Family<Self>>> {
-        match family {
-            AnyFamily::Counter(f) => Some(f),
-            _ => None,
-        }
     }
 }
 
@@ -195,15 +97,15 @@ impl Grow for Counter {
 impl Gauge {
     pub fn add(&self, v: f64) {
         self.value.inc_by(v);
-        self.updated.set(now());
+        self.updated.set(unix_seconds());
     }
     pub fn set(&self, v: f64) {
         self.value.set(v);
-        self.updated.set(now());
+        self.updated.set(unix_seconds());
     }
 }
 
-impl MetricType for Gauge {
+impl ValueType for Gauge {
     fn new(_: &Desc) -> Self {
         Gauge {
             value: AtomicF64::new(0.0),
@@ -223,15 +125,6 @@ impl MetricType for Gauge {
         self.value.set(0.0);
         self.updated.set(0.0);
     }
-    fn erase(family: Arc<Family<Self>>) -> AnyFamily {
-        AnyFamily::Gauge(family)
-    }
-    fn typed(family: &AnyFamily) -> Option<&Arc<Family<Self>>> {
-        match family {
-            AnyFamily::Gauge(f) => Some(f),
-            _ => None,
-        }
-    }
 }
 
 impl Histogram {
@@ -246,7 +139,7 @@ impl Histogram {
     }
 }
 
-impl MetricType for Histogram {
+impl ValueType for Histogram {
     fn new(desc: &Desc) -> Self {
         let bounds: Arc<[f64]> = match &desc.kind {
             Kind::Histogram(bounds) => bounds.clone(),
@@ -274,15 +167,6 @@ impl MetricType for Histogram {
         self.sum.set(0.0);
         if let Some(native) = &self.native {
             native.reset();
-        }
-    }
-    fn erase(family: Arc<Family<Self>>) -> AnyFamily {
-        AnyFamily::Histogram(family)
-    }
-    fn typed(family: &AnyFamily) -> Option<&Arc<Family<Self>>> {
-        match family {
-            AnyFamily::Histogram(f) => Some(f),
-            _ => None,
         }
     }
 }
@@ -328,7 +212,7 @@ impl Grow for Histogram {
     }
 }
 
-impl<M: MetricType> Series<M> {
+impl<M: ValueType> Series<M> {
     pub fn new(labels: Box<[String]>, metric: M) -> Self {
         Series { labels, metric }
     }
@@ -356,7 +240,7 @@ impl<M: Grow> Grow for Series<M> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::native_histogram::NativeConfig;
+    use super::super::native_histogram::{NativeConfig, NativeSnapshot};
     use super::*;
 
     #[test]

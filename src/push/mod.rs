@@ -2,10 +2,10 @@
 //! that cannot be scraped or that end before the next scrape. Python never waits on it, except for
 //! the final push at quit, which it waits for without the GIL.
 
+mod batch;
 pub mod pushgateway;
 pub mod remote_write;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,8 +15,10 @@ use ureq::http::Uri;
 use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
 use ureq::Agent;
 
+use crate::distributed::Node;
 use crate::errors::{ExporterError, Result};
-use crate::metrics::Registry;
+use crate::log_once::LogOnce;
+use batch::Batch;
 
 /// Longest time one HTTP request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,7 +66,7 @@ impl Auth {
 
 pub struct PushConfig {
     /// What is pushed.
-    pub registry: Arc<Registry>,
+    pub node: Arc<Node>,
     pub protocol: Protocol,
     pub url: String,
     pub interval: Duration,
@@ -75,15 +77,6 @@ pub struct PushConfig {
     pub instance: String,
     /// Headers added to every request, such as Mimir's tenant, `X-Scope-OrgID`.
     pub headers: Vec<(String, String)>,
-}
-
-/// One request ready to send: the body and what it holds.
-pub struct Batch {
-    pub url: String,
-    pub method: &'static str,
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Vec<u8>,
-    pub samples: u64,
 }
 
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -103,7 +96,6 @@ struct State {
     stats: Stats,
     /// Log lines for Python to take: one per kind of failure.
     messages: Vec<String>,
-    kinds_logged: HashSet<String>,
 }
 
 struct Shared {
@@ -112,6 +104,8 @@ struct Shared {
     auth: Option<String>,
     state: Mutex<State>,
     wake: Condvar,
+    /// The kinds of failure already logged.
+    logged: LogOnce,
 }
 
 /// What became of one attempt.
@@ -190,6 +184,7 @@ impl Pusher {
             config,
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
+            logged: LogOnce::default(),
         });
         // Not joined: at quit, a push that is still being retried must not keep Locust from exiting.
         let worker = shared.clone();
@@ -271,9 +266,9 @@ impl Shared {
         let grouping = self.state.lock().grouping.clone();
         match self.config.protocol {
             Protocol::RemoteWrite { native } => {
-                remote_write::batch(&self.config.registry, &self.config.url, &self.config.instance, native)
+                remote_write::batch(&self.config.node, &self.config.url, &self.config.instance, native)
             }
-            Protocol::Pushgateway => pushgateway::batch(&self.config.registry, &self.config.url, &grouping),
+            Protocol::Pushgateway => pushgateway::batch(&self.config.node, &self.config.url, &grouping),
         }
     }
 
@@ -295,7 +290,7 @@ impl Shared {
                 Outcome::Refused(kind, message) => (kind, message, false),
             };
             s.stats.failed += 1;
-            if s.kinds_logged.insert(kind) {
+            if self.logged.first(&kind) {
                 let name = self.config.protocol.name();
                 let url = &self.config.url;
                 s.messages

@@ -3,11 +3,9 @@
 
 use base64::Engine;
 
-use super::Batch;
+use super::batch::{Batch, JOB};
+use crate::distributed::Node;
 use crate::exposition::{scrape, Format};
-use crate::metrics::Registry;
-
-pub const JOB: &str = "locust";
 
 /// `<url>/metrics/job/locust[/<label>/<value>...]`; values that are not plain path segments are
 /// base64url-encoded, as the Pushgateway's `<label>@base64` syntax allows.
@@ -28,14 +26,17 @@ pub fn group_url(base: &str, grouping: &[(String, String)]) -> String {
     url
 }
 
-pub fn batch(registry: &Registry, base: &str, grouping: &[(String, String)]) -> Batch {
-    let text = scrape(registry, Format::Text, &[]);
-    let samples = text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count() as u64;
+pub fn batch(node: &Node, base: &str, grouping: &[(String, String)]) -> Batch {
+    let body = scrape(node, Format::Text, &[]);
+    let samples = body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty() && l[0] != b'#')
+        .count() as u64;
     Batch {
         url: group_url(base, grouping),
         method: "PUT",
         headers: vec![("Content-Type", Format::Text.content_type().to_string())],
-        body: text.into_bytes(),
+        body,
         samples,
     }
 }

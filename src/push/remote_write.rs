@@ -9,15 +9,13 @@
 //! under the family's base name as Prometheus stores it, read back from the protobuf exposition of the
 //! same collection (so its spans and deltas are the scrape's).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use prost::Message;
 
-use super::pushgateway::JOB;
-use super::Batch;
-use crate::exposition::{render, served_families, Format};
-use crate::metrics::Registry;
-use crate::protobuf_exposition::{self as exposition_pb, MetricFamily, MetricType};
+use super::batch::{Batch, JOB};
+use crate::clock::unix_millis;
+use crate::distributed::Node;
+use crate::exposition::protobuf::{self as exposition_pb, MetricFamily, MetricType};
+use crate::exposition::{served, text, Format};
 
 #[derive(Clone, PartialEq, Message)]
 pub struct WriteRequest {
@@ -212,20 +210,14 @@ pub fn native_series(mut protobuf: &[u8], instance: &str, timestamp: i64) -> Vec
     out
 }
 
-fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// The request of one push; `native`: with the native histograms too.
-pub fn batch(registry: &Registry, url: &str, instance: &str, native: bool) -> Batch {
+pub fn batch(node: &Node, url: &str, instance: &str, native: bool) -> Batch {
     // One collection for both expositions, so that the classic and native series agree.
-    let collected = served_families(registry);
-    let constant = registry.const_labels();
-    let timestamp = now_millis();
-    let mut timeseries = series(&render(&collected, Format::Text, &[], &constant), instance, timestamp);
+    let collected = served(node);
+    let constant = node.registry.const_labels();
+    let timestamp = unix_millis();
+    let text = text::render(&collected, Format::Text, &[], &constant, 0);
+    let mut timeseries = series(&text, instance, timestamp);
     if native {
         let protobuf = exposition_pb::render(&collected, &[], &constant);
         timeseries.extend(native_series(&protobuf, instance, timestamp));
@@ -360,7 +352,7 @@ mod tests {
 
     #[test]
     fn the_request_round_trips_through_snappy_and_protobuf() {
-        let b = batch(&Registry::default(), "http://127.0.0.1:1/api/v1/write", "h:1", true);
+        let b = batch(&Node::default(), "http://127.0.0.1:1/api/v1/write", "h:1", true);
         let proto = snap::raw::Decoder::new().decompress_vec(&b.body).unwrap();
         let request = WriteRequest::decode(&proto[..]).unwrap();
         assert_eq!(request.timeseries.len() as u64, b.samples);

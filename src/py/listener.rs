@@ -9,14 +9,15 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString};
 
 use super::metric::{Counter, Gauge, Metric};
 use super::registry::CollectorRegistry;
+use crate::distributed::Node;
 use crate::errors::no_panic;
-use crate::locust_metrics::{LocustMetrics, Request};
-use crate::metrics::{self, parse_buckets, Family, Registry};
+use crate::locust::requests::{LocustMetrics, Request};
+use crate::metrics::{self, parse_buckets, Family};
 
 /// Locust's metrics in one registry, and the callable to register on `events.request`.
 #[pyclass(frozen, module = "locust_prometheus_exporter._native")]
 pub struct RequestListener {
-    registry: Arc<Registry>,
+    node: Arc<Node>,
     metrics: Arc<LocustMetrics>,
 }
 
@@ -93,9 +94,17 @@ impl RequestListener {
     /// A Python handle on one of Locust's gauges, for the runner-derived values set from Python.
     fn gauge(&self, family: &Arc<Family<metrics::Gauge>>) -> Gauge {
         Gauge {
-            metric: Metric::new(self.registry.clone(), family.clone()),
+            metric: Metric::new(self.node.clone(), family.clone()),
         }
     }
+}
+
+/// Histogram bounds as every histogram takes them: checked, the default ones if `None`, a trailing `+Inf`
+/// dropped. Python compares two exporters' `buckets` in this form.
+#[pyfunction]
+#[pyo3(signature = (buckets=None))]
+pub fn bucket_bounds(buckets: Option<Vec<f64>>) -> PyResult<Vec<f64>> {
+    Ok(parse_buckets(buckets)?)
 }
 
 #[pymethods]
@@ -104,11 +113,11 @@ impl RequestListener {
     #[new]
     #[pyo3(signature = (registry, buckets=None, per_worker=false))]
     fn new(registry: &Bound<'_, CollectorRegistry>, buckets: Option<Vec<f64>>, per_worker: bool) -> PyResult<Self> {
-        let registry = registry.get().inner.clone();
+        let node = registry.get().inner.clone();
         let bounds = parse_buckets(buckets)?;
         Ok(RequestListener {
-            metrics: Arc::new(no_panic(|| LocustMetrics::new(&registry, &bounds, per_worker))?),
-            registry,
+            metrics: Arc::new(no_panic(|| LocustMetrics::new(&node.registry, &bounds, per_worker))?),
+            node,
         })
     }
 
@@ -149,18 +158,18 @@ impl RequestListener {
     /// Other buckets for `locust_request_duration_seconds` (from Locust's options, before the test).
     fn set_buckets(&self, buckets: Vec<f64>) -> PyResult<()> {
         let bounds = parse_buckets(Some(buckets))?;
-        Ok(no_panic(|| self.metrics.set_buckets(&self.registry, &bounds))?)
+        Ok(no_panic(|| self.metrics.set_buckets(&self.node.registry, &bounds))?)
     }
 
     /// At most `max` distinct request names (0: no cap); new ones past it go under `name="<other>"`.
     fn set_max_names(&self, max: usize) {
-        self.metrics.names.set_max(max);
+        self.metrics.name_cap.set_max(max);
     }
 
     /// Whether a request name was recorded under the overflow name in this process.
     #[getter]
     fn names_capped(&self) -> bool {
-        self.metrics.names.reached()
+        self.metrics.name_cap.reached()
     }
 
     /// `locust_test_info{run_id,locustfile,host,target_users}`: set on the master (or only process).
@@ -173,7 +182,7 @@ impl RequestListener {
     #[getter]
     fn users_total(&self) -> Counter {
         Counter {
-            metric: Metric::new(self.registry.clone(), self.metrics.users_total.clone()),
+            metric: Metric::new(self.node.clone(), self.metrics.users_total.clone()),
         }
     }
 

@@ -1,19 +1,17 @@
 //! `Counter`, `Gauge` and `Histogram` as prometheus_client users know them.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
-use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use pyo3::{PyTraverseError, PyVisit};
 
-use super::registry::{chosen, CollectorRegistry};
+use super::registry::{node_or_default, CollectorRegistry};
+use super::timer::{Timer, TimerAction};
+use crate::clock::unix_seconds;
+use crate::distributed::Node;
 use crate::errors::{no_panic, ExporterError, Result};
-use crate::metrics::{
-    self, now, parse_buckets, Desc, Family, GaugeMode, Kind, MetricType, NativeConfig, Registry, Series,
-};
+use crate::locust::builtin::SERIES_DROPPED;
+use crate::metrics::{self, parse_buckets, Desc, Family, GaugeMode, Kind, NativeConfig, Series, Typed};
 
 /// Series a custom metric keeps at most, unless told otherwise (`max_series=`).
 const DEFAULT_MAX_SERIES: usize = 10_000;
@@ -21,7 +19,7 @@ const DEFAULT_MAX_SERIES: usize = 10_000;
 /// A family and, once labels are bound (or when it has none), one of its series.
 pub struct Metric<M> {
     /// Where the family is registered (where a series past `max_series` is counted).
-    registry: Arc<Registry>,
+    node: Arc<Node>,
     family: Arc<Family<M>>,
     series: Option<Arc<Series<M>>>,
 }
@@ -29,7 +27,7 @@ pub struct Metric<M> {
 impl<M> Clone for Metric<M> {
     fn clone(&self) -> Self {
         Metric {
-            registry: self.registry.clone(),
+            node: self.node.clone(),
             family: self.family.clone(),
             series: self.series.clone(),
         }
@@ -54,24 +52,20 @@ fn full_name(name: &str, namespace: &str, subsystem: &str, unit: &str, kind: &Ki
     parts.join("_")
 }
 
-impl<M: MetricType> Metric<M> {
-    pub fn new(registry: Arc<Registry>, family: Arc<Family<M>>) -> Self {
+impl<M: Typed> Metric<M> {
+    pub fn new(node: Arc<Node>, family: Arc<Family<M>>) -> Self {
         let series = family
             .desc
             .label_names
             .is_empty()
             .then(|| family.child::<&str>(&[]).ok())
             .flatten();
-        Metric {
-            registry,
-            family,
-            series,
-        }
+        Metric { node, family, series }
     }
 
     #[allow(clippy::too_many_arguments)]
     fn register(
-        registry: Arc<Registry>,
+        node: Arc<Node>,
         name: &str,
         documentation: &str,
         labelnames: Vec<String>,
@@ -92,27 +86,23 @@ impl<M: MetricType> Metric<M> {
             Some(config) => desc.with_native(config),
             None => desc,
         };
-        let family = no_panic(|| registry.register::<M>(desc))?;
+        let family = no_panic(|| node.registry.register::<M>(desc))?;
         family.set_max_series(max_series);
-        Ok(Metric::new(registry, family))
+        Ok(Metric::new(node, family))
     }
 
     /// A series past `max_series`: recorded into nothing, counted, logged once. Counting and logging
     /// are best effort: the user's task that called labels() runs on whatever happens.
     fn dropped(&self, py: Python<'_>, err: ExporterError) -> Arc<Series<M>> {
         let name = &self.family.desc.name;
-        let counted = Desc::new(
-            "locust_exporter_series_dropped",
-            "labels() calls past a custom metric's max_series, whose values are not recorded",
-            Kind::Counter,
-            vec!["metric".into()],
-        )
-        .and_then(|desc| self.registry.get_or_register::<metrics::Counter>(desc))
-        .and_then(|family| family.child(&[name]));
+        let counted = SERIES_DROPPED
+            .desc(Kind::Counter)
+            .and_then(|desc| self.node.registry.get_or_register::<metrics::Counter>(desc))
+            .and_then(|family| family.child(&[name]));
         if let Ok(series) = counted {
             series.inc(1.0);
         }
-        if !self.family.limit_logged.swap(true, Ordering::Relaxed) {
+        if self.family.logged.first("max_series") {
             let _ = py
                 .import("logging")
                 .and_then(|m| m.call_method1("getLogger", ("locust_prometheus_exporter",)))
@@ -187,135 +177,21 @@ fn label_values(args: &Bound<PyTuple>) -> PyResult<Vec<String>> {
     args.iter().map(|v| v.str().map(|s| s.to_string())).collect()
 }
 
-/// What a timer does with the elapsed time (or with entering and leaving, for in-progress gauges).
-#[derive(Clone)]
-enum TimerAction {
-    Observe(Arc<Series<metrics::Histogram>>),
-    SetGauge(Arc<Series<metrics::Gauge>>),
-    InProgress(Arc<Series<metrics::Gauge>>),
+fn timer<M: Typed>(metric: &Metric<M>, action: fn(Arc<Series<M>>) -> TimerAction) -> Result<Timer> {
+    Ok(Timer::new(action(metric.series()?.clone())))
 }
 
-impl TimerAction {
-    fn start(&self) -> Instant {
-        if let TimerAction::InProgress(g) = self {
-            g.add(1.0);
-        }
-        Instant::now()
-    }
-
-    fn stop(&self, start: Instant) {
-        let elapsed = start.elapsed().as_secs_f64();
-        match self {
-            TimerAction::Observe(h) => h.observe(elapsed),
-            TimerAction::SetGauge(g) => g.set(elapsed),
-            TimerAction::InProgress(g) => g.add(-1.0),
-        }
-    }
-}
-
-/// Context manager and decorator returned by `time()` and `track_inprogress()`.
-#[pyclass(frozen, module = "locust_prometheus_exporter._native")]
-pub struct Timer {
-    action: TimerAction,
-    /// Nested `with` blocks of one timer each have their start.
-    started: Mutex<Vec<Instant>>,
-}
-
-#[pymethods]
-impl Timer {
-    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        let start = slf.get().action.start();
-        slf.get().started.lock().push(start);
-        slf
-    }
-
-    #[pyo3(signature = (*_args))]
-    fn __exit__(&self, _args: &Bound<PyTuple>) -> bool {
-        let start = self.started.lock().pop();
-        if let Some(start) = start {
-            self.action.stop(start);
-        }
-        false
-    }
-
-    /// Used as a decorator: `func` wrapped so that every call is timed (or tracked).
-    fn __call__<'py>(&self, func: Bound<'py, PyAny>) -> PyResult<Bound<'py, Timed>> {
-        let py = func.py();
-        let timed = Bound::new(
-            py,
-            Timed {
-                func: func.clone().unbind(),
-                action: self.action.clone(),
-            },
-        )?;
-        // Name, doc, `__wrapped__` and the function's attributes (Locust's `@task` weight among them).
-        py.import("functools")?.call_method1("update_wrapper", (&timed, func))?;
-        Ok(timed)
-    }
-}
-
-/// A function decorated with `time()` or `track_inprogress()`: each call has a timer of its own, so
-/// overlapping calls (greenlets) do not share one. It has a `__dict__` for the attributes that
-/// `functools.update_wrapper` copies and that decorators set after it (Locust's `@task`).
-#[pyclass(frozen, dict, weakref, module = "locust_prometheus_exporter._native")]
-pub struct Timed {
-    func: Py<PyAny>,
-    action: TimerAction,
-}
-
-#[pymethods]
-impl Timed {
-    #[pyo3(signature = (*args, **kwargs))]
-    fn __call__<'py>(
-        &self,
-        py: Python<'py>,
-        args: &Bound<'py, PyTuple>,
-        kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let start = self.action.start();
-        let result = self.func.bind(py).call(args, kwargs);
-        self.action.stop(start);
-        result
-    }
-
-    /// `func` (which the `__dict__` holds too, as `__wrapped__`): lets the garbage collector see cycles
-    /// through it, such as a decorated function's module globals holding the decorated function.
-    fn __traverse__(&self, visit: PyVisit<'_>) -> std::result::Result<(), PyTraverseError> {
-        visit.call(&self.func)
-    }
-
-    /// Binds to an instance as a function does, so that a decorated method gets its `self`.
-    fn __get__<'py>(
-        slf: Bound<'py, Self>,
-        obj: Option<Bound<'py, PyAny>>,
-        _objtype: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        match obj.filter(|o| !o.is_none()) {
-            None => Ok(slf.into_any()),
-            Some(obj) => {
-                let py = slf.py();
-                py.import("types")?.getattr("MethodType")?.call1((slf, obj))
-            }
-        }
-    }
-}
-
-fn timer<M: MetricType>(metric: &Metric<M>, action: fn(Arc<Series<M>>) -> TimerAction) -> Result<Timer> {
-    Ok(Timer {
-        action: action(metric.series()?.clone()),
-        started: Mutex::new(Vec::new()),
-    })
-}
-
-/// The `#[pymethods]` of a metric class: the methods all three share, then its own.
-macro_rules! metric_methods {
-    ($class:ident, $($own:tt)*) => {
+/// The `#[pymethods]` all three metric classes share; each class has its own block beside them.
+macro_rules! shared_metric_methods {
+    ($class:ident) => {
         #[pymethods]
         impl $class {
             /// The child for these label values (converted with `str()`).
             #[pyo3(signature = (*args, **kwargs))]
             fn labels(&self, args: &Bound<PyTuple>, kwargs: Option<&Bound<PyDict>>) -> PyResult<Self> {
-                Ok($class { metric: self.metric.labels(args, kwargs)? })
+                Ok($class {
+                    metric: self.metric.labels(args, kwargs)?,
+                })
             }
 
             /// Forgets the child with these label values (in this process only).
@@ -328,8 +204,6 @@ macro_rules! metric_methods {
             fn clear(&self) {
                 self.metric.family.clear();
             }
-
-            $($own)*
         }
     };
 }
@@ -340,10 +214,15 @@ pub struct Counter {
     pub(crate) metric: Metric<metrics::Counter>,
 }
 
-metric_methods! {
-    Counter,
+shared_metric_methods!(Counter);
+
+#[pymethods]
+impl Counter {
     #[new]
-    #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", registry=None, *, max_series=DEFAULT_MAX_SERIES))]
+    #[pyo3(signature = (
+        name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", registry=None,
+        *, max_series=DEFAULT_MAX_SERIES,
+    ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -358,7 +237,7 @@ metric_methods! {
     ) -> PyResult<Self> {
         Ok(Counter {
             metric: Metric::register(
-                chosen(py, registry)?,
+                node_or_default(py, registry)?,
                 name,
                 documentation,
                 labelnames,
@@ -388,10 +267,15 @@ pub struct Gauge {
     pub(crate) metric: Metric<metrics::Gauge>,
 }
 
-metric_methods! {
-    Gauge,
+shared_metric_methods!(Gauge);
+
+#[pymethods]
+impl Gauge {
     #[new]
-    #[pyo3(signature = (name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", registry=None, multiprocess_mode="livesum", *, max_series=DEFAULT_MAX_SERIES))]
+    #[pyo3(signature = (
+        name, documentation, labelnames=Vec::new(), namespace="", subsystem="", unit="", registry=None,
+        multiprocess_mode="livesum", *, max_series=DEFAULT_MAX_SERIES,
+    ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -407,7 +291,18 @@ metric_methods! {
     ) -> PyResult<Self> {
         let kind = Kind::Gauge(GaugeMode::parse(multiprocess_mode)?);
         Ok(Gauge {
-            metric: Metric::register(chosen(py, registry)?, name, documentation, labelnames, namespace, subsystem, unit, kind, max_series, None)?,
+            metric: Metric::register(
+                node_or_default(py, registry)?,
+                name,
+                documentation,
+                labelnames,
+                namespace,
+                subsystem,
+                unit,
+                kind,
+                max_series,
+                None,
+            )?,
         })
     }
 
@@ -429,7 +324,7 @@ metric_methods! {
     }
 
     fn set_to_current_time(&self) -> Result<()> {
-        self.set(now())
+        self.set(unix_seconds())
     }
 
     fn track_inprogress(&self) -> Result<Timer> {
@@ -447,8 +342,10 @@ pub struct Histogram {
     metric: Metric<metrics::Histogram>,
 }
 
-metric_methods! {
-    Histogram,
+shared_metric_methods!(Histogram);
+
+#[pymethods]
+impl Histogram {
     #[new]
     /// `native=True` adds Prometheus native buckets of `native_schema` (-4 to 8, 3 by default).
     #[pyo3(signature = (
@@ -474,12 +371,22 @@ metric_methods! {
         let native = match (native, native_schema) {
             (false, Some(_)) => return Err(ExporterError::SchemaWithoutNative.into()),
             (false, None) => None,
-            (true, schema) => Some(NativeConfig::with_schema(schema.unwrap_or(NativeConfig::default().schema))?),
+            (true, schema) => Some(NativeConfig::with_schema(
+                schema.unwrap_or(NativeConfig::default().schema),
+            )?),
         };
         Ok(Histogram {
             metric: Metric::register(
-                chosen(py, registry)?,
-                name, documentation, labelnames, namespace, subsystem, unit, kind, max_series, native,
+                node_or_default(py, registry)?,
+                name,
+                documentation,
+                labelnames,
+                namespace,
+                subsystem,
+                unit,
+                kind,
+                max_series,
+                native,
             )?,
         })
     }

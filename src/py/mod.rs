@@ -6,3 +6,4 @@ pub mod metric;
 pub mod push;
 pub mod registry;
 pub mod server;
+pub mod timer;

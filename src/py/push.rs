@@ -58,7 +58,7 @@ impl PyPusher {
             }
         };
         let config = PushConfig {
-            registry: registry.get().inner.clone(),
+            node: registry.get().inner.clone(),
             protocol,
             url,
             interval,

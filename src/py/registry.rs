@@ -7,22 +7,21 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyBytes;
 
+use crate::distributed::Node;
 use crate::errors::{no_panic, Result};
-use crate::exposition::{scrape_registry, Format};
+use crate::exposition::{registry_text, Format};
 use crate::fork;
-use crate::metrics::Registry;
-use crate::report;
 
 /// Metrics registered together and served together. `REGISTRY` is the process's default, used by
 /// every metric and exporter made without `registry=`.
 #[pyclass(frozen, weakref, module = "locust_prometheus_exporter._native")]
 pub struct CollectorRegistry {
-    pub(crate) inner: Arc<Registry>,
+    pub(crate) inner: Arc<Node>,
 }
 
 /// Every registry of the process, so that a forked child starts each from zero (see `reset_all_after_fork`).
 /// Taken only inside the fork gate, so that no fork finds it locked.
-static LIVE: Mutex<Vec<Weak<Registry>>> = Mutex::new(Vec::new());
+static LIVE: Mutex<Vec<Weak<Node>>> = Mutex::new(Vec::new());
 
 static DEFAULT: PyOnceLock<Py<CollectorRegistry>> = PyOnceLock::new();
 
@@ -32,7 +31,7 @@ pub fn default_registry(py: Python<'_>) -> PyResult<&Py<CollectorRegistry>> {
 }
 
 /// The registry a `registry=` argument names, the default one when it is `None`.
-pub fn chosen(py: Python<'_>, registry: Option<&Bound<'_, CollectorRegistry>>) -> PyResult<Arc<Registry>> {
+pub fn node_or_default(py: Python<'_>, registry: Option<&Bound<'_, CollectorRegistry>>) -> PyResult<Arc<Node>> {
     match registry {
         Some(r) => Ok(r.get().inner.clone()),
         None => Ok(default_registry(py)?.get().inner.clone()),
@@ -42,7 +41,7 @@ pub fn chosen(py: Python<'_>, registry: Option<&Bound<'_, CollectorRegistry>>) -
 /// In a forked child: every registry starts from zero, keeping its metrics and the handles Python holds,
 /// so that what the parent recorded is not reported twice.
 pub fn reset_all_after_fork() {
-    let live: Vec<Arc<Registry>> = LIVE.lock().iter().filter_map(Weak::upgrade).collect();
+    let live: Vec<Arc<Node>> = LIVE.lock().iter().filter_map(Weak::upgrade).collect();
     live.iter().for_each(|r| r.reset_after_fork());
 }
 
@@ -59,7 +58,7 @@ fn off_the_gil<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T> + Send) ->
 impl CollectorRegistry {
     #[new]
     fn new(py: Python<'_>) -> Self {
-        let inner = Arc::new(Registry::default());
+        let inner = Arc::new(Node::default());
         // Waiting at the fork gate without the GIL: the thread that forks needs it back to fork.
         py.detach(|| {
             let _pass = fork::enter();
@@ -75,21 +74,19 @@ impl CollectorRegistry {
     #[pyo3(signature = (openmetrics=false, names=Vec::new()))]
     fn render<'py>(&self, py: Python<'py>, openmetrics: bool, names: Vec<String>) -> PyResult<Bound<'py, PyBytes>> {
         let format = if openmetrics { Format::OpenMetrics } else { Format::Text };
-        let text = off_the_gil(py, || Ok(scrape_registry(&self.inner, format, &names)))?;
+        let text = off_the_gil(py, || Ok(registry_text(&self.inner, format, &names)))?;
         Ok(PyBytes::new(py, text.as_bytes()))
     }
 
     /// On a worker: the series changed since the last call, encoded for Locust's report to the master.
     fn take_report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        let bytes = off_the_gil(py, || Ok(report::encode(&self.inner.changes())))?;
+        let bytes = off_the_gil(py, || Ok(self.inner.take_report()))?;
         Ok(PyBytes::new(py, &bytes))
     }
 
     /// On the master: takes one worker's report.
     fn apply_report(&self, py: Python<'_>, client_id: &str, data: &[u8]) -> PyResult<()> {
-        Ok(off_the_gil(py, || {
-            self.inner.apply_report(client_id, report::decode(data)?)
-        })?)
+        Ok(off_the_gil(py, || self.inner.apply_report(client_id, data))?)
     }
 
     /// On the master: the workers Locust has not marked missing.
@@ -102,10 +99,13 @@ impl CollectorRegistry {
 
     /// Labels added to every sample (`ValueError` if one clashes with a metric's label names).
     fn set_const_labels(&self, py: Python<'_>, labels: Vec<(String, String)>) -> PyResult<()> {
-        Ok(off_the_gil(py, || self.inner.set_const_labels(labels))?)
+        Ok(off_the_gil(py, || self.inner.registry.set_const_labels(labels))?)
     }
 
     fn __repr__(&self) -> String {
-        format!("<CollectorRegistry of {} metrics>", self.inner.families().len())
+        format!(
+            "<CollectorRegistry of {} metrics>",
+            self.inner.registry.families().len()
+        )
     }
 }

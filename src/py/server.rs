@@ -11,8 +11,7 @@ use pyo3::prelude::*;
 use super::registry::CollectorRegistry;
 use crate::clock::{from_nanos, to_nanos};
 use crate::errors::no_panic;
-use crate::scrape_log::ScrapeLog;
-use crate::server::{Limits, ServerHandle, Web};
+use crate::server::{Limits, LiveConfig, ScrapeLog, ServerHandle};
 
 /// Bumped in a forked child, where the parent's server threads do not exist.
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
@@ -44,12 +43,12 @@ impl Server {
         port: u16,
         web_config: Option<PathBuf>,
     ) -> PyResult<Self> {
-        let registry = registry.get().inner.clone();
+        let node = registry.get().inner.clone();
         let (handle, tls) = py.detach(|| {
             no_panic(|| {
-                let web = web_config.as_deref().map(Web::load).transpose()?;
+                let web = web_config.as_deref().map(LiveConfig::load).transpose()?;
                 let tls = web.as_ref().is_some_and(|w| w.current().tls.is_some());
-                Ok((ServerHandle::start(registry, host, port, Limits::DEFAULT, web)?, tls))
+                Ok((ServerHandle::start(node, host, port, Limits::DEFAULT, web)?, tls))
             })
         })?;
         let addr = handle.addr();

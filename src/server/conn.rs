@@ -12,8 +12,8 @@ use hyper::body::{Body, Bytes, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
+use super::scrape_log::ScrapeLog;
 use crate::clock;
-use crate::scrape_log::ScrapeLog;
 
 /// What the server tolerates from its clients; see the README's limits table.
 #[derive(Clone, Copy, Debug)]

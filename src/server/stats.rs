@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use crate::errors::Result;
-use crate::metrics::{Counter, Desc, Family, Kind, Registry, Series};
+use crate::locust::builtin::{Builtin, CONNECTIONS_DROPPED, HTTP_REQUESTS};
+use crate::metrics::{Counter, Family, Kind, Registry, Series};
 
 /// Every status the server answers with: its own, and hyper's answers to unparsable requests.
 const CODES: [u16; 8] = [200, 400, 401, 404, 405, 429, 431, 500];
@@ -46,19 +47,11 @@ pub struct Stats {
 impl Stats {
     /// Finds or registers the two families, with every series at zero.
     pub fn register(registry: &Registry) -> Result<Self> {
-        let family = |name: &str, help: &str, label: &str| -> Result<Arc<Family<Counter>>> {
-            registry.get_or_register(Desc::new(name, help, Kind::Counter, vec![label.to_string()])?)
+        let family = |builtin: &Builtin| -> Result<Arc<Family<Counter>>> {
+            registry.get_or_register(builtin.desc(Kind::Counter)?)
         };
-        let responses = family(
-            "locust_exporter_http_requests",
-            "Requests the exporter's HTTP server answered, by status code",
-            "code",
-        )?;
-        let dropped = family(
-            "locust_exporter_connections_dropped",
-            "Connections the exporter's HTTP server closed without an answer, or answered with an error and closed",
-            "reason",
-        )?;
+        let responses = family(&HTTP_REQUESTS)?;
+        let dropped = family(&CONNECTIONS_DROPPED)?;
         Ok(Stats {
             responses: CODES
                 .iter()

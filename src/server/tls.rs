@@ -15,7 +15,7 @@ use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConf
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
-use crate::web_config::{ClientAuth, TlsSettings};
+use super::web_config::{ClientAuth, TlsSettings};
 
 /// Go's curve names → ring's key exchange groups.
 const CURVES: [(&str, &dyn rustls::crypto::SupportedKxGroup); 3] = [

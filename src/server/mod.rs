@@ -3,47 +3,35 @@
 
 mod auth;
 mod conn;
+mod http;
+mod live_config;
+mod scrape_log;
+mod shared;
 mod stats;
 mod tls;
-mod web;
+pub mod web_config;
 
-use std::collections::{HashSet, VecDeque};
-use std::convert::Infallible;
-use std::io::Write;
+use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use flate2::write::GzEncoder;
-use flate2::Compression;
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{
-    HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, VARY, WWW_AUTHENTICATE,
-};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use parking_lot::Mutex;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 pub use conn::Limits;
-use conn::{Close, Conn, Reply, Watched};
+use conn::{Close, Conn, Watched};
+use http::http;
+pub use live_config::LiveConfig;
+pub use scrape_log::ScrapeLog;
+use shared::Shared;
 use stats::{Dropped, Stats};
-pub use web::Web;
 
+use crate::distributed::Node;
 use crate::errors::{ExporterError, Result};
-use crate::exposition::{scrape_body, Format};
-use crate::fork;
-use crate::metrics::Registry;
-use crate::scrape_log::ScrapeLog;
-
-const INDEX: &str = "<!doctype html>\n<html><head><title>Locust Prometheus exporter</title></head>\n\
-<body><h1>Locust Prometheus exporter</h1><p><a href=\"metrics\">Metrics</a></p></body></html>\n";
+use crate::log_once::LogOnce;
 
 /// After a failed `accept()`, the pause before the next one: doubled while failures go on.
 const ACCEPT_PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
@@ -56,31 +44,6 @@ pub struct ServerHandle {
     thread: JoinHandle<()>,
     addr: SocketAddr,
     scrapes: Arc<ScrapeLog>,
-}
-
-/// What every connection of one server shares.
-struct Shared {
-    /// What `/metrics` serves.
-    registry: Arc<Registry>,
-    /// When `/metrics` was scraped in full, for the end of a run.
-    scrapes: Arc<ScrapeLog>,
-    limits: Limits,
-    stats: Stats,
-    addr: SocketAddr,
-    /// TLS, basic auth, headers and rate limit of a web config file; `None`: plain HTTP, open.
-    web: Option<Web>,
-    /// The kinds of error already logged (see `log_once`).
-    logged: Mutex<HashSet<String>>,
-}
-
-impl Shared {
-    /// Logs an error of the server's threads the first time its `kind` happens: they never call into
-    /// Python's logging, so this goes to stderr. Every occurrence is counted in the server's own metrics.
-    fn log_once(&self, kind: &str, message: impl FnOnce() -> String) {
-        if self.logged.lock().insert(kind.to_string()) {
-            eprintln!("locust-prometheus-exporter: {}; this error is logged once.", message());
-        }
-    }
 }
 
 fn internal(e: impl std::fmt::Display) -> ExporterError {
@@ -110,19 +73,19 @@ fn bind(host: &str, port: u16) -> Result<TcpListener> {
 
 impl ServerHandle {
     /// Binds now (so errors reach the caller) and serves from a background thread.
-    pub fn start(registry: Arc<Registry>, host: &str, port: u16, limits: Limits, web: Option<Web>) -> Result<Self> {
+    pub fn start(node: Arc<Node>, host: &str, port: u16, limits: Limits, web: Option<LiveConfig>) -> Result<Self> {
         let listener = bind(host, port)?;
         listener.set_nonblocking(true).map_err(internal)?;
         let addr = listener.local_addr().map_err(internal)?;
         let scrapes = Arc::new(ScrapeLog::new());
         let shared = Arc::new(Shared {
-            stats: Stats::register(&registry)?,
-            registry,
+            stats: Stats::register(&node.registry)?,
+            node,
             scrapes: scrapes.clone(),
             limits,
             addr,
             web,
-            logged: Mutex::new(HashSet::new()),
+            logged: LogOnce::default(),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -337,207 +300,14 @@ async fn connection(stream: TcpStream, conn: Arc<Conn>, shared: Arc<Shared>) -> 
     }
 }
 
-async fn http<IO>(io: IO, conn: Arc<Conn>, shared: Arc<Shared>) -> hyper::Result<()>
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = {
-        let shared = shared.clone();
-        service_fn(move |request| respond(request, shared.clone(), conn.clone()))
-    };
-    let mut builder = http1::Builder::new();
-    builder.max_header_size(shared.limits.header_bytes);
-    builder.serve_connection(TokioIo::new(io), service).await
-}
-
-fn request_header(request: &Request<Incoming>, name: hyper::header::HeaderName) -> &str {
-    request.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
-}
-
-/// The media ranges of an `Accept`-like header with their q-values.
-fn ranges(value: &str) -> impl Iterator<Item = (String, f64, Vec<(String, String)>)> + '_ {
-    value.split(',').filter_map(|part| {
-        let mut pieces = part.split(';');
-        let range = pieces.next()?.trim().to_ascii_lowercase();
-        let mut q = 1.0;
-        let mut params = Vec::new();
-        for p in pieces {
-            let (k, v) = p.split_once('=')?;
-            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_string());
-            if k == "q" {
-                q = v.parse().ok().filter(|q: &f64| (0.0..=1.0).contains(q))?;
-            } else {
-                params.push((k, v));
-            }
-        }
-        (!range.is_empty()).then_some((range, q, params))
-    })
-}
-
-/// OpenMetrics 1.0.0 or protobuf when the client prefers it by q-value, text 0.0.4 otherwise.
-pub fn negotiate_format(accept: &str) -> Format {
-    let mut best = (Format::Text, 0.0);
-    for (range, q, params) in ranges(accept) {
-        let version = params.iter().find(|(k, _)| k == "version").map(|(_, v)| v.as_str());
-        let format = match (range.as_str(), version) {
-            ("application/openmetrics-text", None | Some("1.0.0") | Some("0.0.1")) => Format::OpenMetrics,
-            ("text/plain" | "text/*" | "*/*", _) => Format::Text,
-            (range, _) if crate::protobuf_exposition::is_protobuf_range(range, &params) => Format::Protobuf,
-            _ => continue,
-        };
-        if q > best.1 || (q == best.1 && q > 0.0 && format == Format::OpenMetrics) {
-            best = (format, q);
-        }
-    }
-    best.0
-}
-
-/// Whether `gzip` is acceptable: named (or `*`) with a q-value above zero.
-pub fn accepts_gzip(accept_encoding: &str) -> bool {
-    let mut star = false;
-    for (coding, q, _) in ranges(accept_encoding) {
-        match coding.as_str() {
-            "gzip" => return q > 0.0,
-            "*" => star = q > 0.0,
-            _ => {}
-        }
-    }
-    star
-}
-
-/// The `name[]` values of a query string, percent-decoded.
-fn selected_names(query: &str) -> Vec<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .filter(|(k, _)| k == "name[]")
-        .map(|(_, v)| v.into_owned())
-        .collect()
-}
-
-/// Renders (and compresses) off the server's thread; at most `Limits::renders` at once, the rest queue.
-async fn render(
-    registry: Arc<Registry>,
-    format: Format,
-    names: Vec<String>,
-    gzip: bool,
-) -> std::result::Result<(Vec<u8>, bool), tokio::task::JoinError> {
-    tokio::task::spawn_blocking(move || {
-        let body = {
-            let _pass = fork::enter();
-            scrape_body(&registry, format, &names)
-        };
-        match gzip.then(|| gzip_bytes(&body)).flatten() {
-            Some(z) => (z, true),
-            None => (body, false),
-        }
-    })
-    .await
-}
-
-async fn respond(
-    request: Request<Incoming>,
-    shared: Arc<Shared>,
-    conn: Arc<Conn>,
-) -> std::result::Result<Response<Reply>, Infallible> {
-    conn.request_started();
-    // A full scrape (not HEAD, not a selection) is what the end of a run waits for.
-    let full_scrape = (request.uri().path() == "/metrics"
-        && *request.method() == Method::GET
-        && selected_names(request.uri().query().unwrap_or("")).is_empty())
-    .then(|| shared.scrapes.start());
-    let web = shared.web.as_ref().map(|w| w.current());
-    let mut headers = Vec::new();
-    let (status, body) = match &web {
-        Some(web) if !web.allow() => (
-            StatusCode::TOO_MANY_REQUESTS,
-            Bytes::from_static(b"Too Many Requests\n"),
-        ),
-        Some(web) if !authorized(web, &request).await => {
-            headers.push((WWW_AUTHENTICATE, HeaderValue::from_static(auth::CHALLENGE)));
-            (StatusCode::UNAUTHORIZED, Bytes::from_static(b"Unauthorized\n"))
-        }
-        _ => route(&request, &shared, &mut headers).await,
-    };
-    if let Some(web) = &web {
-        headers.extend(web.headers.iter().cloned());
-    }
-    shared.stats.response(status.as_u16());
-    // The length is known: hyper sends it as Content-Length (for HEAD too, without the body).
-    let scrape = full_scrape.filter(|_| status == StatusCode::OK);
-    let reply = Reply::new(body, conn).noting_scrape(scrape.map(|started| (shared.scrapes.clone(), started)));
-    let mut response = Response::new(reply);
-    *response.status_mut() = status;
-    response.headers_mut().extend(headers);
-    Ok(response)
-}
-
-async fn authorized(web: &web::Active, request: &Request<Incoming>) -> bool {
-    match &web.users {
-        Some(users) => users.check(request_header(request, AUTHORIZATION)).await,
-        None => true,
-    }
-}
-
-async fn route(
-    request: &Request<Incoming>,
-    shared: &Shared,
-    headers: &mut Vec<(hyper::header::HeaderName, HeaderValue)>,
-) -> (StatusCode, Bytes) {
-    let path = request.uri().path();
-    let known = matches!(path, "/" | "/metrics");
-    let method_ok = matches!(*request.method(), Method::GET | Method::HEAD);
-    match (known, method_ok) {
-        (false, _) => (StatusCode::NOT_FOUND, Bytes::from_static(b"Not Found\n")),
-        (true, false) => {
-            headers.push((ALLOW, HeaderValue::from_static("GET, HEAD")));
-            (
-                StatusCode::METHOD_NOT_ALLOWED,
-                Bytes::from_static(b"Method Not Allowed\n"),
-            )
-        }
-        (true, true) if path == "/" => {
-            headers.push((CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")));
-            (StatusCode::OK, Bytes::from_static(INDEX.as_bytes()))
-        }
-        (true, true) => {
-            let format = negotiate_format(request_header(request, ACCEPT));
-            let gzip = accepts_gzip(request_header(request, ACCEPT_ENCODING));
-            let names = selected_names(request.uri().query().unwrap_or(""));
-            match render(shared.registry.clone(), format, names, gzip).await {
-                Ok((body, gzipped)) => {
-                    headers.push((CONTENT_TYPE, HeaderValue::from_static(format.content_type())));
-                    headers.push((VARY, HeaderValue::from_static("Accept, Accept-Encoding")));
-                    if gzipped {
-                        headers.push((CONTENT_ENCODING, HeaderValue::from_static("gzip")));
-                    }
-                    (StatusCode::OK, Bytes::from(body))
-                }
-                // The render panicked; the server goes on.
-                Err(e) => {
-                    shared.log_once("render", || format!("rendering /metrics failed: {e} (answered 500)"));
-                    (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        Bytes::from_static(b"Internal Server Error\n"),
-                    )
-                }
-            }
-        }
-    }
-}
-
-fn gzip_bytes(body: &[u8]) -> Option<Vec<u8>> {
-    let mut enc = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
-    enc.write_all(body).ok()?;
-    enc.finish().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::io::{Read, Write};
     use std::net::TcpStream;
     use std::time::Instant;
 
-    use crate::metrics::{Desc, Kind};
+    use crate::metrics::{Counter, Desc, Kind};
 
     const SHORT: Limits = Limits {
         head: Duration::from_millis(300),
@@ -638,17 +408,16 @@ mod tests {
     #[test]
     fn a_client_that_does_not_read_is_dropped() {
         // A body far larger than what the socket buffers hold.
-        let registry = Arc::new(Registry::default());
-        let family = registry
-            .get_or_register::<crate::metrics::Counter>(
-                Desc::new("rust_test_big", "h", Kind::Counter, vec!["l".into()]).unwrap(),
-            )
+        let node = Arc::new(Node::default());
+        let family = node
+            .registry
+            .get_or_register::<Counter>(Desc::new("rust_test_big", "h", Kind::Counter, vec!["l".into()]).unwrap())
             .unwrap();
         let long = "x".repeat(200);
         for i in 0..60_000 {
             family.child(&[format!("{long}{i}")]).unwrap();
         }
-        let server = ServerHandle::start(registry, "127.0.0.1", 0, SHORT, None).unwrap();
+        let server = ServerHandle::start(node, "127.0.0.1", 0, SHORT, None).unwrap();
         let mut stalled = connect(&server);
         stalled.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         // The stall counts from the answer's start, which waits for the render (slow in a debug build on
@@ -681,52 +450,5 @@ mod tests {
         let _open = connect(&server);
         server.shutdown();
         assert!(std::net::TcpListener::bind(addr).is_ok());
-    }
-
-    const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
-        version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-
-    #[test]
-    fn format_negotiation() {
-        assert_eq!(negotiate_format(PROMETHEUS_ACCEPT), Format::OpenMetrics);
-        assert_eq!(negotiate_format(""), Format::Text);
-        assert_eq!(negotiate_format("*/*"), Format::Text);
-        assert_eq!(negotiate_format("foo/bar"), Format::Text);
-        assert_eq!(negotiate_format(&",".repeat(10_000)), Format::Text);
-        assert_eq!(
-            negotiate_format("application/openmetrics-text;q=0.2,text/plain;q=0.9"),
-            Format::Text
-        );
-        assert_eq!(
-            negotiate_format("application/openmetrics-text;version=2.0.0"),
-            Format::Text
-        );
-        assert_eq!(negotiate_format("application/openmetrics-text;q=0"), Format::Text);
-        // What Prometheus sends once native histograms are enabled.
-        let with_protobuf = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;\
-            encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
-        assert_eq!(negotiate_format(with_protobuf), Format::Protobuf);
-        assert_eq!(
-            negotiate_format("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;q=0.9"),
-            Format::Text,
-            "not delimited"
-        );
-    }
-
-    #[test]
-    fn gzip_negotiation() {
-        assert!(accepts_gzip("gzip"));
-        assert!(accepts_gzip("br, gzip;q=0.5"));
-        assert!(accepts_gzip("*"));
-        for no in ["", "gzip;q=0", "identity", "br", "x-gzip", "notgzip", "*;q=0"] {
-            assert!(!accepts_gzip(no), "{no}");
-        }
-    }
-
-    #[test]
-    fn name_selection() {
-        assert_eq!(selected_names("name[]=a_total&name%5B%5D=b&x=1"), vec!["a_total", "b"]);
-        assert_eq!(selected_names("name[]=%61+b%"), vec!["a b%"]);
-        assert!(selected_names("").is_empty());
     }
 }

@@ -2,25 +2,9 @@
 
 use std::fmt::Write;
 
-use crate::metrics::{write_uint, Collected, Desc, Kind, Registry, SeriesData, ValueData};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    Text,
-    OpenMetrics,
-    /// Length-delimited `MetricFamily` messages: the only one with native histograms.
-    Protobuf,
-}
-
-impl Format {
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
-            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            Format::Protobuf => crate::protobuf_exposition::CONTENT_TYPE,
-        }
-    }
-}
+use super::format::Format;
+use super::select::{label_names, selected};
+use crate::metrics::{write_uint, Collected, Desc, Kind, SeriesData, ValueData};
 
 /// Go's ParseFloat and the OpenMetrics grammar accept these; Rust's `Display` would print `inf`.
 pub fn write_float(out: &mut String, v: f64) {
@@ -158,87 +142,26 @@ fn write_family(
     }
 }
 
-/// Renders the families, keeping only those named in `only` when it is not empty
-/// (as prometheus_client's `name[]` filter, by any of the family's sample names),
-/// with `constant` labels on every sample.
-pub fn render(collected: &Collected, format: Format, only: &[String], constant: &[(String, String)]) -> String {
-    let mut out = String::with_capacity(4096);
-    render_into(&mut out, collected, format, only, constant);
-    out
-}
-
-fn render_into(
-    out: &mut String,
+/// Renders the families, keeping only those named in `only` when it is not empty (as prometheus_client's
+/// `name[]` filter, by any of the family's sample names), with `constant` labels on every sample, into a
+/// buffer of `capacity` bytes to start with.
+pub fn render(
     collected: &Collected,
     format: Format,
     only: &[String],
     constant: &[(String, String)],
-) {
+    capacity: usize,
+) -> String {
+    let mut out = String::with_capacity(capacity);
     for (desc, series) in collected {
-        if !selected(desc, only) {
-            continue;
+        if selected(desc, only) {
+            write_family(&mut out, desc, series, format, &label_names(desc, series), constant);
         }
-        let label_names = family_label_names(desc, series);
-        write_family(out, desc, series, format, &label_names, constant);
     }
     if format == Format::OpenMetrics {
         out.push_str("# EOF\n");
     }
-}
-
-/// `render` for a scrape of `registry`, in a buffer sized like its previous one.
-fn render_sized(registry: &Registry, collected: &Collected, format: Format, only: &[String]) -> String {
-    let mut out = String::with_capacity(registry.render_size_hint());
-    render_into(&mut out, collected, format, only, &registry.const_labels());
-    registry.note_render_size(out.len());
     out
-}
-
-/// Whether `only` (empty: everything) names any of the family's sample names.
-pub fn selected(desc: &Desc, only: &[String]) -> bool {
-    only.is_empty() || desc.exposed_names().iter().any(|n| only.contains(n))
-}
-
-/// The family's label names, and `worker` when its series carry one more value (per-worker gauges).
-pub fn family_label_names(desc: &Desc, series: &[SeriesData]) -> Vec<String> {
-    let mut label_names = desc.label_names.clone();
-    if series.first().is_some_and(|s| s.labels.len() > label_names.len()) {
-        label_names.push("worker".to_string());
-    }
-    label_names
-}
-
-/// What the endpoint serves: every metric of the registry, and the process metrics (a registered
-/// family of the same name wins).
-pub(crate) fn served_families(registry: &Registry) -> Collected {
-    let mut families = registry.collect();
-    let process: Collected = crate::process::collect()
-        .into_iter()
-        .filter(|(p, _)| families.iter().all(|(d, _)| d.name != p.name))
-        .collect();
-    families.extend(process);
-    families.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-    families
-}
-
-/// What a scrape of `registry` gets in a text format, its constant labels added.
-pub fn scrape(registry: &Registry, format: Format, only: &[String]) -> String {
-    render_sized(registry, &served_families(registry), format, only)
-}
-
-/// The registry's metrics alone, which stay the same from one call to the next while nothing is recorded.
-pub fn scrape_registry(registry: &Registry, format: Format, only: &[String]) -> String {
-    render_sized(registry, &registry.collect(), format, only)
-}
-
-/// The body of a scrape in any format, the binary one included.
-pub fn scrape_body(registry: &Registry, format: Format, only: &[String]) -> Vec<u8> {
-    match format {
-        Format::Protobuf => {
-            crate::protobuf_exposition::render(&served_families(registry), only, &registry.const_labels())
-        }
-        _ => scrape(registry, format, only).into_bytes(),
-    }
 }
 
 #[cfg(test)]
@@ -268,7 +191,7 @@ mod tests {
     }
 
     fn one(desc: Desc, series: Vec<SeriesData>, format: Format) -> String {
-        render(&vec![(desc, series)], format, &[], &[])
+        render(&vec![(desc, series)], format, &[], &[], 0)
     }
 
     #[test]
@@ -320,10 +243,10 @@ mod tests {
             },
         }];
         let c = vec![(d, s)];
-        assert!(render(&c, Format::Text, &[], &[]).contains("g{worker=\"w1\"} 1.0\n"));
-        assert_eq!(render(&c, Format::Text, &["other".into()], &[]), "");
-        assert_eq!(render(&vec![], Format::OpenMetrics, &[], &[]), "# EOF\n");
+        assert!(render(&c, Format::Text, &[], &[], 0).contains("g{worker=\"w1\"} 1.0\n"));
+        assert_eq!(render(&c, Format::Text, &["other".into()], &[], 0), "");
+        assert_eq!(render(&vec![], Format::OpenMetrics, &[], &[], 0), "# EOF\n");
         let run = [("run".to_string(), "a\"b".to_string())];
-        assert!(render(&c, Format::Text, &[], &run).contains("g{run=\"a\\\"b\",worker=\"w1\"} 1.0\n"));
+        assert!(render(&c, Format::Text, &[], &run, 0).contains("g{run=\"a\\\"b\",worker=\"w1\"} 1.0\n"));
     }
 }

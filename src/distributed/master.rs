@@ -8,11 +8,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::cap::{LabelCap, OVERFLOW};
-use super::family::{push_series_key, series_key, AnyFamily, Desc, GaugeMode, Kind};
-use super::native_histogram::NativeConfig;
-use super::registry::Report;
-use super::series::{Counter, Grow, Series, SeriesData, ValueData};
+use super::wire::Report;
+use crate::metrics::{
+    push_series_key, series_key, AnyFamily, Counter, Desc, GaugeMode, Grow, Kind, LabelCap, NativeConfig,
+    NativeSnapshot, Series, SeriesData, ValueData, OVERFLOW,
+};
 
 /// Label value of the `worker` label for the serving process's own values (gauge mode `all`).
 const LOCAL_WORKER: &str = "local";
@@ -28,8 +28,9 @@ struct Slot {
 /// reads them while reports add to them), and the slot of each reported series key.
 struct Totals {
     family: AnyFamily,
-    slots: HashMap<String, usize>,
-    slot: Vec<Slot>,
+    /// Series key -> index in `slots`.
+    slot_of: HashMap<String, usize>,
+    slots: Vec<Slot>,
 }
 
 /// Family name -> series key -> the gauge as a worker last reported it.
@@ -45,7 +46,7 @@ struct Worker {
 }
 
 #[derive(Default)]
-pub struct Workers {
+pub struct Master {
     workers: BTreeMap<String, Worker>,
     /// Counters and histograms, by family name.
     totals: HashMap<String, Totals>,
@@ -67,7 +68,7 @@ impl Totals {
         cap: Option<(&LabelCap, usize)>,
         counted: bool,
     ) -> Option<usize> {
-        if let Some(i) = self.slots.get(key) {
+        if let Some(i) = self.slot_of.get(key) {
             return Some(*i);
         }
         let mut overflowed = None;
@@ -78,17 +79,17 @@ impl Totals {
             }
         }
         let total = self.family.growing_child(labels)?.ok()?;
-        self.slot.push(Slot { total, overflowed });
-        self.slots.insert(key.to_string(), self.slot.len() - 1);
-        Some(self.slot.len() - 1)
+        self.slots.push(Slot { total, overflowed });
+        self.slot_of.insert(key.to_string(), self.slots.len() - 1);
+        Some(self.slots.len() - 1)
     }
 }
 
-impl Workers {
+impl Master {
     /// Takes a report's series (cumulative values of the series that changed since the last one).
     /// Past `cap`, series with new values of its label are added to the overflow value's series.
     pub fn apply(&mut self, client_id: &str, families: Report, cap: Option<&LabelCap>) {
-        let Workers { workers, totals } = self;
+        let Master { workers, totals } = self;
         for (desc, series) in families.iter().filter(|(d, _)| !matches!(d.kind, Kind::Gauge(_))) {
             if totals.get(&desc.name).is_none_or(|t| t.family.desc() != desc) {
                 // New, or defined anew (other buckets): the total starts again from what workers report.
@@ -107,8 +108,8 @@ impl Workers {
                 });
                 let fresh = Totals {
                     family,
-                    slots: HashMap::new(),
-                    slot: Vec::new(),
+                    slot_of: HashMap::new(),
+                    slots: Vec::new(),
                 };
                 totals.insert(desc.name.clone(), fresh);
                 workers.values_mut().for_each(|w| {
@@ -145,11 +146,11 @@ impl Workers {
                 if last.len() <= i {
                     last.resize(i + 1, None);
                 }
-                let (Some(held), Some(slot)) = (last.get_mut(i), total.slot.get(i)) else {
+                let (Some(held), Some(slot)) = (last.get_mut(i), total.slots.get(i)) else {
                     continue;
                 };
                 // Native buckets shipped as increments: cumulative again, from the value held.
-                let value = s.value.cumulative_after(held.as_ref());
+                let value = cumulative_after(s.value, held.as_ref());
                 // Most series of a periodic full report are unchanged: their total is not even read.
                 if held.as_ref() != Some(&value) {
                     slot.total.add_growth(held.as_ref(), &value);
@@ -240,6 +241,28 @@ impl Snapshot {
     }
 }
 
+/// On the master: a reported value with cumulative native buckets again, from the `last` value
+/// reported for the series; without native buckets if there is nothing to add the increments to
+/// (the master started after the worker's first report: the next full report brings them).
+fn cumulative_after(mut value: ValueData, last: Option<&ValueData>) -> ValueData {
+    if let ValueData::Histogram { native, .. } = &mut value {
+        if native.as_ref().is_some_and(|n| n.increments) {
+            *native = match (native.take(), last) {
+                (Some(added), Some(ValueData::Histogram { native: Some(base), .. })) => {
+                    let mut total = base.clone();
+                    total.merge(&NativeSnapshot {
+                        increments: false,
+                        ..*added
+                    });
+                    Some(total)
+                }
+                _ => None,
+            };
+        }
+    }
+    value
+}
+
 enum Merged {
     Empty,
     /// Only gauges never set so far (their zero shows only if no process set a value).
@@ -262,8 +285,8 @@ impl Merged {
             ) if counts.len() == c.len() => {
                 counts.iter_mut().zip(c).for_each(|(a, b)| *a += b);
                 *sum += s;
-                // Native buckets merge exactly, but only if every source has them (workers' reports
-                // carry classic buckets only).
+                // Native buckets merge exactly, but only if every source has them (a worker whose family
+                // has none, or a master that missed the worker's full report, serves the classic ones alone).
                 match (native.as_deref_mut(), n) {
                     (Some(mine), Some(theirs)) => mine.merge(theirs),
                     _ => *native = None,
@@ -311,9 +334,10 @@ impl Merged {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{as_report, Collected};
+    use crate::distributed::wire::as_report;
+    use crate::metrics::Collected;
 
-    impl Workers {
+    impl Master {
         fn take(&mut self, client_id: &str, families: Collected) {
             self.apply(client_id, as_report(&families), None);
         }
@@ -333,7 +357,7 @@ mod tests {
     #[test]
     fn counters_sum_over_all_workers_even_missing_ones() {
         let d = desc(Kind::Counter);
-        let mut w = Workers::default();
+        let mut w = Master::default();
         w.take("a", vec![(d.clone(), vec![scalar(&["x"], 2.0, 0.0)])]);
         w.take(
             "b",
@@ -346,12 +370,12 @@ mod tests {
 
     #[test]
     fn gauges_follow_their_mode() {
-        let mut w = Workers::default();
+        let mut w = Master::default();
         let g = |mode| desc(Kind::Gauge(mode));
         w.take("a", vec![(g(GaugeMode::Sum), vec![scalar(&["x"], 2.0, 10.0)])]);
         w.take("b", vec![(g(GaugeMode::Sum), vec![scalar(&["x"], 5.0, 5.0)])]);
         let never_set = vec![scalar(&["x"], 0.0, 0.0)];
-        let value = |w: &Workers, mode| match &w.snapshot().merge(&g(mode), never_set.clone())[..] {
+        let value = |w: &Master, mode| match &w.snapshot().merge(&g(mode), never_set.clone())[..] {
             [SeriesData {
                 value: ValueData::Scalar { value, .. },
                 ..
@@ -373,7 +397,7 @@ mod tests {
     #[test]
     fn a_worker_series_that_went_back_keeps_the_master_counter_growing() {
         let d = desc(Kind::Counter);
-        let mut w = Workers::default();
+        let mut w = Master::default();
         for reported in [10.0, 12.0, 1.0, 3.0] {
             w.take("a", vec![(d.clone(), vec![scalar(&["x"], reported, 0.0)])]);
         }
@@ -400,7 +424,7 @@ mod tests {
                 native: None,
             },
         };
-        let mut w = Workers::default();
+        let mut w = Master::default();
         let (mut expected_c, mut expected_h) = (0.0, [0u64; 3]);
         // Three rounds of cumulative reports; each worker reports only the series that changed.
         for round in 1..=3u64 {
@@ -443,7 +467,7 @@ mod tests {
                 native: None,
             },
         };
-        let mut w = Workers::default();
+        let mut w = Master::default();
         w.take("a", vec![(old.clone(), vec![hist(vec![1, 1])])]);
         w.take("a", vec![(new.clone(), vec![hist(vec![1, 1, 1])])]);
         assert!(
@@ -464,7 +488,7 @@ mod tests {
                 native: None,
             },
         };
-        let mut w = Workers::default();
+        let mut w = Master::default();
         w.take("a", vec![(d.clone(), vec![h(vec![1, 0], 0.5)])]);
         w.take("a", vec![(d.clone(), vec![h(vec![2, 1], 3.0)])]);
         assert_eq!(

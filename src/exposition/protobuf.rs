@@ -3,19 +3,8 @@
 
 use prost::Message;
 
-use crate::exposition::{family_label_names, selected};
+use super::select::{label_names, selected};
 use crate::metrics::{Collected, Kind, NativeSnapshot, ValueData};
-
-pub const CONTENT_TYPE: &str =
-    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
-
-/// Whether a media range of an `Accept` header (lower-cased range, its parameters) names this format.
-pub fn is_protobuf_range(range: &str, params: &[(String, String)]) -> bool {
-    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    range == "application/vnd.google.protobuf"
-        && param("proto") == Some("io.prometheus.client.MetricFamily")
-        && param("encoding") == Some("delimited")
-}
 
 // The messages of Prometheus' `io/prometheus/client/metrics.proto` (proto2) that are used here,
 // with its field numbers; repeated scalars unpacked, as proto2 declares them.
@@ -165,7 +154,7 @@ pub fn render(collected: &Collected, only: &[String], constant: &[(String, Strin
         if !selected(desc, only) || series.is_empty() {
             continue;
         }
-        let label_names = family_label_names(desc, series);
+        let label_names = label_names(desc, series);
         let (name, kind) = match desc.kind {
             Kind::Counter => (format!("{}_total", desc.name), MetricType::Counter),
             Kind::Gauge(_) => (desc.name.clone(), MetricType::Gauge),
@@ -300,23 +289,5 @@ mod tests {
         assert_eq!(h.positive_delta, vec![1, 1, 1]);
         assert_eq!(h.negative_delta, vec![1]);
         assert!(render(&collected, &["nothing".into()], &[]).is_empty());
-    }
-
-    #[test]
-    fn only_protobuf_delimited_metric_families_are_taken() {
-        let p = |s: &[(&str, &str)]| {
-            s.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<Vec<_>>()
-        };
-        let ok = p(&[
-            ("proto", "io.prometheus.client.MetricFamily"),
-            ("encoding", "delimited"),
-        ]);
-        assert!(is_protobuf_range("application/vnd.google.protobuf", &ok));
-        assert!(!is_protobuf_range("application/vnd.google.protobuf", &ok[..1]));
-        assert!(!is_protobuf_range("text/plain", &ok));
-        let text = p(&[("proto", "io.prometheus.client.MetricFamily"), ("encoding", "text")]);
-        assert!(!is_protobuf_range("application/vnd.google.protobuf", &text));
     }
 }

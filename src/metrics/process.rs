@@ -2,7 +2,7 @@
 //! virtual memory, open and maximum file descriptors, threads, start time), named as client_python and
 //! every Go exporter name them, read at each scrape by the prometheus crate's Linux process collector.
 
-use crate::metrics::Collected;
+use super::data::Collected;
 
 /// The process metrics now; none where the collector does not exist (systems other than Linux).
 #[cfg(target_os = "linux")]
@@ -11,7 +11,8 @@ pub fn collect() -> Collected {
     use prometheus::process_collector::ProcessCollector;
     use prometheus::proto::MetricType;
 
-    use crate::metrics::{Desc, GaugeMode, Kind, SeriesData, ValueData};
+    use super::data::{SeriesData, ValueData};
+    use super::desc::{Desc, GaugeMode, Kind};
 
     // Made per scrape: it reads the pid when made, and a forked child that serves has another one.
     ProcessCollector::for_self()
@@ -46,8 +47,8 @@ pub fn collect() -> Collected {
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
+    use super::super::data::ValueData;
     use super::*;
-    use crate::metrics::ValueData;
 
     #[test]
     fn the_seven_standard_metrics_with_plausible_values() {

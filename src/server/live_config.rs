@@ -11,11 +11,11 @@ use tokio_rustls::TlsAcceptor;
 
 use super::auth::Users;
 use super::tls;
+use super::web_config::{self, RateLimit};
 use crate::errors::{ExporterError, Result};
-use crate::web_config::{self, RateLimit};
 
-/// One version of the web config, ready to serve with.
-pub struct Active {
+/// One version of the web config, applied: ready to serve with.
+pub struct Applied {
     pub tls: Option<TlsAcceptor>,
     pub users: Option<Arc<Users>>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
@@ -27,8 +27,8 @@ struct Bucket {
     at: Instant,
 }
 
-impl Active {
-    fn load(path: &Path) -> Result<(Active, Vec<PathBuf>)> {
+impl Applied {
+    fn load(path: &Path) -> Result<(Applied, Vec<PathBuf>)> {
         let config = web_config::load(path)?;
         let tls = match config.tls {
             Some(settings) => Some(TlsAcceptor::from(tls::server_config(settings).map_err(|problem| {
@@ -46,7 +46,7 @@ impl Active {
             };
             (limit, Mutex::new(bucket))
         });
-        let active = Active {
+        let active = Applied {
             tls,
             users: Users::new(config.users),
             headers: config.headers,
@@ -91,24 +91,24 @@ fn stamp(files: &[PathBuf]) -> Stamp {
 struct Current {
     files: Vec<PathBuf>,
     stamp: Stamp,
-    active: Arc<Active>,
+    active: Arc<Applied>,
 }
 
-pub struct Web {
+pub struct LiveConfig {
     path: PathBuf,
     current: Mutex<Current>,
 }
 
-impl Web {
+impl LiveConfig {
     /// Reads the file now: an error here stops the server from starting.
-    pub fn load(path: &Path) -> Result<Web> {
-        let (active, files) = Active::load(path)?;
+    pub fn load(path: &Path) -> Result<LiveConfig> {
+        let (active, files) = Applied::load(path)?;
         let current = Current {
             stamp: stamp(&files),
             files,
             active: Arc::new(active),
         };
-        Ok(Web {
+        Ok(LiveConfig {
             path: path.to_path_buf(),
             current: Mutex::new(current),
         })
@@ -116,7 +116,7 @@ impl Web {
 
     /// The config to use now: reloaded if a file changed (a few `stat` calls otherwise). A changed
     /// file that is not valid is reported once, and the last valid config stays in use.
-    pub fn current(&self) -> Arc<Active> {
+    pub fn current(&self) -> Arc<Applied> {
         let mut current = self.current.lock();
         let now = stamp(&current.files);
         if now == current.stamp {
@@ -124,7 +124,7 @@ impl Web {
         }
         // Stamped before reading: a change during the read is seen by the next call.
         current.stamp = now;
-        match Active::load(&self.path) {
+        match Applied::load(&self.path) {
             Ok((active, files)) => {
                 current.files = files;
                 current.active = Arc::new(active);
@@ -145,7 +145,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("web.yml");
         std::fs::write(&path, "rate_limit:\n  interval: 1h\n  burst: 2\n").unwrap();
-        let web = Web::load(&path).unwrap();
+        let web = LiveConfig::load(&path).unwrap();
         let first = web.current();
         assert!(Arc::ptr_eq(&first, &web.current()), "unchanged: the same config");
         assert_eq!([first.allow(), first.allow(), first.allow()], [true, true, false]);

@@ -1,14 +1,16 @@
-//! Locust's own metrics: the built-in families and the one-lookup path a request event takes.
+//! Locust's own metrics as this process records them: the built-in families' handles, and the one-lookup
+//! path a request event takes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use super::builtin;
 use crate::errors::Result;
 use crate::metrics::{
-    push_series_key, series_key, Counter, Desc, Family, Gauge, GaugeMode, Histogram, Kind, LabelCap, NativeConfig,
-    Registry, Series, OVERFLOW,
+    push_series_key, series_key, Counter, Family, Gauge, GaugeMode, Histogram, Kind, LabelCap, Registry, Series,
+    OVERFLOW,
 };
 
 /// Distinct request names recorded before new ones go under the overflow name.
@@ -40,7 +42,7 @@ pub struct LocustMetrics {
     pub cpu_usage: Arc<Family<Gauge>>,
     pub memory_usage: Arc<Family<Gauge>>,
     /// The cap on distinct request names, shared with the registry, which applies it to workers' reports.
-    pub names: Arc<LabelCap>,
+    pub name_cap: Arc<LabelCap>,
     cache: RwLock<HashMap<String, Arc<RequestSeries>>>,
 }
 
@@ -55,61 +57,24 @@ pub struct Request<'a> {
     pub request_length: f64,
 }
 
-/// The labels of the per-request families other than the request counter.
-const BY_REQUEST: [&str; 2] = ["method", "name"];
-
-fn labels(names: &[&str]) -> Vec<String> {
-    names.iter().map(|s| s.to_string()).collect()
-}
-
-fn duration_desc(buckets: &[f64]) -> Result<Desc> {
-    Desc::new(
-        "locust_request_duration_seconds",
-        "Request duration as Locust measures it (response_time)",
-        Kind::Histogram(buckets.into()),
-        labels(&BY_REQUEST),
-    )
-    .map(|desc| desc.with_native(NativeConfig::default()))
-}
-
 impl LocustMetrics {
     /// Registers (or finds, if already registered alike) the built-in families.
     /// `per_worker` gives the user gauges one series per worker instead of their sum.
     pub fn new(registry: &Registry, buckets: &[f64], per_worker: bool) -> Result<Self> {
-        let user_gauges = if per_worker {
+        let user_gauges = Kind::Gauge(if per_worker {
             GaugeMode::LiveAll
         } else {
             GaugeMode::LiveSum
-        };
-        let desc = |name: &str, help: &str, kind: Kind, names: &[&str]| Desc::new(name, help, kind, labels(names));
-        let requests: Arc<Family<Counter>> = registry.get_or_register(desc(
-            "locust_requests",
-            "Requests made, by method, name, HTTP status (0: no response) and exception class",
-            Kind::Counter,
-            &["method", "name", "status", "exception"],
-        )?)?;
-        let duration = registry.get_or_register::<Histogram>(duration_desc(buckets)?)?;
-        let request_bytes: Arc<Family<Counter>> = registry.get_or_register(desc(
-            "locust_request_length_bytes",
-            "Request body bytes sent (headers are not counted)",
-            Kind::Counter,
-            &BY_REQUEST,
-        )?)?;
-        let response_bytes: Arc<Family<Counter>> = registry.get_or_register(desc(
-            "locust_response_length_bytes",
-            "Response bytes received (Locust's response_length)",
-            Kind::Counter,
-            &BY_REQUEST,
-        )?)?;
+        });
+        let summed = || Kind::Gauge(GaugeMode::LiveSum);
+        let requests: Arc<Family<Counter>> = registry.get_or_register(builtin::REQUESTS.desc(Kind::Counter)?)?;
+        let duration = registry.get_or_register::<Histogram>(builtin::duration_desc(buckets)?)?;
+        let request_bytes: Arc<Family<Counter>> =
+            registry.get_or_register(builtin::REQUEST_BYTES.desc(Kind::Counter)?)?;
+        let response_bytes: Arc<Family<Counter>> =
+            registry.get_or_register(builtin::RESPONSE_BYTES.desc(Kind::Counter)?)?;
         let overflowed = registry
-            .get_or_register(desc(
-                "locust_exporter_names_overflowed",
-                &format!(
-                "Requests recorded under name=\"{OVERFLOW}\": new request names past the cap (--prometheus-max-names)"
-            ),
-                Kind::Counter,
-                &[],
-            )?)
+            .get_or_register(builtin::NAMES_OVERFLOWED.desc(Kind::Counter)?)
             .and_then(|f: Arc<Family<Counter>>| f.child::<&str>(&[]))?;
         let capped = [
             &requests.desc,
@@ -118,7 +83,7 @@ impl LocustMetrics {
             &response_bytes.desc,
         ]
         .map(|d| d.name.clone());
-        let names = registry.label_cap(|| {
+        let name_cap = registry.label_cap(|| {
             LabelCap::new(
                 "name",
                 capped.to_vec(),
@@ -132,56 +97,21 @@ impl LocustMetrics {
             duration: RwLock::new(duration),
             request_bytes,
             response_bytes,
-            names,
-            users_total: registry.get_or_register(desc(
-                "locust_users",
-                "Users spawned since the process started",
-                Kind::Counter,
-                &[],
-            )?)?,
-            users_running: registry.get_or_register(desc(
-                "locust_users_running",
-                "Users running (the runner's user count, sampled every second)",
-                Kind::Gauge(user_gauges),
-                &[],
-            )?)?,
-            users_waiting: registry.get_or_register(desc(
-                "locust_users_waiting",
-                "Users sleeping in their wait_time (sampled every second)",
-                Kind::Gauge(user_gauges),
-                &[],
-            )?)?,
-            workers: registry.get_or_register(desc(
-                "locust_workers",
-                "Locust workers connected to the master, by state",
-                Kind::Gauge(GaugeMode::LiveSum),
-                &["state"],
-            )?)?,
-            test_info: registry.get_or_register(desc(
-                "locust_test_info",
-                "The test being run (1): its id, made at test start, locustfile, target host and users",
-                Kind::Gauge(GaugeMode::LiveSum),
-                &["run_id", "locustfile", "host", "target_users"],
-            )?)?,
-            cpu_usage: registry.get_or_register(desc(
-                "locust_cpu_usage_percent",
-                "CPU use of each load-generating process, as Locust measures it every 10 s (percent of one core)",
-                Kind::Gauge(GaugeMode::LiveSum),
-                &["worker"],
-            )?)?,
-            memory_usage: registry.get_or_register(desc(
-                "locust_memory_usage_bytes",
-                "Resident memory of each load-generating process, as Locust measures it every 10 s",
-                Kind::Gauge(GaugeMode::LiveSum),
-                &["worker"],
-            )?)?,
+            name_cap,
+            users_total: registry.get_or_register(builtin::USERS.desc(Kind::Counter)?)?,
+            users_running: registry.get_or_register(builtin::USERS_RUNNING.desc(user_gauges.clone())?)?,
+            users_waiting: registry.get_or_register(builtin::USERS_WAITING.desc(user_gauges)?)?,
+            workers: registry.get_or_register(builtin::WORKERS.desc(summed())?)?,
+            test_info: registry.get_or_register(builtin::TEST_INFO.desc(summed())?)?,
+            cpu_usage: registry.get_or_register(builtin::CPU_USAGE.desc(summed())?)?,
+            memory_usage: registry.get_or_register(builtin::MEMORY_USAGE.desc(summed())?)?,
             cache: RwLock::new(HashMap::new()),
         })
     }
 
     /// Other duration buckets, from Locust's options: the series recorded so far are dropped.
     pub fn set_buckets(&self, registry: &Registry, buckets: &[f64]) -> Result<()> {
-        let family = registry.replace::<Histogram>(duration_desc(buckets)?)?;
+        let family = registry.replace::<Histogram>(builtin::duration_desc(buckets)?)?;
         let mut cache = self.cache.write();
         *self.duration.write() = family;
         cache.clear();
@@ -201,7 +131,7 @@ impl LocustMetrics {
             return Ok((s, false));
         }
         // Past the cap a new name is not cached under its own key, so a stream of new names stays bounded.
-        let name = self.names.admit(r.name);
+        let name = self.name_cap.admit(r.name);
         if name != r.name {
             let capped = Request { name: OVERFLOW, ..*r };
             return Ok((self.series_for(&capped)?.0, true));
@@ -220,7 +150,7 @@ impl LocustMetrics {
     pub fn record(&self, r: &Request) -> Result<()> {
         let (s, overflowed) = self.series_for(r)?;
         if overflowed {
-            self.names.overflowed.inc(1.0);
+            self.name_cap.overflowed.inc(1.0);
         }
         s.requests.inc(1.0);
         s.request_bytes.inc(r.request_length);
@@ -237,7 +167,8 @@ impl LocustMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{as_report, SeriesData, ValueData, DEFAULT_BUCKETS};
+    use crate::distributed::Node;
+    use crate::metrics::{SeriesData, ValueData, DEFAULT_BUCKETS};
 
     fn request<'a>(status: &'a str, ms: Option<f64>) -> Request<'a> {
         Request {
@@ -315,7 +246,7 @@ mod tests {
         assert_eq!(counts, &vec![0, 1, 0], "a fresh histogram with the new buckets");
     }
 
-    fn requests_by_name(reg: &Registry) -> (Vec<(String, f64)>, f64) {
+    fn requests_by_name(reg: &Node) -> (Vec<(String, f64)>, f64) {
         let got = reg.collect();
         let value = |s: &SeriesData| match s.value {
             ValueData::Scalar { value, .. } => value,
@@ -330,9 +261,9 @@ mod tests {
 
     #[test]
     fn names_past_the_cap_go_under_the_overflow_name_here_and_on_the_master() {
-        let reg = Registry::default();
-        let m = LocustMetrics::new(&reg, &DEFAULT_BUCKETS, false).unwrap();
-        m.names.set_max(2);
+        let reg = Node::default();
+        let m = LocustMetrics::new(&reg.registry, &DEFAULT_BUCKETS, false).unwrap();
+        m.name_cap.set_max(2);
         for name in ["/a", "/b", "/c", "/d", "/a", "/c"] {
             m.record(&Request {
                 name,
@@ -346,9 +277,9 @@ mod tests {
             (named(&[("/a", 2.0), ("/b", 1.0), (OVERFLOW, 3.0)]), 3.0)
         );
         // A worker without a cap reports /a and /e: the master's cap applies to the merged view.
-        let worker = Registry::default();
-        let w = LocustMetrics::new(&worker, &DEFAULT_BUCKETS, false).unwrap();
-        w.names.set_max(0);
+        let worker = Node::default();
+        let w = LocustMetrics::new(&worker.registry, &DEFAULT_BUCKETS, false).unwrap();
+        w.name_cap.set_max(0);
         for name in ["/a", "/e", "/e"] {
             w.record(&Request {
                 name,
@@ -356,7 +287,7 @@ mod tests {
             })
             .unwrap();
         }
-        reg.apply_report("w", as_report(&worker.changes())).unwrap();
+        reg.apply_report("w", &worker.take_report()).unwrap();
         assert_eq!(
             requests_by_name(&reg),
             (named(&[("/a", 3.0), ("/b", 1.0), (OVERFLOW, 5.0)]), 5.0)
@@ -366,7 +297,7 @@ mod tests {
             ..request("200", None)
         })
         .unwrap();
-        reg.apply_report("w", as_report(&worker.changes())).unwrap();
+        reg.apply_report("w", &worker.take_report()).unwrap();
         assert_eq!(
             requests_by_name(&reg),
             (named(&[("/a", 3.0), ("/b", 1.0), (OVERFLOW, 6.0)]), 6.0)

@@ -1,0 +1,181 @@
+//! Locust's distributed mode: workers report what changed in their registry, and the master merges
+//! the reports with its own series, so that its endpoint serves the whole load.
+
+pub mod master;
+pub mod wire;
+pub mod worker;
+
+use parking_lot::Mutex;
+
+use crate::errors::{ExporterError, Result};
+use crate::metrics::{Collected, Registry};
+use master::Master;
+use wire::Report;
+use worker::Sender;
+
+/// A registry and this process's part in a distributed run: on a master, what the workers reported;
+/// on a worker, what it last sent. A process that is neither only serves its own series.
+#[derive(Default)]
+pub struct Node {
+    pub registry: Registry,
+    master: Mutex<Master>,
+    sender: Sender,
+}
+
+impl Node {
+    /// Everything to render: own series merged with the workers' reports.
+    pub fn collect(&self) -> Collected {
+        let families = self.registry.families();
+        let workers = self.master.lock().snapshot();
+        families
+            .iter()
+            .map(|f| (f.desc().clone(), workers.merge(f.desc(), f.data())))
+            .collect()
+    }
+
+    /// On a worker: the series changed since the last report, encoded for Locust's report to the master.
+    pub fn take_report(&self) -> Vec<u8> {
+        wire::encode(&self.sender.changes(&self.registry))
+    }
+
+    /// On the master: stores a worker's report, learning families defined only on workers.
+    /// Families the master defines differently (other buckets, labels or kind) cannot be merged:
+    /// they are left out, and named in the error, the rest of the report being taken.
+    pub fn apply_report(&self, client_id: &str, data: &[u8]) -> Result<()> {
+        let (accepted, refused): (Report, Report) = wire::decode(data)?
+            .into_iter()
+            .partition(|(desc, _)| self.registry.learn(desc).is_ok());
+        let cap = self.registry.current_label_cap();
+        self.master.lock().apply(client_id, accepted, cap.as_deref());
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(ExporterError::ReportMismatch(
+                refused.into_iter().map(|(d, _)| d.name).collect(),
+            ))
+        }
+    }
+
+    /// On the master: the workers Locust has not marked missing.
+    pub fn set_live_workers(&self, live: &[String]) {
+        self.master.lock().set_live(live);
+    }
+
+    /// In a forked child: start from zero, keeping families and the handles Python holds.
+    pub fn reset_after_fork(&self) {
+        self.registry.reset_after_fork();
+        self.master.lock().clear();
+        self.sender.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wire::encode;
+    use super::*;
+    use crate::metrics::{Desc, Histogram, Kind, NativeConfig, NativeSnapshot, SeriesData, ValueData};
+
+    /// The native histogram of series `n="a"` in `collected`.
+    fn native_of(collected: &Collected) -> NativeSnapshot {
+        let (_, series) = collected.iter().find(|(d, _)| d.name == "h").unwrap();
+        match &series.iter().find(|s| s.labels == ["a"]).unwrap().value {
+            ValueData::Histogram { native: Some(n), .. } => (**n).clone(),
+            other => panic!("no native buckets: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn native_buckets_ship_as_increments_and_merge_exactly_across_workers() {
+        let desc = |schema| {
+            Desc::new("h", "x", Kind::Histogram([0.1].into()), vec!["n".into()])
+                .unwrap()
+                .with_native(NativeConfig::with_schema(schema).unwrap())
+        };
+        let master = Node::default();
+        master.registry.register::<Histogram>(desc(3)).unwrap();
+        // Two workers at different resolutions: the master's merge is at the lower one.
+        let workers = [Node::default(), Node::default()];
+        let series: Vec<_> = workers
+            .iter()
+            .zip([3, 1])
+            .map(|(w, schema)| {
+                w.registry
+                    .register::<Histogram>(desc(schema))
+                    .unwrap()
+                    .child(&["a"])
+                    .unwrap()
+            })
+            .collect();
+        let mut x = 0.37f64;
+        for round in 0..6 {
+            for (i, (w, s)) in workers.iter().zip(&series).enumerate() {
+                for _ in 0..(5 + 3 * round + i) {
+                    x = (x * 7.31).fract();
+                    s.observe((x * 12.0 - 9.0).exp2() * if x < 0.1 { -1.0 } else { 1.0 });
+                }
+                let shipped = w.sender.changes(&w.registry);
+                if round > 0 {
+                    let sent = native_of(&shipped);
+                    assert!(sent.increments, "after the first report, only increments");
+                    let total = native_of(&w.collect());
+                    assert!(sent.positive.len() + sent.negative.len() < total.positive.len() + total.negative.len());
+                }
+                master.apply_report(&format!("w{i}"), &encode(&shipped)).unwrap();
+            }
+            let mut expected = native_of(&workers[0].collect());
+            expected.merge(&native_of(&workers[1].collect()));
+            let got = native_of(&master.collect());
+            assert_eq!(got.schema, 1);
+            assert_eq!(
+                (&got.positive, &got.negative, got.zero_count, got.count),
+                (
+                    &expected.positive,
+                    &expected.negative,
+                    expected.zero_count,
+                    expected.count
+                ),
+                "round {round}: bucket by bucket"
+            );
+            assert!((got.sum - expected.sum).abs() < 1e-9 * expected.sum.abs().max(1.0));
+        }
+    }
+
+    #[test]
+    fn reports_of_families_defined_differently_are_refused() {
+        let r = Node::default();
+        let master = Desc::new("h", "h", Kind::Histogram([1.0].into()), vec![]).unwrap();
+        r.registry.register::<Histogram>(master).unwrap();
+        let worker = Desc::new("h", "h", Kind::Histogram([1.0, 2.0].into()), vec![]).unwrap();
+        let only_worker = Desc::new("w", "h", Kind::Counter, vec![]).unwrap();
+        let data = |d: &Desc| {
+            let value = match d.kind {
+                Kind::Counter => ValueData::Scalar {
+                    value: 1.0,
+                    updated: 0.0,
+                },
+                _ => ValueData::Histogram {
+                    counts: vec![1, 1, 1],
+                    sum: 3.0,
+                    native: None,
+                },
+            };
+            (d.clone(), vec![SeriesData { labels: vec![], value }])
+        };
+        let err = r
+            .apply_report("a", &encode(&vec![data(&worker), data(&only_worker)]))
+            .unwrap_err();
+        assert!(matches!(err, ExporterError::ReportMismatch(names) if names == vec!["h".to_string()]));
+        let collected = r.collect();
+        let hist = &collected.iter().find(|(d, _)| d.name == "h").unwrap().1;
+        assert!(
+            hist.iter().all(|s| s.value != data(&worker).1[0].value),
+            "nothing of the worker's h"
+        );
+        let w = &collected.iter().find(|(d, _)| d.name == "w").unwrap().1;
+        assert_eq!(
+            w.len(),
+            1,
+            "the rest of the report is taken, families new to the master included"
+        );
+    }
+}
