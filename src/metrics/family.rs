@@ -10,7 +10,7 @@ use parking_lot::RwLock;
 use super::data::SeriesData;
 use super::desc::{Desc, Kind};
 use super::key::series_key;
-use super::series::{Counter, Gauge, Grow, Histogram, ValueType, Series};
+use super::series::{Counter, Gauge, Grow, Histogram, Series, ValueType};
 use crate::errors::{ExporterError, Result};
 use crate::log_once::LogOnce;
 
@@ -42,6 +42,11 @@ impl<M: ValueType> Family<M> {
 
     pub fn set_max_series(&self, max: usize) {
         self.max_series.store(max, Ordering::Relaxed);
+    }
+
+    /// Most series `child` makes (0: no limit).
+    pub fn max_series(&self) -> usize {
+        self.max_series.load(Ordering::Relaxed)
     }
 
     /// A series that the family does not keep: what a caller past the limit on series records
@@ -134,6 +139,14 @@ impl AnyFamily {
 
     pub fn desc(&self) -> &Desc {
         each_kind!(self, f => &f.desc)
+    }
+
+    pub fn max_series(&self) -> usize {
+        each_kind!(self, f => f.max_series())
+    }
+
+    pub fn set_max_series(&self, max: usize) {
+        each_kind!(self, f => f.set_max_series(max))
     }
 
     /// Copies of the series as they are now.
