@@ -17,6 +17,7 @@ use ureq::Agent;
 
 use crate::distributed::Node;
 use crate::errors::{ExporterError, Result};
+use crate::fork;
 use crate::log_once::LogOnce;
 use batch::Batch;
 
@@ -264,6 +265,8 @@ impl Shared {
 
     fn batch(&self) -> Batch {
         let grouping = self.state.lock().grouping.clone();
+        // This thread reads the registry without the GIL: through the fork gate, as renders do.
+        let _pass = fork::enter();
         match self.config.protocol {
             Protocol::RemoteWrite { native } => {
                 remote_write::batch(&self.config.node, &self.config.url, &self.config.instance, native)
