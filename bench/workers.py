@@ -314,6 +314,32 @@ def cmd_master(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def cmd_learn(args: argparse.Namespace) -> dict[str, Any]:
+    """A master learning families from a report: a worker's first report of N families new to the master
+    (one counter series each, custom metrics as a locustfile defines them), then its steady reports (~10% of
+    the families changed, R rounds), applied in order to a master that starts from nothing."""
+    from locust_prometheus_exporter import CollectorRegistry, Counter
+
+    worker, master = CollectorRegistry(), CollectorRegistry()
+    counters = [Counter(f"learned_{i}", "a family new to the master", registry=worker) for i in range(args.families)]
+    for c in counters:
+        c.inc()
+    first = worker.take_report()
+    steady = []
+    for r in range(args.rounds):
+        for c in counters[r % 10 :: 10]:
+            c.inc()
+        steady.append(worker.take_report())
+    apply_first = timed(master.apply_report, "worker-0", first)
+    apply_steady = [timed(master.apply_report, "worker-0", report) for report in steady]
+    return {
+        "apply_first": apply_first,
+        "apply_steady": statistics.median(apply_steady),
+        "first_bytes": len(first),
+        "steady_bytes": statistics.median(map(len, steady)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -337,6 +363,9 @@ def main() -> None:
     p.add_argument("--combos", type=int, default=1000)
     p.add_argument("--scrapes", type=int, default=5)
     p.add_argument("--rounds", type=int, default=5, help="steady reports per worker")
+    p = sub.add_parser("learn")
+    p.add_argument("--families", type=int, default=10000)
+    p.add_argument("--rounds", type=int, default=5, help="steady reports")
     p = sub.add_parser("observe")
     p.add_argument("--rounds", type=int, default=300)
     p.add_argument("--repeats", type=int, default=7)
@@ -347,6 +376,7 @@ def main() -> None:
         "memory": cmd_memory,
         "report": cmd_report,
         "master": cmd_master,
+        "learn": cmd_learn,
         "observe": cmd_observe,
     }
     print(json.dumps(command[args.command](args)), flush=True)
