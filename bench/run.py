@@ -494,7 +494,8 @@ def learn(quick: bool, baseline: str | None) -> str:
     ]
     lines = [
         "7. Learning families: a worker's report of N families new to the master (one counter series each), then",
-        "   its steady reports (~10% of the families changed, median of 5); in-process apply_report(), best of runs",
+        "   its steady reports (~10% of the families changed, median of 5); in-process apply_report(), CPU time,",
+        "   best of 5 fresh masters in each of the runs",
         table(header, rows),
         f"  target: {large:,} families cost at most 10x what {small:,} do   {verdict(ratio <= 10)} ({ratio:.1f}x)",
     ]

@@ -2,6 +2,9 @@
 //! defines, named, described and labelled here only. Their kinds are given where they are registered
 //! (a user gauge's mode depends on an option).
 
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
 use crate::errors::Result;
 use crate::metrics::{Desc, Kind, NativeConfig};
 
@@ -139,15 +142,17 @@ pub const ALL: [&Builtin; 17] = [
 /// The sample-name suffixes a family of any kind may expose (see `Desc::exposed_names`).
 const SUFFIXES: [&str; 6] = ["", "_total", "_created", "_bucket", "_sum", "_count"];
 
+/// Every sample name a built-in may expose, whatever its kind.
+static BUILTIN_NAMES: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    ALL.iter()
+        .flat_map(|b| SUFFIXES.iter().map(move |s| format!("{}{s}", b.name)))
+        .collect()
+});
+
 /// Whether `desc` would take a name of the exporter's own metrics: a built-in's, whatever its kind, or a
 /// process metric's (`process_*`, served by the process collector at each scrape).
 pub fn reserved(desc: &Desc) -> bool {
-    desc.exposed_names().iter().any(|name| {
-        name.starts_with("process_")
-            || ALL
-                .iter()
-                .any(|b| SUFFIXES.iter().any(|s| name.strip_suffix(s) == Some(b.name)))
-    })
+    desc.name.starts_with("process_") || desc.exposed_names().iter().any(|n| BUILTIN_NAMES.contains(n))
 }
 
 /// Whether a family in a worker's report takes a reserved name without being the built-in itself.

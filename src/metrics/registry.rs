@@ -45,8 +45,9 @@ impl Families {
         Some(family)
     }
 
-    fn insert(&mut self, family: AnyFamily) {
-        self.taken.extend(family.desc().exposed_names());
+    /// Adds `family`, whose sample names are `names`.
+    fn insert(&mut self, family: AnyFamily, names: Vec<String>) {
+        self.taken.extend(names);
         self.by_name.insert(family.desc().name.clone(), family);
     }
 }
@@ -82,7 +83,8 @@ impl Registry {
         let old = self.families.write().remove(&desc.name);
         self.register(desc).inspect_err(|_| {
             if let Some(old) = old {
-                self.families.write().insert(old);
+                let names = old.desc().exposed_names();
+                self.families.write().insert(old, names);
             }
         })
     }
@@ -109,10 +111,11 @@ impl Registry {
         // can slip a clash in between the other's check and its write.
         let mut families = self.families.write();
         check_const_label_clash(&self.const_labels.read(), [desc])?;
-        if let Some(clash) = desc.exposed_names().into_iter().find(|n| families.taken.contains(n)) {
-            return Err(ExporterError::Duplicate(clash));
+        let names = desc.exposed_names();
+        if let Some(clash) = names.iter().find(|n| families.taken.contains(*n)) {
+            return Err(ExporterError::Duplicate(clash.clone()));
         }
-        families.insert(family);
+        families.insert(family, names);
         Ok(())
     }
 
