@@ -57,6 +57,9 @@ pub struct Master {
     /// Counters and histograms, by family name.
     totals: HashMap<String, Totals>,
     forgotten: VecDeque<String>,
+    /// When the last report was received: each one is later, even within the clock's resolution, so that
+    /// `mostrecent` tells apart two reports applied in the same microsecond.
+    received: f64,
 }
 
 /// What a report added, and what it could not.
@@ -129,10 +132,13 @@ impl Master {
         now: f64,
     ) -> Applied {
         let mut applied = Applied::default();
+        let now = now.max(self.received.next_up());
+        self.received = now;
         let Master {
             workers,
             totals,
             forgotten,
+            ..
         } = self;
         for (family, series) in families
             .iter()
@@ -618,5 +624,26 @@ mod tests {
         w.take("a", report(5.0));
         w.take("a", report(7.0));
         assert_eq!(counter_values(&w, &c), vec![("x".into(), 5.0)]);
+    }
+
+    #[test]
+    fn mostrecent_goes_by_arrival_even_within_one_clock_tick() {
+        let g = desc(Kind::Gauge(GaugeMode::MostRecent));
+        let mut w = Master::default();
+        for (worker, value, stamp) in [("a", 1.0, 50.0), ("b", 2.0, 10.0)] {
+            let report = vec![(g.clone(), vec![scalar(&["x"], value, stamp)])];
+            w.apply(worker, with_families(&report), None, 7.0);
+        }
+        let merged = w.snapshot().merge(&g, vec![]);
+        assert!(
+            matches!(
+                merged[..],
+                [SeriesData {
+                    value: ValueData::Scalar { value: 2.0, .. },
+                    ..
+                }]
+            ),
+            "b's, received last, though its clock is behind: {merged:?}"
+        );
     }
 }
