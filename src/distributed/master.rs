@@ -132,7 +132,8 @@ impl Master {
         now: f64,
     ) -> Applied {
         let mut applied = Applied::default();
-        let now = now.max(self.received.next_up());
+        // The next float up (`received` is a non-negative Unix time; `f64::next_up` is past the MSRV).
+        let now = now.max(f64::from_bits(self.received.to_bits() + 1));
         self.received = now;
         let Master {
             workers,
