@@ -2,8 +2,8 @@
 
     python bench/run.py [--quick] [--baseline PYTHON]
 
-``--baseline`` names an interpreter with an earlier build installed: the master-merge section runs with it
-too and prints both builds side by side (before/after).
+``--baseline`` names an interpreter with an earlier build installed: the master-merge and learning sections run
+with it too and print both builds side by side (before/after).
 
 Not a test: prints figures, ratios and PASS/MISS against the targets, and exits 0 whatever they are.
 The end-to-end runs need nginx (Debian: ``apt-get install -y nginx``). All traffic stays on 127.0.0.1;
@@ -455,7 +455,56 @@ def master_merge(quick: bool, baseline: str | None) -> str:
     return "\n".join(lines)
 
 
-SECTIONS = ("events", "end-to-end", "scrape", "memory", "reports", "master")
+# 7. Learning families ----------------------------------------------------------------------------------------
+
+LEARN_SIZES = (1_000, 10_000)
+
+
+def learn(quick: bool, baseline: str | None) -> str:
+    builds = {"this build": sys.executable}
+    if baseline:
+        builds = {"baseline": baseline, **builds}
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = {b: {n: [] for n in LEARN_SIZES} for b in builds}
+    for run in range(1 if quick else 3):
+        for build, python in builds.items():
+            for n in LEARN_SIZES:
+                log(f"learning {n:,} families, run {run + 1}: {build}")
+                runs[build][n].append(worker("learn", "--families", str(n), cpu=LOCUST_CPU, python=python))
+    got = {b: {n: {k: min(r[k] for r in rs) for k in rs[0]} for n, rs in by_n.items()} for b, by_n in runs.items()}
+    small, large = LEARN_SIZES
+    rows = []
+    for build in builds:
+        g = got[build]
+        ratio = g[large]["apply_first"] / g[small]["apply_first"]
+        rows.append(
+            [
+                build,
+                *(f"{g[n]['apply_first'] * 1e3:.1f} ({g[n]['first_bytes'] / 1e3:.0f} kB)" for n in LEARN_SIZES),
+                f"{ratio:.1f}x",
+                f"{g[large]['apply_steady'] * 1e3:.2f} ({g[large]['steady_bytes'] / 1e3:.0f} kB)",
+            ]
+        )
+    now = got["this build"]
+    ratio = now[large]["apply_first"] / now[small]["apply_first"]
+    header = [
+        "build",
+        *(f"apply {n:,} new families, ms (report)" for n in LEARN_SIZES),
+        f"{large:,} / {small:,}",
+        f"steady report of the {large:,}, ms (report)",
+    ]
+    lines = [
+        "7. Learning families: a worker's report of N families new to the master (one counter series each), then",
+        "   its steady reports (~10% of the families changed, median of 5); in-process apply_report(), CPU time,",
+        "   best of 5 fresh masters in each of the runs",
+        table(header, rows),
+        f"  target: {large:,} families cost at most 10x what {small:,} do   {verdict(ratio <= 10)} ({ratio:.1f}x)",
+    ]
+    if not baseline:
+        lines.append("  (--baseline PYTHON: the same figures from an earlier build, side by side)")
+    return "\n".join(lines)
+
+
+SECTIONS = ("events", "end-to-end", "scrape", "memory", "reports", "master", "learn")
 
 
 def main() -> None:
@@ -466,7 +515,7 @@ def main() -> None:
     parser.add_argument(
         "--baseline",
         metavar="PYTHON",
-        help="interpreter with an earlier build installed: its master-merge figures side by side",
+        help="interpreter with an earlier build installed: its master-merge and learning figures side by side",
     )
     args = parser.parse_args()
     quick = args.quick
@@ -482,6 +531,7 @@ def main() -> None:
         "memory": memory,
         "reports": reports,
         "master": lambda: master_merge(quick, args.baseline),
+        "learn": lambda: learn(quick, args.baseline),
     }
     sections = [run[name]() for name in SECTIONS if name in chosen]
     print(

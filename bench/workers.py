@@ -257,6 +257,13 @@ def timed(f: Any, *args: Any) -> float:
     return time.perf_counter() - start
 
 
+def cpu_timed(f: Any, *args: Any) -> float:
+    """The CPU time of ``f(*args)`` in this thread: on a busy machine, wall time counts other processes' turns."""
+    start = time.thread_time()
+    f(*args)
+    return time.thread_time() - start
+
+
 def cmd_master(args: argparse.Namespace) -> dict[str, Any]:
     """A master's costs with W workers each reporting the same N combinations: render with 1 worker and
     with W, and the time to apply a worker's first report, its steady ones (~10% changed, R rounds) and a
@@ -314,6 +321,36 @@ def cmd_master(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def cmd_learn(args: argparse.Namespace) -> dict[str, Any]:
+    """A master learning families from a report: a worker's first report of N families new to the master
+    (one counter series each, custom metrics as a locustfile defines them), then its steady reports (~10% of
+    the families changed, R rounds), applied in order to a master that starts from nothing. CPU time, the best
+    of `repeats` fresh masters: apply_report() runs in the calling thread."""
+    from locust_prometheus_exporter import CollectorRegistry, Counter
+
+    worker = CollectorRegistry()
+    counters = [Counter(f"learned_{i}", "a family new to the master", registry=worker) for i in range(args.families)]
+    for c in counters:
+        c.inc()
+    first = worker.take_report()
+    steady = []
+    for r in range(args.rounds):
+        for c in counters[r % 10 :: 10]:
+            c.inc()
+        steady.append(worker.take_report())
+    apply_first, apply_steady = [], []
+    for _ in range(args.repeats):
+        master = CollectorRegistry()
+        apply_first.append(cpu_timed(master.apply_report, "worker-0", first))
+        apply_steady.append(statistics.median(cpu_timed(master.apply_report, "worker-0", report) for report in steady))
+    return {
+        "apply_first": min(apply_first),
+        "apply_steady": min(apply_steady),
+        "first_bytes": len(first),
+        "steady_bytes": statistics.median(map(len, steady)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -337,6 +374,10 @@ def main() -> None:
     p.add_argument("--combos", type=int, default=1000)
     p.add_argument("--scrapes", type=int, default=5)
     p.add_argument("--rounds", type=int, default=5, help="steady reports per worker")
+    p = sub.add_parser("learn")
+    p.add_argument("--families", type=int, default=10000)
+    p.add_argument("--rounds", type=int, default=5, help="steady reports")
+    p.add_argument("--repeats", type=int, default=5, help="fresh masters, the best one counted")
     p = sub.add_parser("observe")
     p.add_argument("--rounds", type=int, default=300)
     p.add_argument("--repeats", type=int, default=7)
@@ -347,6 +388,7 @@ def main() -> None:
         "memory": cmd_memory,
         "report": cmd_report,
         "master": cmd_master,
+        "learn": cmd_learn,
         "observe": cmd_observe,
     }
     print(json.dumps(command[args.command](args)), flush=True)

@@ -45,8 +45,14 @@ pub enum ExporterError {
     TooManySeries { metric: String, max: usize },
     #[error("invalid worker report: {0}")]
     InvalidReport(&'static str),
-    #[error("worker report left out for families defined differently on the master: {0:?}")]
-    ReportMismatch(Vec<String>),
+    #[error(
+        "its format version is {got}; this master (locust-prometheus-exporter {}, format {writes}) reads \
+         formats {reads} to {writes} and later ones",
+        env!("CARGO_PKG_VERSION")
+    )]
+    ReportVersion { got: u8, reads: u8, writes: u8 },
+    #[error("metric name {0:?} is reserved for the exporter's own metrics (process_* and the locust_* built-ins)")]
+    ReservedName(String),
     #[error("cannot listen on {addr}: {source}; set --prometheus-port or --prometheus-host")]
     Bind { addr: String, source: std::io::Error },
     #[error("{0}")]

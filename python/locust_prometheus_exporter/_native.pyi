@@ -50,12 +50,15 @@ class CollectorRegistry:
         ``names`` keeps only the metrics with one of these sample names."""
     def take_report(self) -> bytes:
         """On a worker: the series changed since the last call, encoded for Locust's report."""
-    def apply_report(self, client_id: str, data: bytes) -> None:
-        """On the master: takes one worker's report; ``ValueError`` if it is malformed."""
+    def apply_report(self, client_id: str, data: bytes) -> list[str]:
+        """On the master: merges one worker's report, leaving out what cannot be merged, and refusing it whole if
+        it does not parse or is of a format version this build does not read. Returns the lines to log: each
+        kind of problem once per worker."""
     def set_const_labels(self, labels: list[tuple[str, str]]) -> None:
         """Labels added to every sample; ``ValueError`` if one clashes with a metric's label names."""
-    def set_live_workers(self, client_ids: list[str]) -> None:
-        """On the master: the workers Locust has not marked missing."""
+    def set_live_workers(self, live: list[str], listed: list[str] | None = None) -> None:
+        """On the master: the workers Locust has not marked missing, and every worker it lists; one it no longer
+        lists is forgotten after a grace period (none is, without ``listed``)."""
 
 #: The process's default registry: metrics and exporters made without ``registry=`` use it.
 REGISTRY: CollectorRegistry

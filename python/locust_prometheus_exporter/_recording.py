@@ -15,7 +15,7 @@ from locust.runners import WorkerRunner
 
 from . import _native, _options
 from ._events import Subscriptions
-from ._log import Once
+from ._log import Once, logger
 from ._runner_gauges import RunnerGauges
 
 if TYPE_CHECKING:
@@ -181,6 +181,7 @@ class Recorder:
         if blob is None:
             return
         try:
-            self.registry.apply_report(client_id, blob)
-        except Exception:
+            for line in self.registry.apply_report(client_id, blob):
+                logger.warning(line)
+        except Exception:  # a blob that is not bytes: the report of something other than this package
             self._logged.exception(f"reading the report of worker {client_id}")

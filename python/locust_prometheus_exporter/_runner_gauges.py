@@ -62,7 +62,8 @@ class RunnerGauges:
         runner = self._runner
         if isinstance(runner, MasterRunner):
             clients = list(runner.clients.values())
-            self._registry.set_live_workers([c.id for c in clients if c.state != STATE_MISSING])
+            live = [c.id for c in clients if c.state != STATE_MISSING]
+            self._registry.set_live_workers(live, [c.id for c in clients])
             workers = self._listener.workers
             for state in WORKER_STATES:
                 workers.labels(state).set(sum(1 for c in clients if c.state == state))

@@ -1,16 +1,26 @@
 //! Locust's distributed mode: workers report what changed in their registry, and the master merges
 //! the reports with its own series, so that its endpoint serves the whole load.
 
+mod checks;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod master;
+mod snapshot;
+pub mod stats;
 pub mod wire;
 pub mod worker;
 
+use std::sync::OnceLock;
+use std::time::Instant;
+
 use parking_lot::Mutex;
 
-use crate::errors::{ExporterError, Result};
+use crate::clock::unix_seconds;
+use crate::locust::builtin;
+use crate::log_once::LogOnce;
 use crate::metrics::{Collected, Registry};
 use master::Master;
-use wire::Report;
+use stats::{MergeStats, Outcome};
 use worker::Sender;
 
 /// A registry and this process's part in a distributed run: on a master, what the workers reported;
@@ -20,6 +30,10 @@ pub struct Node {
     pub registry: Registry,
     master: Mutex<Master>,
     sender: Sender,
+    /// The merge's own metrics, registered with the first report (`None` if they could not be).
+    stats: OnceLock<Option<MergeStats>>,
+    /// The problems with workers' reports already logged, by worker and kind.
+    logged: LogOnce,
 }
 
 impl Node {
@@ -38,27 +52,78 @@ impl Node {
         wire::encode(&self.sender.changes(&self.registry))
     }
 
-    /// On the master: stores a worker's report, learning families defined only on workers.
-    /// Families the master defines differently (other buckets, labels or kind) cannot be merged:
-    /// they are left out, and named in the error, the rest of the report being taken.
-    pub fn apply_report(&self, client_id: &str, data: &[u8]) -> Result<()> {
-        let (accepted, refused): (Report, Report) = wire::decode(data)?
-            .into_iter()
-            .partition(|(desc, _)| self.registry.learn(desc).is_ok());
-        let cap = self.registry.current_label_cap();
-        self.master.lock().apply(client_id, accepted, cap.as_deref());
-        if refused.is_empty() {
-            Ok(())
-        } else {
-            Err(ExporterError::ReportMismatch(
-                refused.into_iter().map(|(d, _)| d.name).collect(),
-            ))
+    /// On the master: merges a worker's report, learning families defined only on workers. What cannot
+    /// be merged is left out: families the master defines differently (other buckets, labels or kind) or
+    /// under a reserved name, and what `wire::decode` and `Master::apply` leave out. Returns what became of
+    /// the report, and the lines to log: each kind of problem once per worker.
+    pub fn apply_report(&self, client_id: &str, data: &[u8]) -> (Outcome, Vec<String>) {
+        let started = Instant::now();
+        let mut problems: Vec<(&str, String)> = Vec::new();
+        let outcome = match wire::decode(data) {
+            Err(e) => {
+                problems.push(("refused", format!("report of worker {client_id} refused: {e}")));
+                Outcome::Refused
+            }
+            Ok(decoded) => {
+                let (mut accepted, mut mismatched, mut reserved) = (Vec::new(), Vec::new(), Vec::new());
+                for (desc, series) in decoded.families {
+                    if builtin::reserved_in_report(&desc) {
+                        reserved.push(desc.name);
+                    } else {
+                        match self.registry.learn(&desc) {
+                            Ok(family) => accepted.push((family, series)),
+                            Err(_) => mismatched.push(desc.name),
+                        }
+                    }
+                }
+                let cap = self.registry.current_label_cap();
+                let applied = self
+                    .master
+                    .lock()
+                    .apply(client_id, accepted, cap.as_deref(), unix_seconds());
+                let left_out = decoded.series_left_out + applied.series_left_out;
+                if let Some(why) = decoded.left_out.or(applied.why) {
+                    let release = decoded.package.map(|p| format!(", release {p}")).unwrap_or_default();
+                    let line = format!(
+                        "part of a report of worker {client_id} (format {}{release}) left out: {why} \
+                         ({left_out} series of this report)",
+                        decoded.version
+                    );
+                    problems.push(("left out", line));
+                }
+                if !mismatched.is_empty() {
+                    problems.push(("mismatch", format!("worker {client_id}: families defined differently on the master left out of its reports: {mismatched:?}")));
+                }
+                if !reserved.is_empty() {
+                    problems.push(("reserved", format!("worker {client_id}: families named as the exporter's own metrics left out of its reports: {reserved:?}")));
+                }
+                if problems.is_empty() {
+                    Outcome::Applied
+                } else {
+                    Outcome::Partial
+                }
+            }
+        };
+        if let Some(stats) = self.merge_stats() {
+            stats.count(outcome, started.elapsed());
         }
+        let lines = problems
+            .into_iter()
+            .filter(|(kind, _)| self.logged.first(&format!("{client_id}\0{kind}")))
+            .map(|(_, line)| format!("locust-prometheus-exporter: {line} (logged once per worker)"))
+            .collect();
+        (outcome, lines)
     }
 
-    /// On the master: the workers Locust has not marked missing.
-    pub fn set_live_workers(&self, live: &[String]) {
-        self.master.lock().set_live(live);
+    fn merge_stats(&self) -> Option<&MergeStats> {
+        self.stats
+            .get_or_init(|| MergeStats::register(&self.registry).ok())
+            .as_ref()
+    }
+
+    /// On the master: which workers Locust lists, and which of them it has not marked missing.
+    pub fn set_workers(&self, live: &[String], listed: Option<&[String]>) {
+        self.master.lock().set_workers(live, listed, unix_seconds());
     }
 
     /// In a forked child: start from zero, keeping families and the handles Python holds.
@@ -120,7 +185,8 @@ mod tests {
                     let total = native_of(&w.collect());
                     assert!(sent.positive.len() + sent.negative.len() < total.positive.len() + total.negative.len());
                 }
-                master.apply_report(&format!("w{i}"), &encode(&shipped)).unwrap();
+                let (outcome, _) = master.apply_report(&format!("w{i}"), &encode(&shipped));
+                assert_eq!(outcome, Outcome::Applied);
             }
             let mut expected = native_of(&workers[0].collect());
             expected.merge(&native_of(&workers[1].collect()));
@@ -161,10 +227,9 @@ mod tests {
             };
             (d.clone(), vec![SeriesData { labels: vec![], value }])
         };
-        let err = r
-            .apply_report("a", &encode(&vec![data(&worker), data(&only_worker)]))
-            .unwrap_err();
-        assert!(matches!(err, ExporterError::ReportMismatch(names) if names == vec!["h".to_string()]));
+        let (outcome, lines) = r.apply_report("a", &encode(&vec![data(&worker), data(&only_worker)]));
+        assert_eq!(outcome, Outcome::Partial);
+        assert!(matches!(&lines[..], [line] if line.contains("[\"h\"]")), "{lines:?}");
         let collected = r.collect();
         let hist = &collected.iter().find(|(d, _)| d.name == "h").unwrap().1;
         assert!(

@@ -2,6 +2,9 @@
 //! defines, named, described and labelled here only. Their kinds are given where they are registered
 //! (a user gauge's mode depends on an option).
 
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
 use crate::errors::Result;
 use crate::metrics::{Desc, Kind, NativeConfig};
 
@@ -118,9 +121,20 @@ pub const SERIES_DROPPED: Builtin = Builtin {
     labels: &["metric"],
 };
 
+pub const REPORTS: Builtin = Builtin {
+    name: "locust_exporter_reports",
+    help: "Worker reports the master received, by what became of them (applied, partial: merged with something \
+           left out, refused: not merged)",
+    labels: &["result"],
+};
+pub const REPORT_SECONDS: Builtin = Builtin {
+    name: "locust_exporter_report_apply_seconds",
+    help: "Time the master spent applying worker reports, on Locust's event loop",
+    labels: &[],
+};
+
 /// Every built-in family.
-#[cfg(test)]
-pub const ALL: [&Builtin; 18] = [
+pub const ALL: [&Builtin; 20] = [
     &REQUESTS,
     &REQUEST_DURATION,
     &REQUEST_BYTES,
@@ -139,7 +153,30 @@ pub const ALL: [&Builtin; 18] = [
     &CONNECTIONS_RESERVED,
     &RESERVE_MISSES,
     &SERIES_DROPPED,
+    &REPORTS,
+    &REPORT_SECONDS,
 ];
+
+/// The sample-name suffixes a family of any kind may expose (see `Desc::exposed_names`).
+const SUFFIXES: [&str; 6] = ["", "_total", "_created", "_bucket", "_sum", "_count"];
+
+/// Every sample name a built-in may expose, whatever its kind.
+static BUILTIN_NAMES: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    ALL.iter()
+        .flat_map(|b| SUFFIXES.iter().map(move |s| format!("{}{s}", b.name)))
+        .collect()
+});
+
+/// Whether `desc` would take a name of the exporter's own metrics: a built-in's, whatever its kind, or a
+/// process metric's (`process_*`, served by the process collector at each scrape).
+pub fn reserved(desc: &Desc) -> bool {
+    desc.name.starts_with("process_") || desc.exposed_names().iter().any(|n| BUILTIN_NAMES.contains(n))
+}
+
+/// Whether a family in a worker's report takes a reserved name without being the built-in itself.
+pub fn reserved_in_report(desc: &Desc) -> bool {
+    reserved(desc) && !ALL.iter().any(|b| b.name == desc.name && b.labels == desc.label_names)
+}
 
 /// The request duration histogram with these classic buckets, and native ones beside them.
 pub fn duration_desc(buckets: &[f64]) -> Result<Desc> {
@@ -163,5 +200,28 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), ALL.len());
         assert!(NAMES_OVERFLOWED.help.contains(&format!("name=\"{OVERFLOW}\"")));
+    }
+
+    #[test]
+    fn reserved_names_are_the_builtins_and_the_process_metrics() {
+        let gauge = |name: &str, labels: &[&str]| {
+            let labels = labels.iter().map(|l| l.to_string()).collect();
+            Desc::new(name, "h", Kind::Gauge(crate::metrics::GaugeMode::Sum), labels).unwrap()
+        };
+        for taken in [
+            "process_cpu_seconds_total",
+            "process_x",
+            "locust_requests",
+            "locust_requests_total",
+        ] {
+            assert!(reserved(&gauge(taken, &[])), "{taken}");
+            assert!(reserved_in_report(&gauge(taken, &[])), "{taken}");
+        }
+        let counter = REQUESTS.desc(Kind::Counter).unwrap();
+        assert!(
+            reserved(&counter) && !reserved_in_report(&counter),
+            "the built-in itself, from a worker"
+        );
+        assert!(!reserved(&gauge("locust_custom", &[])) && !reserved(&gauge("my_process_x", &[])));
     }
 }

@@ -167,6 +167,7 @@ impl LocustMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::distributed::stats::Outcome;
     use crate::distributed::Node;
     use crate::metrics::{SeriesData, ValueData, DEFAULT_BUCKETS};
 
@@ -287,7 +288,7 @@ mod tests {
             })
             .unwrap();
         }
-        reg.apply_report("w", &worker.take_report()).unwrap();
+        assert_eq!(reg.apply_report("w", &worker.take_report()).0, Outcome::Applied);
         assert_eq!(
             requests_by_name(&reg),
             (named(&[("/a", 3.0), ("/b", 1.0), (OVERFLOW, 5.0)]), 5.0)
@@ -297,7 +298,7 @@ mod tests {
             ..request("200", None)
         })
         .unwrap();
-        reg.apply_report("w", &worker.take_report()).unwrap();
+        assert_eq!(reg.apply_report("w", &worker.take_report()).0, Outcome::Applied);
         assert_eq!(
             requests_by_name(&reg),
             (named(&[("/a", 3.0), ("/b", 1.0), (OVERFLOW, 6.0)]), 6.0)

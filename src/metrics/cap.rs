@@ -52,6 +52,11 @@ impl LabelCap {
         self.max.store(max, Ordering::Relaxed);
     }
 
+    /// Values admitted at most (0: no cap).
+    pub fn max(&self) -> usize {
+        self.max.load(Ordering::Relaxed)
+    }
+
     /// The value to record under: `value` itself while it is admitted already or there is room, else
     /// the overflow value. A value once admitted stays so: its series never move.
     pub fn admit<'a>(&self, value: &'a str) -> &'a str {

@@ -87,12 +87,12 @@ pub struct Desc {
     pub native: Option<NativeConfig>,
 }
 
-/// The native layout is left out: it is this process's own resolution, and a family reported
-/// by a worker with another one (or none) still merges by its classic buckets.
+/// A family's identity. The native layout is left out: it is this process's own resolution, and a family
+/// reported by a worker with another one (or none) still merges by its classic buckets. So is the help
+/// text: a release that rewords one still merges with workers of the release before.
 impl PartialEq for Desc {
     fn eq(&self, other: &Self) -> bool {
-        (&self.name, &self.help, &self.kind, &self.label_names)
-            == (&other.name, &other.help, &other.kind, &other.label_names)
+        (&self.name, &self.kind, &self.label_names) == (&other.name, &other.kind, &other.label_names)
     }
 }
 

@@ -44,6 +44,11 @@ impl<M: ValueType> Family<M> {
         self.max_series.store(max, Ordering::Relaxed);
     }
 
+    /// Most series `child` makes (0: no limit).
+    pub fn max_series(&self) -> usize {
+        self.max_series.load(Ordering::Relaxed)
+    }
+
     /// A series that the family does not keep: what a caller past the limit on series records
     /// into, so that its code runs on and nothing is exported.
     pub fn detached(&self) -> Arc<Series<M>> {
@@ -134,6 +139,14 @@ impl AnyFamily {
 
     pub fn desc(&self) -> &Desc {
         each_kind!(self, f => &f.desc)
+    }
+
+    pub fn max_series(&self) -> usize {
+        each_kind!(self, f => f.max_series())
+    }
+
+    pub fn set_max_series(&self, max: usize) {
+        each_kind!(self, f => f.set_max_series(max))
     }
 
     /// Copies of the series as they are now.

@@ -1,5 +1,7 @@
 //! Metric and label name rules of the Prometheus data model.
 
+use std::collections::HashSet;
+
 use crate::errors::{ExporterError, Result};
 
 fn valid(name: &str, allow_colon: bool) -> bool {
@@ -19,15 +21,17 @@ pub fn check_metric_name(name: &str) -> Result<()> {
 }
 
 /// Checks label names; `reserved` are names this family may not use (`le` on histograms).
+/// Duplicates are found through a set: a worker's report may carry many names.
 pub fn check_label_names(names: &[String], reserved: &[&str]) -> Result<()> {
-    for (i, name) in names.iter().enumerate() {
+    let mut seen = HashSet::with_capacity(names.len());
+    for name in names {
         if !valid(name, false) {
             return Err(ExporterError::InvalidLabelName(name.clone()));
         }
         if reserved.contains(&name.as_str()) {
             return Err(ExporterError::ReservedLabelName(name.clone()));
         }
-        if names[..i].contains(name) {
+        if !seen.insert(name.as_str()) {
             return Err(ExporterError::DuplicateLabelName(name.clone()));
         }
     }

@@ -62,8 +62,11 @@ static BOUNDS: LazyLock<Vec<Vec<f64>>> = LazyLock::new(|| {
         .collect()
 });
 
-/// `v = frac · 2^exp` with `frac` in `[0.5, 1)`, for finite `v > 0` (C's `frexp`).
+/// `v = frac · 2^exp` with `frac` in `[0.5, 1)`, for finite `v > 0` (C's `frexp`); `(0, 0)` for zero.
 fn frexp(v: f64) -> (f64, i32) {
+    if v == 0.0 {
+        return (0.0, 0);
+    }
     let bits = v.to_bits();
     let biased = ((bits >> 52) & 0x7ff) as i32;
     if biased == 0 {
@@ -160,7 +163,8 @@ impl NativeSnapshot {
         for buckets in [&mut self.positive, &mut self.negative] {
             let old = std::mem::take(buckets);
             for (key, n) in old {
-                *buckets.entry(reduce_key(key, by)).or_insert(0) += n;
+                let merged = buckets.entry(reduce_key(key, by)).or_insert(0);
+                *merged = merged.saturating_add(n);
             }
         }
         self.schema = schema;
@@ -179,7 +183,7 @@ impl NativeSnapshot {
                 .take_while(|k| upper_bound(*k, schema) <= threshold)
                 .collect();
             for k in inside {
-                self.zero_count += buckets.remove(&k).unwrap_or(0);
+                self.zero_count = self.zero_count.saturating_add(buckets.remove(&k).unwrap_or(0));
             }
         }
         self.zero_threshold = threshold;
@@ -204,11 +208,13 @@ impl NativeSnapshot {
             (&mut self.negative, other.negative),
         ] {
             for (key, n) in theirs {
-                *mine.entry(key).or_insert(0) += n;
+                let merged = mine.entry(key).or_insert(0);
+                *merged = merged.saturating_add(n);
             }
         }
-        self.zero_count += other.zero_count;
-        self.count += other.count;
+        // Saturating: counts from workers' reports are checked, but their sums over many reports are not.
+        self.zero_count = self.zero_count.saturating_add(other.zero_count);
+        self.count = self.count.saturating_add(other.count);
         self.sum += other.sum;
     }
 
@@ -341,6 +347,7 @@ mod tests {
         assert_eq!(bucket_key(3.0, -1), 1, "(1, 4] at schema -1");
         assert_eq!(bucket_key(5e-324, 0), -1074, "subnormals too");
         assert_eq!(bucket_key(f64::INFINITY, 0), bucket_key(f64::MAX, 0));
+        assert_eq!(frexp(0.0), (0.0, 0), "zero returns, where it recursed for ever");
     }
 
     #[test]

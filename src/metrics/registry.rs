@@ -14,7 +14,7 @@ use crate::errors::{ExporterError, Result};
 
 #[derive(Default)]
 pub struct Registry {
-    families: RwLock<BTreeMap<String, AnyFamily>>,
+    families: RwLock<Families>,
     /// Labels added to every sample at render (the run's identity, given by option).
     const_labels: RwLock<Vec<(String, String)>>,
     /// The cap on request names, applied to what this process records and to workers' reports.
@@ -22,6 +22,34 @@ pub struct Registry {
     /// The size of the last text rendering and an eighth: the next one is allocated at that size,
     /// so a large page is not copied over and over as it grows.
     render_size: AtomicUsize,
+}
+
+/// Series a custom metric keeps at most unless told otherwise (`max_series=`), and a family learned from
+/// workers' reports at most.
+pub const DEFAULT_MAX_SERIES: usize = 10_000;
+
+/// The families by name, and every sample name they may expose, kept as families come and go: a new
+/// family's names are checked in time proportional to its own names, not to the registry's.
+#[derive(Default)]
+struct Families {
+    by_name: BTreeMap<String, AnyFamily>,
+    taken: HashSet<String>,
+}
+
+impl Families {
+    fn remove(&mut self, name: &str) -> Option<AnyFamily> {
+        let family = self.by_name.remove(name)?;
+        family.desc().exposed_names().iter().for_each(|n| {
+            self.taken.remove(n);
+        });
+        Some(family)
+    }
+
+    /// Adds `family`, whose sample names are `names`.
+    fn insert(&mut self, family: AnyFamily, names: Vec<String>) {
+        self.taken.extend(names);
+        self.by_name.insert(family.desc().name.clone(), family);
+    }
 }
 
 impl Registry {
@@ -41,7 +69,7 @@ impl Registry {
 
     /// The family of `M` with exactly this descriptor, registered if new (the built-in families).
     pub fn get_or_register<M: Typed>(&self, desc: Desc) -> Result<Arc<Family<M>>> {
-        if let Some(f) = self.families.read().get(&desc.name) {
+        if let Some(f) = self.families.read().by_name.get(&desc.name) {
             return match M::typed(f) {
                 Some(f) if f.desc == desc => Ok(f.clone()),
                 _ => Err(ExporterError::Duplicate(desc.name)),
@@ -55,19 +83,24 @@ impl Registry {
         let old = self.families.write().remove(&desc.name);
         self.register(desc).inspect_err(|_| {
             if let Some(old) = old {
-                self.families.write().insert(old.desc().name.clone(), old);
+                let names = old.desc().exposed_names();
+                self.families.write().insert(old, names);
             }
         })
     }
 
-    /// A family reported by a worker: known if registered with exactly this descriptor, else new.
-    pub fn learn(&self, desc: &Desc) -> Result<()> {
-        match self.families.read().get(&desc.name) {
-            Some(f) if f.desc() == desc => return Ok(()),
+    /// The family of a worker's report: the one registered with this descriptor, or else a new one, which
+    /// keeps at most `DEFAULT_MAX_SERIES` series.
+    pub fn learn(&self, desc: &Desc) -> Result<AnyFamily> {
+        match self.families.read().by_name.get(&desc.name) {
+            Some(f) if f.desc() == desc => return Ok(f.clone()),
             Some(_) => return Err(ExporterError::Duplicate(desc.name.clone())),
             None => {}
         }
-        self.insert(AnyFamily::new(desc.clone()))
+        let family = AnyFamily::new(desc.clone());
+        family.set_max_series(DEFAULT_MAX_SERIES);
+        self.insert(family.clone())?;
+        Ok(family)
     }
 
     /// Adds a family unless its labels clash with the constant ones or its names with a registered
@@ -78,12 +111,11 @@ impl Registry {
         // can slip a clash in between the other's check and its write.
         let mut families = self.families.write();
         check_const_label_clash(&self.const_labels.read(), [desc])?;
-        let taken: HashSet<String> = families.values().flat_map(|f| f.desc().exposed_names()).collect();
-        if let Some(clash) = desc.exposed_names().into_iter().find(|n| taken.contains(n)) {
-            return Err(ExporterError::Duplicate(clash));
+        let names = desc.exposed_names();
+        if let Some(clash) = names.iter().find(|n| families.taken.contains(*n)) {
+            return Err(ExporterError::Duplicate(clash.clone()));
         }
-        let name = desc.name.clone();
-        families.insert(name, family);
+        families.insert(family, names);
         Ok(())
     }
 
@@ -92,7 +124,7 @@ impl Registry {
         let names: Vec<String> = labels.iter().map(|(n, _)| n.clone()).collect();
         check_label_names(&names, &["le", "worker"])?;
         let families = self.families.read();
-        check_const_label_clash(&labels, families.values().map(AnyFamily::desc))?;
+        check_const_label_clash(&labels, families.by_name.values().map(AnyFamily::desc))?;
         *self.const_labels.write() = labels;
         Ok(())
     }
@@ -121,7 +153,7 @@ impl Registry {
     }
 
     pub fn families(&self) -> Vec<AnyFamily> {
-        self.families.read().values().cloned().collect()
+        self.families.read().by_name.values().cloned().collect()
     }
 
     /// This process's own series of every family.
@@ -204,5 +236,13 @@ mod tests {
         let new = Desc::new("h", "h", Kind::Histogram([1.0, 2.0].into()), vec![]).unwrap();
         assert_eq!(r.replace::<Histogram>(new.clone()).unwrap().desc, new);
         assert_eq!(r.families().len(), 1);
+        assert!(
+            r.register::<Counter>(counter("h_sum")).is_err(),
+            "its names are still taken"
+        );
+        r.register::<Counter>(counter("g")).unwrap();
+        assert!(r
+            .register::<Gauge>(Desc::new("g_total", "h", Kind::Gauge(GaugeMode::Sum), vec![]).unwrap())
+            .is_err());
     }
 }

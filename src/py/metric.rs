@@ -10,11 +10,10 @@ use super::timer::{Timer, TimerAction};
 use crate::clock::unix_seconds;
 use crate::distributed::Node;
 use crate::errors::{no_panic, ExporterError, Result};
-use crate::locust::builtin::SERIES_DROPPED;
-use crate::metrics::{self, parse_buckets, Desc, Family, GaugeMode, Kind, NativeConfig, Series, Typed};
-
-/// Series a custom metric keeps at most, unless told otherwise (`max_series=`).
-const DEFAULT_MAX_SERIES: usize = 10_000;
+use crate::locust::builtin::{reserved, SERIES_DROPPED};
+use crate::metrics::{
+    self, parse_buckets, Desc, Family, GaugeMode, Kind, NativeConfig, Series, Typed, DEFAULT_MAX_SERIES,
+};
 
 /// A family and, once labels are bound (or when it has none), one of its series.
 pub struct Metric<M> {
@@ -82,6 +81,9 @@ impl<M: Typed> Metric<M> {
             kind,
             labelnames,
         )?;
+        if reserved(&desc) {
+            return Err(ExporterError::ReservedName(desc.name));
+        }
         let desc = match native {
             Some(config) => desc.with_native(config),
             None => desc,

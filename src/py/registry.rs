@@ -84,15 +84,18 @@ impl CollectorRegistry {
         Ok(PyBytes::new(py, &bytes))
     }
 
-    /// On the master: takes one worker's report.
-    fn apply_report(&self, py: Python<'_>, client_id: &str, data: &[u8]) -> PyResult<()> {
-        Ok(off_the_gil(py, || self.inner.apply_report(client_id, data))?)
+    /// On the master: merges one worker's report (refused whole if it does not parse, or is of a format
+    /// version this build does not read). Returns the lines to log: each kind of problem once per worker.
+    fn apply_report(&self, py: Python<'_>, client_id: &str, data: &[u8]) -> PyResult<Vec<String>> {
+        Ok(off_the_gil(py, || Ok(self.inner.apply_report(client_id, data).1))?)
     }
 
-    /// On the master: the workers Locust has not marked missing.
-    fn set_live_workers(&self, py: Python<'_>, client_ids: Vec<String>) -> PyResult<()> {
+    /// On the master: the workers Locust has not marked missing, and every worker it lists; those it no longer
+    /// lists are forgotten after a grace period (none, without `listed`).
+    #[pyo3(signature = (live, listed=None))]
+    fn set_live_workers(&self, py: Python<'_>, live: Vec<String>, listed: Option<Vec<String>>) -> PyResult<()> {
         Ok(off_the_gil(py, || {
-            self.inner.set_live_workers(&client_ids);
+            self.inner.set_workers(&live, listed.as_deref());
             Ok(())
         })?)
     }

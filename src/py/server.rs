@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use super::registry::CollectorRegistry;
 use crate::clock::{from_nanos, to_nanos};
 use crate::errors::no_panic;
+use crate::fork;
 use crate::server::{Limits, LiveConfig, ScrapeLog, ServerHandle};
 
 /// Bumped in a forked child, where the parent's server threads do not exist.
@@ -45,6 +46,8 @@ impl Server {
     ) -> PyResult<Self> {
         let node = registry.get().inner.clone();
         let (handle, tls) = py.detach(|| {
+            // Starting registers the server's counters in the registry: through the fork gate.
+            let _pass = fork::enter();
             no_panic(|| {
                 let web = web_config.as_deref().map(LiveConfig::load).transpose()?;
                 let tls = web.as_ref().is_some_and(|w| w.tls());

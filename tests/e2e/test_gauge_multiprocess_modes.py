@@ -40,10 +40,11 @@ def python(script: str, *args: str) -> str:
 def test_gauge_multiprocess_modes_combine_the_workers_reports():
     """Two worker processes report a gauge in every mode; a master process merges their reports."""
     values = {"w1": 7.0, "w2": 2.0}
-    # w1 sets its value first; the master gets w2's report first, so `mostrecent` goes by time, not arrival.
+    # w1 sets its value first, and the master gets w2's report first: `mostrecent` goes by when the master
+    # received a value (w1's, last), not by the workers' clocks, which need not agree.
     reports = {worker: python(WORKER, str(value), *MODES) for worker, value in values.items()}
     arrival = json.dumps([("w2", reports["w2"]), ("w1", reports["w1"])])
-    pick = {"sum": sum, "max": max, "min": min, "mostrecent": lambda vs: vs[-1]}
+    pick = {"sum": sum, "max": max, "min": min, "mostrecent": lambda vs: vs[0]}
     # Each live mode differs from its plain mode when one worker or the other is missing.
     for live in (["w1", "w2"], ["w2"], ["w1"]):
         samples = samples_of(python(MASTER, arrival, json.dumps(live), *MODES))
