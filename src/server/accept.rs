@@ -11,8 +11,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::conn::Conn;
+use super::connection::{serve, Open};
 use super::reserve::{self, Spare};
-use super::serve;
 use super::shared::Shared;
 use super::stats::Dropped;
 
@@ -107,22 +107,6 @@ fn make_room(conns: &mut VecDeque<Weak<Conn>>) -> bool {
             true
         }
         None => false,
-    }
-}
-
-/// One open connection, counted while its task lives.
-pub struct Open(Arc<AtomicUsize>);
-
-impl Open {
-    fn new(count: Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Open(count)
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
