@@ -64,20 +64,24 @@ def test_a_forked_child_does_not_hold_the_parents_listening_socket(registry):
     exporter.start()
     assert exporter.address is not None
     port = exporter.address[1]
-    read, write = os.pipe()
+    forked, release = os.pipe(), os.pipe()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the parent serves: it has threads
         pid = os.fork()
     if pid == 0:
-        os.close(write)
-        os.read(read, 1)  # lives until the parent has checked
+        # The fork hooks have run when os.fork() returns here. Bytes, not EOF, signal both ways: with gevent's
+        # monkey-patching, a pipe's os.close() in the child waits for a hub that does not run here.
+        os.write(forked[1], b"f")
+        os.read(release[0], 1)  # lives until the parent has checked
         os._exit(0)
-    os.close(read)
     try:
+        assert os.read(forked[0], 1) == b"f"
         assert port not in listening_ports(pid)
         exporter.close()
         assert not listening(port), "the port is still bound after close()"
     finally:
-        os.close(write)
+        os.write(release[1], b"r")
         _, status = os.waitpid(pid, 0)
+        for fd in (*forked, *release):
+            os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0
