@@ -26,27 +26,15 @@ from support.web_config import (
     TLS,
     USERS,
     Pki,
+    basic,
     bcrypt_hash,
     get,
     issue_with_uri,
+    refused,
     replace,
     within,
     write_bad,
 )
-
-
-def basic(user: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
-
-
-def refused(port: int, context: ssl.SSLContext) -> bool:
-    """The TLS handshake (or the request right after it, where TLS 1.3 reports a refused client) fails."""
-    try:
-        get(port, context)
-    except (ssl.SSLError, ConnectionError):
-        return True
-    return False
-
 
 # --- TLS
 
