@@ -243,4 +243,44 @@ mod tests {
             "the rest of the report is taken, families new to the master included"
         );
     }
+
+    #[test]
+    fn a_restarted_master_catches_up_at_the_next_full_report() {
+        let worker = Node::default();
+        let desc = Desc::new("c", "h", crate::metrics::Kind::Counter, vec!["l".into()]).unwrap();
+        let c = worker.registry.register::<crate::metrics::Counter>(desc).unwrap();
+        let values = |node: &Node| -> Vec<(Vec<String>, f64)> {
+            let collected = node.collect();
+            let (_, series) = collected.iter().find(|(d, _)| d.name == "c").unwrap();
+            series
+                .iter()
+                .map(|s| match s.value {
+                    ValueData::Scalar { value, .. } => (s.labels.clone(), value),
+                    _ => unreachable!(),
+                })
+                .collect()
+        };
+        let first = Node::default();
+        c.child(&["a"]).unwrap().inc(5.0);
+        first.apply_report("w", &worker.take_report());
+        // The master restarts: the worker's next reports carry only what changed since the last one.
+        let restarted = Node::default();
+        c.child(&["b"]).unwrap().inc(1.0);
+        restarted.apply_report("w", &worker.take_report());
+        assert_eq!(
+            values(&restarted),
+            vec![(vec!["b".to_string()], 1.0)],
+            "only what changed"
+        );
+        for _ in 2..worker::FULL_REPORT_EVERY {
+            c.child(&["b"]).unwrap().inc(1.0);
+            restarted.apply_report("w", &worker.take_report());
+        }
+        assert_eq!(
+            values(&restarted),
+            vec![(vec!["a".to_string()], 5.0), (vec!["b".to_string()], 19.0)],
+            "the full report brought the series that had not changed"
+        );
+        assert_eq!(values(&restarted), values(&worker));
+    }
 }

@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 use crate::metrics::{series_key, Collected, NativeSnapshot, Registry, SeriesData, ValueData};
 
 /// One report in this many carries every series: once a minute at Locust's 3 s report interval.
-const FULL_REPORT_EVERY: u64 = 20;
+pub const FULL_REPORT_EVERY: u64 = 20;
 
 /// The values a worker last sent to the master, so that reports carry only changes.
 #[derive(Default)]
