@@ -63,7 +63,7 @@ def test_the_headless_jobs_serve_exact_counts_on_the_service_s_port(tmp_path, ta
         for cluster_value in ("0.0.0.0", "locust-master", "target.example.com", "/mnt/locust"):
             assert cluster_value not in text, (cluster_value, cmd)
 
-    run = LocustRun(local_metrics, 0, tmp_path / "unused", target, distributed=True)
+    run = LocustRun(local_metrics, tmp_path / "unused", target, distributed=True)
     commands = [(master_cmd, master_env)] + [(worker_cmd, worker_env)] * worker_job["spec"]["parallelism"]
     for i, (cmd, environment) in enumerate(commands):
         log = tmp_path / ("master.log" if i == 0 else f"worker{i}.log")

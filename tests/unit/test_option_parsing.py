@@ -25,5 +25,6 @@ def test_labels_and_headers_are_parsed_alike(monkeypatch):
 def test_a_part_without_equals_names_where_it_was_read(monkeypatch):
     with pytest.raises(ValueError, match=r"^--prometheus-labels: expected name=value, got 'env'$"):
         _options.pairs("a=1,env", "--prometheus-labels")
-    with pytest.raises(ValueError, match=rf"^{VARIABLE}: expected name=value, got 'X-Scope-OrgID'$"):
+    # A header's text may be a secret: the error names the variable, not what it holds.
+    with pytest.raises(ValueError, match=rf"^{VARIABLE}: expected Name=value, comma-separated$"):
         headers(monkeypatch, "X-Scope-OrgID")
