@@ -11,6 +11,8 @@ mod metrics;
 mod push;
 mod py;
 mod server;
+#[cfg(test)]
+mod test_rng;
 
 // The GIL is kept on free-threaded builds: a Python thread inside a metric call holds registry locks, and
 // only the GIL keeps such threads out while another one forks (native threads pass the fork gate instead).

@@ -9,26 +9,12 @@ use super::stats::Outcome;
 use super::wire::{decode, encode_v2};
 use super::Node;
 use crate::metrics::{Counter, Desc, Gauge, GaugeMode, Histogram, Kind, NativeConfig, ValueData};
+use crate::test_rng::Rng;
 
 /// Enough to cover each kind of mutation many times over, and to run in a few seconds in a debug build.
 const CASES: usize = 100_000;
 /// The master starts again this often, so that the families mutated names make stay few.
 const MASTER_LIFETIME: usize = 1_000;
-
-/// xorshift64*: deterministic cases without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 /// Valid reports of a worker with a family of each kind, a native histogram among them: its successive
 /// reports (cumulative, then increments), and one in the previous release's format.
