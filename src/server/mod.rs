@@ -322,7 +322,8 @@ mod tests {
 
     #[test]
     fn a_client_that_does_not_read_is_dropped() {
-        let server = ServerHandle::start(big_node(), "127.0.0.1", 0, SHORT, None).unwrap();
+        let node = big_node();
+        let server = ServerHandle::start(node.clone(), "127.0.0.1", 0, SHORT, None).unwrap();
         let mut stalled = connect(&server);
         stalled.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         // The stall counts from the answer's start, which waits for the render (slow in a debug build on
@@ -345,6 +346,14 @@ mod tests {
             "still open after the stall limit"
         );
         assert!(received < 60_000 * 200, "the whole body was sent: {received} bytes");
+        // Counted by its reason (when the watchdog's branch has run: it may follow the close by a moment).
+        let counted = "locust_exporter_connections_dropped_total{reason=\"write_timeout\"} 1.0\n";
+        let only = ["locust_exporter_connections_dropped_total".to_string()];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !crate::exposition::registry_text(&node, crate::exposition::Format::Text, &only).contains(counted) {
+            assert!(Instant::now() < deadline, "no write_timeout counted");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         server.shutdown();
     }
 

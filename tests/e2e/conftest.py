@@ -85,7 +85,7 @@ def run_locust(tmp_path, target):
                             "--master-bind-port", "0"]  # fmt: skip
         if processes:
             # Its children connect to --master-port, which they cannot learn from a port 0 the parent bound: a
-            # free port, not Locust's default 5557, which two runs at once would share.
+            # free port (see `free_port`), not Locust's default 5557, which two runs at once would share.
             port = str(free_port())
             master_args += ["--processes", str(processes), "--master-bind-port", port, "--master-port", port]
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -146,7 +146,9 @@ def recorder() -> Iterator:
     """``start(statuses, tls=(cert, key), then=(status, body)) -> Recorder``; shut down at the end."""
     servers: list[Recorder] = []
 
-    def start(statuses: list[int], tls: tuple[Path, Path] | None = None, then: tuple[int, str] = (204, "")) -> Recorder:
+    def start(
+        statuses: list[int | None], tls: tuple[Path, Path] | None = None, then: tuple[int, str] = (204, "")
+    ) -> Recorder:
         servers.append(Recorder(statuses, tls, then))
         return servers[-1]
 

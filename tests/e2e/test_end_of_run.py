@@ -17,7 +17,7 @@ import time
 import pytest
 from support.paths import LOCUSTFILES
 from support.prometheus import native_buckets, native_quantile
-from support.receivers import make_ca_and_server_cert
+from support.receivers import STALL, make_ca_and_server_cert
 from support.scrape import free_port, http_get
 
 BUSY = LOCUSTFILES / "busy.py"
@@ -238,6 +238,21 @@ def test_remote_write_headers_bearer_token_and_retries(run_locust, recorder):
         assert headers["authorization"] == "Bearer s3cret-token"
         assert headers["x-scope-orgid"] == "tenant-1"
     assert "s3cret-token" not in out
+
+
+def test_a_push_that_times_out_is_retried(run_locust, recorder):
+    """A receiver that never answers the final push (the only one of a run shorter than the interval): after the
+    request timeout (10 s) the same batch is sent again, and taken; nothing is dropped. (A regular push is retried
+    until the next one is due, which carries fresher values.)"""
+    receiver = recorder([STALL])
+    extra = ("--prometheus-remote-write", f"{receiver.url}/api/v1/write", "--prometheus-push-interval", "60")
+    run = headless(run_locust, 3, extra=extra)
+    assert run.finish(timeout=60) == [0], run.output()
+    out = run.output()
+    assert push_summary(out, "remote write")[1:] == (1, 0), out  # one timeout, retried, nothing dropped
+    assert len(re.findall(r"remote write to \S+ failed: .*time", out, re.IGNORECASE)) == 1, out
+    stalled, retried = receiver.bodies
+    assert retried == stalled, "the retry sends the batch that timed out"
 
 
 #: Per kind of push: its option, its environment variables' prefix, its summary's name, and its requests.

@@ -80,13 +80,17 @@ def serve(server: http.server.HTTPServer, tls: tuple[Path, Path] | None) -> str:
     return f"{scheme}://127.0.0.1:{server.server_address[1]}"
 
 
+#: A "status" for `Recorder`: no answer at all, until the client gives up and closes the connection.
+STALL = None
+
+
 class Recorder(http.server.ThreadingHTTPServer):
     """An HTTP(S) server on 127.0.0.1 that records each POST/PUT (method, path, headers by lowercase name, body size;
-    the bodies in `bodies`) and answers with the next of `statuses`, then with `then` (status, body): a receiver
-    whose answers the test chooses, on a real socket."""
+    the bodies in `bodies`) and answers with the next of `statuses` (or `STALL`s), then with `then` (status, body):
+    a receiver whose answers the test chooses, on a real socket."""
 
     def __init__(
-        self, statuses: list[int], tls: tuple[Path, Path] | None = None, then: tuple[int, str] = (204, "")
+        self, statuses: list[int | None], tls: tuple[Path, Path] | None = None, then: tuple[int, str] = (204, "")
     ) -> None:
         self.requests: list[tuple[str, str, dict[str, str], int]] = []
         self.bodies: list[bytes] = []
@@ -105,6 +109,10 @@ class _RecorderHandler(http.server.BaseHTTPRequestHandler):
         self.server.requests.append((self.command, self.path, headers, len(body)))
         self.server.bodies.append(body)
         status, text = (self.server.statuses.pop(0), "") if self.server.statuses else self.server.then
+        if status is STALL:
+            self.close_connection = True
+            self.rfile.read()  # until the client closes its end
+            return
         answer = text.encode()
         self.send_response(status)
         self.send_header("Content-Length", str(len(answer)))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import random
 import socket
 import subprocess
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
@@ -17,10 +19,28 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
+#: Where `free_port` looks: below the kernel's ephemeral range (read at import), which port-0 binds and outgoing
+#: connections draw from.
+_EPHEMERAL_LOW = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+_given: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free on 127.0.0.1 now, for a program that must be given its port before it starts (children that
+    connect to `--master-port`, a Prometheus configured before the run): below the ephemeral range, so that no
+    port-0 bind and no outgoing connection, of this process or of a test running beside it, can take it before
+    the program binds it; drawn at random, so that two test processes are unlikely to draw the same one."""
+    for port in random.sample(range(10_000, _EPHEMERAL_LOW), 1_000):
+        if port in _given:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken
+        _given.add(port)
+        return port
+    raise AssertionError(f"no free port found between 10000 and {_EPHEMERAL_LOW}")
 
 
 def http_get(
