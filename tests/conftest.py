@@ -3,6 +3,7 @@ a run with a skipped or an expected-to-fail test."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,12 @@ from locust_prometheus_exporter import CollectorRegistry, PrometheusExporter, _n
 from support.web_config import Pki
 
 _skipped: list[str] = []
+
+# A shell that starts a command in the background without job control has it ignore SIGINT, and an ignored
+# signal stays ignored in every program it then starts: Locust would never see the Ctrl-C a test sends it.
+# A handler, unlike an ignored signal, is reset to the default in a started program.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
