@@ -64,7 +64,8 @@ test-rust: ## Rust unit tests
 
 # pytest runs in this many processes at once, each a group of tests that pytest-split makes from their times in
 # .test_durations: most of a test's time is spent waiting (for Locust's runs and reports, Prometheus's scrapes, a
-# server's timeouts), so on two cores three at once take half the time of one. `pytest tests` runs them in one.
+# server's timeouts), so on two cores four at once take about a quarter of the time of one (README, Development).
+# `pytest tests` runs them all in one.
 PYTEST_GROUPS := 4
 test-python: system-deps install ## pytest: API, HTTP, real locust runs, real Prometheus ($(PYTEST_GROUPS) processes)
 	$(MAKE) --no-print-directory -k -j$(PYTEST_GROUPS) --output-sync=target \
